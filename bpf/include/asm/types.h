@@ -1,0 +1,2 @@
+/* Architecture-neutral stand-in so the BPF objects build the same on every host. */
+#include <asm-generic/types.h>

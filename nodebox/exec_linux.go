@@ -1,0 +1,113 @@
+package nodebox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Start starts cmd inside the pod: in its cgroup (so the pod's cgroup BPF programs
+// see its sockets) and in its netns. The child is forked from a thread switched
+// into the netns, and placed in the cgroup by clone3, so both hold from its first
+// instruction.
+func (p *Pod) Start(cmd *exec.Cmd) error {
+	cg, err := os.Open(p.CgroupDir)
+	if err != nil {
+		return fmt.Errorf("pod %s: open cgroup: %w", p.Name, err)
+	}
+	defer cg.Close()
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.UseCgroupFD = true
+	cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	return p.Do(func() error {
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("pod %s: start %s: %w", p.Name, cmd.Path, err)
+		}
+		return nil
+	})
+}
+
+// Run starts cmd in the pod and waits for it.
+func (p *Pod) Run(cmd *exec.Cmd) error {
+	if err := p.Start(cmd); err != nil {
+		return err
+	}
+	return cmd.Wait()
+}
+
+// Command is exec.CommandContext for a command to be started with Start or Run.
+func (p *Pod) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, name, args...)
+}
+
+// Do runs fn on an OS thread switched into the pod's netns (not its cgroup: a
+// thread cannot join a cgroup alone). Sockets fn opens stay in the pod's netns.
+func (p *Pod) Do(fn func() error) error {
+	ns, err := os.Open(p.NetnsPath)
+	if err != nil {
+		return fmt.Errorf("pod %s: open netns: %w", p.Name, err)
+	}
+	defer ns.Close()
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return fmt.Errorf("open own netns: %w", err)
+	}
+	defer self.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("pod %s: enter netns: %w", p.Name, err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+			// Leave the thread locked: the runtime discards it with this goroutine.
+			errc <- errors.Join(ferr, fmt.Errorf("leave netns: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Listen opens a listener inside the pod's netns, as an app in the pod would.
+func (p *Pod) Listen(network, address string) (net.Listener, error) {
+	var ln net.Listener
+	err := p.Do(func() error {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		var err error
+		ln, err = lc.Listen(context.Background(), network, address)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pod %s: listen %s: %w", p.Name, address, err)
+	}
+	return ln, nil
+}
+
+// Dial connects from inside the pod's netns (but not its cgroup: the pod's
+// outbound capture does not apply; use Start for that).
+func (p *Pod) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	var c net.Conn
+	err := p.Do(func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, address)
+		return err
+	})
+	return c, err
+}

@@ -1,0 +1,176 @@
+package redirect
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/hoptrace/hoptrace/bpf"
+)
+
+// Redirector owns the node's redirect programs and maps and the pods attached to them.
+type Redirector struct {
+	cfg     Config
+	mapsDir string
+	podsDir string
+
+	progs bpf.RedirectPrograms
+	maps  bpf.RedirectMaps
+
+	mu       sync.Mutex
+	pods     map[string]*Attachment
+	byCookie map[uint64]string // netns cookie → pod ID, for events
+	closed   bool
+}
+
+// objects is what Open loads: the programs and maps, not the .bss that only keeps
+// types alive for bpf2go.
+type objects struct {
+	bpf.RedirectPrograms
+	bpf.RedirectMaps
+}
+
+// Open loads the redirect programs, adopting maps already pinned under cfg.PinDir
+// by an earlier agent so that its pods keep their state.
+func Open(cfg Config) (*Redirector, error) {
+	cfg = cfg.withDefaults()
+	if err := Supported(); err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	if err := ensurePinDir(cfg.PinDir); err != nil {
+		return nil, err
+	}
+	r := &Redirector{
+		cfg:      cfg,
+		mapsDir:  filepath.Join(cfg.PinDir, "maps"),
+		podsDir:  filepath.Join(cfg.PinDir, "pods"),
+		pods:     map[string]*Attachment{},
+		byCookie: map[uint64]string{},
+	}
+	for _, d := range []string{r.mapsDir, r.podsDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("create pin dir: %w", err)
+		}
+	}
+	objs, err := r.load()
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// Pins from an agent version with other map layouts: start afresh. Pods of
+		// the old agent fail open until they are attached again.
+		if rerr := os.RemoveAll(r.mapsDir); rerr != nil {
+			return nil, fmt.Errorf("replace incompatible pinned maps: %w", rerr)
+		}
+		if err := os.MkdirAll(r.mapsDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create pin dir: %w", err)
+		}
+		objs, err = r.load()
+	}
+	if err != nil {
+		r.removeEmptyPinDirs()
+		return nil, err
+	}
+	r.progs, r.maps = objs.RedirectPrograms, objs.RedirectMaps
+	return r, nil
+}
+
+func (r *Redirector) load() (*objects, error) {
+	spec, err := bpf.LoadRedirect()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
+	}
+	delete(spec.Maps, ".bss")
+	spec.Variables = nil
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinByName
+	}
+	var objs objects
+	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: r.mapsDir}})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load BPF programs: kernel verifier rejected them (run 'hoptrace check'): %w", err)
+		}
+		return nil, fmt.Errorf("load BPF programs: %w", err)
+	}
+	return &objs, nil
+}
+
+// PinDir returns the bpffs directory holding this Redirector's pins.
+func (r *Redirector) PinDir() string { return r.cfg.PinDir }
+
+// Close detaches every pod this process attached or found pinned and removes all
+// programs, links, maps and pins: nothing of hoptrace stays in the kernel.
+func (r *Redirector) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	var errs []error
+	for id, a := range r.pods {
+		errs = append(errs, r.detachLocked(a, true))
+		delete(r.pods, id)
+	}
+	// Pods pinned by an earlier agent and never re-attached.
+	ids, err := r.pinnedLocked()
+	errs = append(errs, err)
+	for _, id := range ids {
+		errs = append(errs, r.removePinnedLocked(id))
+	}
+	errs = append(errs, r.maps.Close(), r.progs.Close())
+	for _, m := range r.mapNames() {
+		if err := os.Remove(filepath.Join(r.mapsDir, m)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("unpin map %s: %w", m, err))
+		}
+	}
+	r.removeEmptyPinDirs()
+	return errors.Join(errs...)
+}
+
+// Release closes this process's file descriptors but leaves links, maps and pins in
+// the kernel, so that a later agent adopts them (--keep-redirect-on-exit). The
+// pods' listeners close with it, so their traffic fails open in the meantime.
+func (r *Redirector) Release() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	var errs []error
+	for id, a := range r.pods {
+		errs = append(errs, a.closeLocal())
+		delete(r.pods, id)
+	}
+	errs = append(errs, r.maps.Close(), r.progs.Close())
+	return errors.Join(errs...)
+}
+
+func (r *Redirector) mapNames() []string {
+	spec, err := bpf.LoadRedirect()
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for name := range spec.Maps {
+		if name != ".bss" {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+func (r *Redirector) removeEmptyPinDirs() {
+	// os.Remove only removes empty directories: pins of others stay untouched.
+	_ = os.Remove(r.podsDir)
+	_ = os.Remove(r.mapsDir)
+	_ = os.Remove(r.cfg.PinDir)
+}

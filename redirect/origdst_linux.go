@@ -1,0 +1,102 @@
+package redirect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/hoptrace/hoptrace/bpf"
+)
+
+const (
+	afInet  = 2
+	afInet6 = 10
+)
+
+// OutboundResolver returns the resolver for connections accepted on a.Outbound:
+// it reads (and removes) the original destination the BPF programs recorded.
+func (a *Attachment) OutboundResolver() Resolver {
+	return outboundResolver{m: a.r.maps.OrigByPort, cookie: a.NetnsCookie}
+}
+
+// InboundResolver returns the resolver for connections accepted on a.Inbound. An
+// sk_lookup-steered socket keeps the address the client dialled as its local address.
+func (a *Attachment) InboundResolver() Resolver { return inboundResolver{} }
+
+type outboundResolver struct {
+	m      *ebpf.Map
+	cookie uint64
+}
+
+func (o outboundResolver) OriginalDst(c net.Conn) (netip.AddrPort, error) {
+	ra, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("original destination: not a TCP connection (%T)", c.RemoteAddr())
+	}
+	key := bpf.RedirectPortKey{NetnsCookie: o.cookie, Port: uint16(ra.Port), Family: afInet6}
+	if ra.IP.To4() != nil {
+		key.Family = afInet
+	}
+	var od bpf.RedirectOrigDst
+	// Lookup-and-delete keeps the map small: each record is read exactly once.
+	if err := o.m.LookupAndDelete(&key, &od); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return netip.AddrPort{}, fmt.Errorf("connection from %s: %w", ra, ErrNoOriginalDst)
+		}
+		return netip.AddrPort{}, fmt.Errorf("look up original destination of %s: %w", ra, err)
+	}
+	return netip.AddrPortFrom(fromBPFAddr(od.Ip), od.Port), nil
+}
+
+type inboundResolver struct{}
+
+func (inboundResolver) OriginalDst(c net.Conn) (netip.AddrPort, error) {
+	la, ok := c.LocalAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("original destination: not a TCP connection (%T)", c.LocalAddr())
+	}
+	return la.AddrPort(), nil
+}
+
+// OutboundDialer dials from inside the pod's netns, as the pod itself would, so the
+// destination sees the pod's own address. The agent is not in the pod's cgroup,
+// so its dials are not redirected again.
+func (a *Attachment) OutboundDialer() Dialer { return &podDialer{netns: a} }
+
+// InboundDialer dials the pod's local app from PassthroughAddr (IPv4) or from the
+// destination address itself (IPv6), which the sk_lookup program lets through.
+func (a *Attachment) InboundDialer() Dialer { return &podDialer{netns: a, passthrough: true} }
+
+type podDialer struct {
+	netns       *Attachment
+	passthrough bool
+}
+
+func (d *podDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	var nd net.Dialer
+	if d.passthrough {
+		dst, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: inbound dials need an IP address: %w", address, err)
+		}
+		src := PassthroughAddr
+		if dst.Addr().Unmap().Is6() {
+			src = dst.Addr()
+		}
+		nd.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+	}
+	var conn net.Conn
+	err := inNetns(int(d.netns.netns.Fd()), func() error {
+		var err error
+		conn, err = nd.DialContext(ctx, network, address)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s from pod %s: %w", address, d.netns.Pod.ID, err)
+	}
+	return conn, nil
+}

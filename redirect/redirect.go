@@ -1,0 +1,178 @@
+// Package redirect steers a pod's TCP traffic into hoptrace's proxy with eBPF, and
+// gives the proxy what it needs to serve it: the pod's two listeners, the original
+// destination of each accepted connection, and dialers that dial from inside the pod.
+//
+// Programs and maps are loaded once per node and pinned under a bpffs directory;
+// per pod only links are made (cgroup/connect4, cgroup/connect6 and sockops on the
+// pod's cgroup v2 directory, sk_lookup on its netns) and a few map entries are
+// written. A restarted agent adopts what is pinned. Every path fails open: without
+// the agent's listeners, connections go where the app sent them.
+package redirect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// DefaultPinDir is where the agent pins its BPF objects.
+const DefaultPinDir = "/sys/fs/bpf/hoptrace"
+
+// Default listener ports inside each pod's netns, as in Istio (15001 out, 15006 in).
+// Apps must not listen on them.
+const (
+	DefaultOutboundPort = 15001
+	DefaultInboundPort  = 15006
+)
+
+// PassthroughAddr is the source address of the proxy's dials to the local app; the
+// sk_lookup program lets connections from it through uncaptured.
+var PassthroughAddr = netip.MustParseAddr("127.0.0.6")
+
+var (
+	// ErrNetnsGone means the pod's network namespace does not exist (any more).
+	ErrNetnsGone = errors.New("network namespace not found")
+	// ErrNotAttached means Detach was asked for a pod that is not attached or pinned.
+	ErrNotAttached = errors.New("pod not attached")
+	// ErrAlreadyAttached means Attach was called twice for one pod ID.
+	ErrAlreadyAttached = errors.New("pod already attached")
+	// ErrNoOriginalDst means no original destination is recorded for a connection.
+	ErrNoOriginalDst = errors.New("no original destination recorded")
+	// ErrClosed means the Redirector was closed.
+	ErrClosed = errors.New("redirector closed")
+	// ErrInvalidPod means a Pod description is incomplete or malformed.
+	ErrInvalidPod = errors.New("invalid pod")
+)
+
+// Config configures a Redirector. The zero value uses the defaults.
+type Config struct {
+	// PinDir is the bpffs directory for pins (DefaultPinDir when empty). If no bpffs
+	// is mounted at or above it, Open mounts one at /sys/fs/bpf when PinDir is under it.
+	PinDir       string
+	OutboundPort uint16 // DefaultOutboundPort when 0
+	InboundPort  uint16 // DefaultInboundPort when 0
+}
+
+func (c Config) withDefaults() Config {
+	if c.PinDir == "" {
+		c.PinDir = DefaultPinDir
+	}
+	if c.OutboundPort == 0 {
+		c.OutboundPort = DefaultOutboundPort
+	}
+	if c.InboundPort == 0 {
+		c.InboundPort = DefaultInboundPort
+	}
+	return c
+}
+
+// Pod is what Attach needs to know about a pod.
+type Pod struct {
+	// ID names the pod for pins and events, e.g. its UID or "namespace/name". It
+	// must be stable across agent restarts so that a new agent adopts the pins.
+	ID        string
+	CgroupDir string // the pod's cgroup v2 directory
+	NetnsPath string // e.g. /proc/<pid>/ns/net or /run/netns/<name>
+
+	// InboundPorts limits inbound capture to these ports; nil captures every port.
+	InboundPorts      []uint16
+	SkipInboundPorts  []uint16
+	SkipOutboundPorts []uint16
+	SkipOutboundCIDRs []netip.Prefix
+}
+
+func (p Pod) validate() error {
+	switch {
+	case p.ID == "":
+		return fmt.Errorf("%w: empty ID", ErrInvalidPod)
+	case len(p.ID) > maxPodIDLen:
+		return fmt.Errorf("%w: ID %q longer than %d bytes", ErrInvalidPod, p.ID, maxPodIDLen)
+	case p.CgroupDir == "":
+		return fmt.Errorf("%w %s: empty cgroup dir", ErrInvalidPod, p.ID)
+	case p.NetnsPath == "":
+		return fmt.Errorf("%w %s: empty netns path", ErrInvalidPod, p.ID)
+	}
+	return nil
+}
+
+const maxPodIDLen = 127 // pod_id.id in redirect.c, NUL-terminated
+
+// Resolver finds where an accepted connection was originally going.
+type Resolver interface {
+	OriginalDst(c net.Conn) (netip.AddrPort, error)
+}
+
+// Dialer dials from inside a pod's network namespace.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Direction of a redirect event.
+type Direction uint8
+
+const (
+	Outbound Direction = 1
+	Inbound  Direction = 2
+)
+
+func (d Direction) String() string {
+	switch d {
+	case Outbound:
+		return "outbound"
+	case Inbound:
+		return "inbound"
+	}
+	return "unknown"
+}
+
+// Reason says why a connection was redirected or bypassed (mirrors enum reason in redirect.c).
+type Reason uint8
+
+const (
+	ReasonRedirected         Reason = 1
+	ReasonNoListener         Reason = 2
+	ReasonExcludedPort       Reason = 3
+	ReasonExcludedCIDR       Reason = 4
+	ReasonInboundCaptured    Reason = 5
+	ReasonInboundSkipped     Reason = 6
+	ReasonInboundNoListener  Reason = 7
+	ReasonInboundAssignError Reason = 8
+)
+
+var reasonNames = map[Reason]string{
+	ReasonRedirected:         "redirected",
+	ReasonNoListener:         "no-listener",
+	ReasonExcludedPort:       "excluded-port",
+	ReasonExcludedCIDR:       "excluded-cidr",
+	ReasonInboundCaptured:    "captured",
+	ReasonInboundSkipped:     "port-not-captured",
+	ReasonInboundNoListener:  "no-listener",
+	ReasonInboundAssignError: "assign-failed",
+}
+
+func (r Reason) String() string {
+	if s, ok := reasonNames[r]; ok {
+		return s
+	}
+	return fmt.Sprintf("reason-%d", uint8(r))
+}
+
+// Redirected reports whether the connection was steered into the proxy.
+func (r Reason) Redirected() bool { return r == ReasonRedirected || r == ReasonInboundCaptured }
+
+// Event is one redirect decision, read from the kernel's ring buffer.
+type Event struct {
+	Time         time.Time
+	PodID        string // "" if the pod is unknown to this process
+	NetnsCookie  uint64
+	SocketCookie uint64 // outbound only
+	PID          uint32 // outbound only: the connecting process
+	Comm         string // outbound only
+	Direction    Direction
+	Reason       Reason
+	Dst          netip.AddrPort // the original destination
+	Src          netip.AddrPort // inbound only
+}
