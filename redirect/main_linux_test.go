@@ -1,0 +1,216 @@
+package redirect
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hoptrace/hoptrace/internal/testenv"
+	"github.com/hoptrace/hoptrace/nodebox"
+)
+
+// The test binary doubles as the programs run inside simulated pods: a client
+// that connects and reports what it was told, and an agent that can be killed.
+const (
+	envClient  = "HOPTRACE_REDIRECT_TEST_CLIENT"
+	envAgent   = "HOPTRACE_REDIRECT_TEST_AGENT"
+	envTargets = "HOPTRACE_TEST_TARGETS"
+)
+
+func TestMain(m *testing.M) {
+	switch {
+	case os.Getenv(envClient) == "1":
+		os.Exit(clientMain(strings.Split(os.Getenv(envTargets), ",")))
+	case os.Getenv(envAgent) != "":
+		os.Exit(agentMain(os.Getenv(envAgent)))
+	}
+	os.Exit(m.Run())
+}
+
+// clientMain connects to every target at once and prints "target<TAB>first line".
+func clientMain(targets []string) int {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	out := bufio.NewWriter(os.Stdout)
+	for _, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			line := "error: "
+			c, err := net.DialTimeout("tcp", t, 5*time.Second)
+			if err == nil {
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				var l string
+				l, err = bufio.NewReader(c).ReadString('\n')
+				c.Close()
+				line = strings.TrimSuffix(l, "\n")
+			}
+			if err != nil {
+				line += err.Error()
+			}
+			mu.Lock()
+			fmt.Fprintf(out, "%s\t%s\n", t, line)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	out.Flush()
+	return 0
+}
+
+// agentMain attaches one pod ("id|cgroup|netns|pindir"), serves its outbound
+// listener like the proxy would, says "ready" and waits to be killed.
+func agentMain(spec string) int {
+	f := strings.Split(spec, "|")
+	r, err := Open(Config{PinDir: f[3]})
+	if err != nil {
+		fmt.Println("open:", err)
+		return 1
+	}
+	a, err := r.Attach(Pod{ID: f[0], CgroupDir: f[1], NetnsPath: f[2]})
+	if err != nil {
+		fmt.Println("attach:", err)
+		return 1
+	}
+	go serveOrigDst(a.Outbound, a.OutboundResolver(), "agent1")
+	fmt.Println("ready")
+	select {}
+}
+
+// serveOrigDst answers every connection with "<tag> <original destination>".
+func serveOrigDst(ln net.Listener, res Resolver, tag string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			dst, err := res.OriginalDst(c)
+			if err != nil {
+				fmt.Fprintf(c, "%s error %v\n", tag, err)
+				return
+			}
+			fmt.Fprintf(c, "%s %s\n", tag, dst)
+		}()
+	}
+}
+
+// serveTag answers every connection with a fixed line: a stand-in for an app.
+func serveTag(ln net.Listener, tag string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "%s %s %s\n", tag, c.LocalAddr(), c.RemoteAddr())
+		c.Close()
+	}
+}
+
+// tempBPFFS mounts a private bpffs for one test, so tests never share pins.
+func tempBPFFS(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount bpffs: %v", err)
+		}
+	})
+	return filepath.Join(dir, "hoptrace")
+}
+
+type rig struct {
+	node   *nodebox.Node
+	r      *Redirector
+	pinDir string
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	testenv.RequirePrivileged(t)
+	pin := tempBPFFS(t)
+	node, err := nodebox.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := node.Close(); err != nil {
+			t.Errorf("close node: %v", err)
+		}
+	})
+	r, err := Open(Config{PinDir: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("close redirector: %v", err)
+		}
+		if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
+			entries, _ := os.ReadDir(pin)
+			t.Errorf("pin dir %s left behind: %v", pin, entries)
+		}
+	})
+	return &rig{node: node, r: r, pinDir: pin}
+}
+
+func (g *rig) pod(t *testing.T, name string) *nodebox.Pod {
+	t.Helper()
+	p, err := g.node.AddPod(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (g *rig) attach(t *testing.T, p *nodebox.Pod, mod func(*Pod)) *Attachment {
+	t.Helper()
+	pod := Pod{ID: "test/" + p.Name, CgroupDir: p.CgroupDir, NetnsPath: p.NetnsPath}
+	if mod != nil {
+		mod(&pod)
+	}
+	a, err := g.r.Attach(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// connectFrom runs the client inside pod p (its cgroup and netns) and returns
+// target → first line received.
+func connectFrom(t *testing.T, p *nodebox.Pod, targets ...string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envClient+"=1", envTargets+"="+strings.Join(targets, ","))
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := p.Run(cmd); err != nil {
+		t.Fatalf("client in pod %s: %v\n%s", p.Name, err, stderr.String())
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		target, resp, _ := strings.Cut(line, "\t")
+		got[target] = resp
+	}
+	if len(got) != len(targets) {
+		t.Fatalf("client in pod %s answered %d of %d targets:\n%s", p.Name, len(got), len(targets), stdout.String())
+	}
+	return got
+}
