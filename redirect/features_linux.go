@@ -3,11 +3,15 @@ package redirect
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unicode"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
+
+	"github.com/hoptrace/hoptrace/bpf"
 )
 
 // ErrUnsupportedKernel means the kernel lacks something the redirect programs need.
@@ -34,7 +38,7 @@ func Requirements() []Requirement {
 	}
 	helper := func(progName string, pt ebpf.ProgramType, fn asm.BuiltinFunc) Requirement {
 		return Requirement{
-			Name:  fmt.Sprintf("helper %s in %s", fn, progName),
+			Name:  fmt.Sprintf("helper %s in %s", helperName(fn), progName),
 			Fix:   fixKernel,
 			Probe: func() error { return features.HaveProgramHelper(pt, fn) },
 		}
@@ -88,4 +92,36 @@ func probeNetnsCookie() error {
 	defer unix.Close(fd)
 	_, err = netnsCookie(fd)
 	return err
+}
+
+// VerifyPrograms loads hoptrace's programs and maps into the kernel without
+// pinning or attaching anything, and unloads them: the strongest check that this
+// kernel's verifier accepts them.
+func VerifyPrograms() error {
+	spec, err := bpf.LoadRedirect()
+	if err != nil {
+		return fmt.Errorf("parse embedded BPF object: %w", err)
+	}
+	delete(spec.Maps, ".bss")
+	spec.Variables = nil
+	var objs objects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return fmt.Errorf("load BPF programs: %w", err)
+	}
+	return errors.Join(objs.RedirectPrograms.Close(), objs.RedirectMaps.Close())
+}
+
+// helperName turns asm.FnGetNetnsCookie into the kernel's name, bpf_get_netns_cookie.
+func helperName(fn asm.BuiltinFunc) string {
+	s := strings.TrimPrefix(fn.String(), "Fn")
+	var b strings.Builder
+	b.WriteString("bpf")
+	for _, r := range s {
+		if unicode.IsUpper(r) {
+			b.WriteByte('_')
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

@@ -120,7 +120,7 @@ func serveTag(ln net.Listener, tag string) {
 }
 
 // tempBPFFS mounts a private bpffs for one test, so tests never share pins.
-func tempBPFFS(t *testing.T) string {
+func tempBPFFS(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {

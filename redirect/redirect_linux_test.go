@@ -146,10 +146,10 @@ func TestInboundCapture(t *testing.T) {
 		{hostPort(b.IPv4, 8080), "inbound-test/b " + hostPort(b.IPv4, 8080) + " <nil>"},
 		{hostPort(b.IPv6, 18080), "inbound-test/b " + hostPort(b.IPv6, 18080) + " <nil>"},
 		{hostPort(b.IPv4, 7070), "inbound-test/b " + hostPort(b.IPv4, 7070) + " <nil>"},
-		{hostPort(b.IPv4, 9090), "app-b " + hostPort(b.IPv4, 9090)},     // excluded port
+		{hostPort(b.IPv4, 9090), "app-b " + hostPort(b.IPv4, 9090)},          // excluded port
 		{hostPort(e.IPv4, 8080), "inbound-test/e " + hostPort(e.IPv4, 8080)}, // in the configured set
-		{hostPort(e.IPv4, 7070), "app-e " + hostPort(e.IPv4, 7070)},     // outside the set
-		{hostPort(other.IPv4, 8080), "app-other "},                      // pod not attached
+		{hostPort(e.IPv4, 7070), "app-e " + hostPort(e.IPv4, 7070)},          // outside the set
+		{hostPort(other.IPv4, 8080), "app-other "},                           // pod not attached
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -543,7 +543,7 @@ func (c addrConn) RemoteAddr() net.Addr { return c.remote }
 // update (standing in for the kernel's sockops write) plus the lookup-and-delete.
 func BenchmarkOriginalDst(b *testing.B) {
 	testenv.RequirePrivileged(b)
-	pin := b.TempDir()
+	pin := tempBPFFS(b)
 	node, err := nodebox.New()
 	if err != nil {
 		b.Fatal(err)

@@ -1,0 +1,175 @@
+package preflight
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+	"golang.org/x/sys/unix"
+
+	"github.com/hoptrace/hoptrace/cgroup2"
+	"github.com/hoptrace/hoptrace/redirect"
+)
+
+// MinKernel is the oldest kernel with every feature the redirect programs use
+// (bpf_get_netns_cookie in sock_ops arrived in 5.15).
+var MinKernel = [2]int{5, 15}
+
+// Run performs every check on this host.
+func Run() []Result {
+	var rs []Result
+	rs = append(rs, kernelVersion())
+	rs = append(rs, capabilities()...)
+	rs = append(rs, bpfSyscall())
+	rs = append(rs, btf())
+	rs = append(rs, cgroupV2())
+	rs = append(rs, bpffs())
+	for _, req := range redirect.Requirements() {
+		r := Result{Name: req.Name, Status: OK}
+		if err := req.Probe(); err != nil {
+			r.Status, r.Detail, r.Fix = Missing, errText(err), req.Fix
+		}
+		rs = append(rs, r)
+	}
+	r := Result{Name: "hoptrace BPF programs load (verifier)", Status: OK}
+	if err := redirect.VerifyPrograms(); err != nil {
+		r.Status, r.Detail, r.Fix = Missing, errText(err), "see the items above; report the error if they are all ok"
+	}
+	return append(rs, r)
+}
+
+func errText(err error) string {
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return "not supported by this kernel"
+	}
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i > 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func kernelVersion() Result {
+	r := Result{Name: "kernel version"}
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		r.Status, r.Detail = Missing, err.Error()
+		return r
+	}
+	release := unix.ByteSliceToString(u.Release[:])
+	r.Detail = release
+	major, minor := parseRelease(release)
+	if major > MinKernel[0] || (major == MinKernel[0] && minor >= MinKernel[1]) {
+		r.Status = OK
+		return r
+	}
+	r.Status = Missing
+	r.Fix = fmt.Sprintf("hoptrace needs Linux %d.%d or newer", MinKernel[0], MinKernel[1])
+	return r
+}
+
+func parseRelease(s string) (major, minor int) {
+	parts := strings.SplitN(s, ".", 3)
+	if len(parts) < 2 {
+		return 0, 0
+	}
+	major, _ = strconv.Atoi(parts[0])
+	digits := strings.IndexFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' })
+	if digits >= 0 {
+		parts[1] = parts[1][:digits]
+	}
+	minor, _ = strconv.Atoi(parts[1])
+	return major, minor
+}
+
+// capability bits from linux/capability.h.
+var neededCaps = []struct {
+	bit  uint
+	name string
+	why  string
+}{
+	{21, "CAP_SYS_ADMIN", "enter pod network namespaces, mount bpffs"},
+	{12, "CAP_NET_ADMIN", "attach sk_lookup and cgroup socket programs"},
+	{39, "CAP_BPF", "load BPF programs and maps"},
+	{19, "CAP_SYS_PTRACE", "open other processes' network namespaces"},
+}
+
+func capabilities() []Result {
+	eff, err := effectiveCaps()
+	if err != nil {
+		return []Result{{Name: "capabilities", Status: Missing, Detail: err.Error()}}
+	}
+	var rs []Result
+	for _, c := range neededCaps {
+		r := Result{Name: "capability " + c.name, Status: OK, Detail: c.why}
+		if eff&(1<<c.bit) == 0 {
+			r.Status = Missing
+			r.Fix = "run the agent as root or a privileged container"
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+func effectiveCaps() (uint64, error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "CapEff:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	return 0, errors.New("no CapEff in /proc/self/status")
+}
+
+func bpfSyscall() Result {
+	r := Result{Name: "bpf() syscall", Status: OK}
+	if err := features.HaveProgramType(ebpf.SocketFilter); err != nil {
+		r.Status, r.Detail = Missing, errText(err)
+		r.Fix = "the kernel needs CONFIG_BPF_SYSCALL and the agent CAP_BPF/CAP_SYS_ADMIN; check kernel.unprivileged_bpf_disabled is not the issue"
+	}
+	return r
+}
+
+func btf() Result {
+	r := Result{Name: "kernel BTF (/sys/kernel/btf/vmlinux)", Status: OK}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		// hoptrace's programs use no CO-RE relocations, so BTF is only nice to have.
+		r.Status, r.Detail = Warning, "absent; not required by hoptrace's programs"
+		r.Fix = "a kernel with CONFIG_DEBUG_INFO_BTF=y gives better bpftool output"
+	}
+	return r
+}
+
+func cgroupV2() Result {
+	r := Result{Name: "cgroup v2 mount"}
+	mp, err := cgroup2.Mountpoint()
+	if err != nil {
+		r.Status, r.Detail = Missing, err.Error()
+		r.Fix = "mount cgroup2 (unified or hybrid hierarchy); kubelet's cgroupfs or systemd driver both work"
+		return r
+	}
+	r.Status, r.Detail = OK, mp
+	return r
+}
+
+func bpffs() Result {
+	r := Result{Name: "bpffs at /sys/fs/bpf"}
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/bpf", &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		r.Status, r.Detail = OK, "mounted"
+		return r
+	}
+	r.Status, r.Detail = Warning, "not mounted; the agent mounts it at start"
+	r.Fix = "mount -t bpf bpf /sys/fs/bpf (in Kubernetes, mount it into the DaemonSet with mountPropagation: Bidirectional)"
+	return r
+}
