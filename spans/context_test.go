@@ -1,0 +1,219 @@
+package spans
+
+import (
+	"net/http"
+	"testing"
+)
+
+const (
+	otherTrace = "0af7651916cd43dd8448eb211c80319c"
+	otherSpan  = "b7ad6b7169203331"
+)
+
+func TestExtractPriority(t *testing.T) {
+	w3c := http.Header{headerTraceparent: {tpValid}, headerTracestate: {"congo=t61rcWkgMzE"}}
+	b3 := http.Header{headerB3: {b3Trace + "-" + b3Span + "-0"}}
+	multi := http.Header{headerB3TraceID: {otherTrace}, headerB3SpanID: {otherSpan}, headerB3Sampled: {"1"}}
+	merge := func(hs ...http.Header) http.Header {
+		out := http.Header{}
+		for _, h := range hs {
+			for k, v := range h {
+				out[k] = append(out[k], v...)
+			}
+		}
+		return out
+	}
+	fromW3C := func(t *testing.T) Context {
+		return Context{TraceID: traceID(t, tpTrace), SpanID: spanID(t, tpParent), Sampled: true, TraceState: "congo=t61rcWkgMzE"}
+	}
+	fromB3 := func(t *testing.T) Context {
+		return Context{TraceID: traceID(t, b3Trace), SpanID: spanID(t, b3Span)}
+	}
+	fromMulti := func(t *testing.T) Context {
+		return Context{TraceID: traceID(t, otherTrace), SpanID: spanID(t, otherSpan), Sampled: true}
+	}
+	badTraceparent := http.Header{headerTraceparent: {"ff" + tpValid[2:]}, headerTracestate: {"congo=t61rcWkgMzE"}}
+
+	tests := []struct {
+		name    string
+		in      http.Header
+		want    func(*testing.T) Context // without Formats
+		formats Format
+		ok      bool
+	}{
+		{name: "nothing", in: http.Header{"Accept": {"*/*"}}, want: func(*testing.T) Context { return Context{} }},
+		{name: "w3c", in: w3c, want: fromW3C, formats: FormatW3C, ok: true},
+		{name: "w3c beats b3 and X-B3", in: merge(w3c, b3, multi), want: fromW3C, formats: FormatW3C | FormatB3Single | FormatB3Multi, ok: true},
+		{name: "b3 beats X-B3", in: merge(b3, multi), want: fromB3, formats: FormatB3Single | FormatB3Multi, ok: true},
+		{name: "X-B3 alone", in: multi, want: fromMulti, formats: FormatB3Multi, ok: true},
+		{name: "invalid traceparent falls through and drops tracestate", in: merge(badTraceparent, b3), want: fromB3, formats: FormatB3Single, ok: true},
+		{name: "invalid traceparent alone restarts", in: badTraceparent, want: func(*testing.T) Context { return Context{} }},
+		{
+			name: "repeated traceparent restarts", in: http.Header{headerTraceparent: {tpValid, tpValid}},
+			want: func(*testing.T) Context { return Context{} },
+		},
+		{
+			name: "invalid tracestate is dropped, traceparent kept",
+			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"foo=1,foo=2"}},
+			want: func(t *testing.T) Context {
+				c := fromW3C(t)
+				c.TraceState = ""
+				return c
+			},
+			formats: FormatW3C, ok: true,
+		},
+		{
+			name: "tracestate fields combined",
+			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"rojo=1", "congo=2"}},
+			want: func(t *testing.T) Context {
+				c := fromW3C(t)
+				c.TraceState = "rojo=1,congo=2"
+				return c
+			},
+			formats: FormatW3C, ok: true,
+		},
+		{name: "invalid b3 falls through to X-B3", in: merge(http.Header{headerB3: {"nonsense"}}, multi), want: fromMulti, formats: FormatB3Multi, ok: true},
+		{name: "ids in X-B3 beat a bare b3 decision", in: merge(http.Header{headerB3: {"0"}}, multi), want: fromMulti, formats: FormatB3Single | FormatB3Multi, ok: true},
+		{
+			name: "bare b3 decision", in: http.Header{headerB3: {"0"}},
+			want: func(*testing.T) Context { return Context{} }, formats: FormatB3Single,
+		},
+		{
+			name: "bare b3 debug", in: http.Header{headerB3: {"d"}},
+			want: func(*testing.T) Context { return Context{Sampled: true, Debug: true} }, formats: FormatB3Single,
+		},
+		{
+			name: "bare b3 decision beats bare X-B3 decision", in: http.Header{headerB3: {"1"}, headerB3Sampled: {"0"}},
+			want: func(*testing.T) Context { return Context{Sampled: true} }, formats: FormatB3Single | FormatB3Multi,
+		},
+		{
+			name: "bare X-B3 decision", in: http.Header{headerB3Sampled: {"0"}},
+			want: func(*testing.T) Context { return Context{} }, formats: FormatB3Multi,
+		},
+		{
+			name: "w3c beats a bare b3 decision", in: merge(w3c, http.Header{headerB3: {"0"}}),
+			want: fromW3C, formats: FormatW3C | FormatB3Single, ok: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, ok := Extract(tt.in)
+			want := tt.want(t)
+			want.Formats = tt.formats
+			if c != want || ok != tt.ok {
+				t.Errorf("Extract(%v) = %+v, %v\nwant %+v, %v", tt.in, c, ok, want, tt.ok)
+			}
+		})
+	}
+}
+
+func TestInjectRemovesEveryTraceHeader(t *testing.T) {
+	h := http.Header{"Accept": {"*/*"}}
+	for _, k := range traceHeaders {
+		h[k] = []string{"stale"}
+	}
+	c := Context{TraceID: traceID(t, tpTrace), SpanID: spanID(t, tpParent), Sampled: true}
+	Inject(h, c)
+	want := http.Header{"Accept": {"*/*"}, headerTraceparent: {tpValid}}
+	if !equalHeaders(h, want) {
+		t.Errorf("Inject left %v, want %v", h, want)
+	}
+}
+
+func TestInject(t *testing.T) {
+	c := Context{TraceID: traceID(t, tpTrace), SpanID: spanID(t, tpParent), Sampled: true, Random: true, TraceState: "congo=t61rcWkgMzE"}
+	tp := "00-" + tpTrace + "-" + tpParent + "-03"
+	withFormats := func(f Format) Context { d := c; d.Formats = f; return d }
+	tests := []struct {
+		name string
+		c    Context
+		want http.Header
+	}{
+		{name: "no formats means W3C", c: c, want: http.Header{headerTraceparent: {tp}, headerTracestate: {"congo=t61rcWkgMzE"}}},
+		{name: "unknown format bits mean W3C", c: withFormats(1 << 7), want: http.Header{headerTraceparent: {tp}, headerTracestate: {"congo=t61rcWkgMzE"}}},
+		{name: "b3 only", c: withFormats(FormatB3Single), want: http.Header{headerB3: {tpTrace + "-" + tpParent + "-1"}}},
+		{
+			name: "all formats", c: withFormats(FormatW3C | FormatB3Single | FormatB3Multi),
+			want: http.Header{
+				headerTraceparent: {tp}, headerTracestate: {"congo=t61rcWkgMzE"},
+				headerB3:        {tpTrace + "-" + tpParent + "-1"},
+				headerB3TraceID: {tpTrace}, headerB3SpanID: {tpParent}, headerB3Sampled: {"1"},
+			},
+		},
+		{name: "no tracestate", c: Context{TraceID: c.TraceID, SpanID: c.SpanID}, want: http.Header{headerTraceparent: {"00-" + tpTrace + "-" + tpParent + "-00"}}},
+		{name: "no span id: no traceparent", c: Context{TraceID: c.TraceID, Sampled: true, TraceState: "a=b"}, want: http.Header{}},
+		{name: "bare decision in b3", c: Context{Formats: FormatB3Single}, want: http.Header{headerB3: {"0"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := http.Header{}
+			Inject(h, tt.c)
+			if !equalHeaders(h, tt.want) {
+				t.Errorf("Inject(%+v) wrote %v, want %v", tt.c, h, tt.want)
+			}
+		})
+	}
+}
+
+// What arrives, continued with our span id, reaches the next hop unchanged but for
+// the parent: header sets in every format and mix.
+func TestExtractInjectRoundTrip(t *testing.T) {
+	inputs := []http.Header{
+		{headerTraceparent: {tpValid}},
+		{headerTraceparent: {"00-" + tpTrace + "-" + tpParent + "-02"}, headerTracestate: {"rojo=00f067aa0ba902b7, congo=t61rcWkgMzE", "a@b=c"}},
+		{headerTraceparent: {"cc-" + tpTrace + "-" + tpParent + "-01-future"}},
+		{headerB3: {b3Trace + "-" + b3Span + "-1-" + b3Parent}},
+		{headerB3: {b3Trace64 + "-" + b3Span}},
+		{headerB3: {b3Trace64 + "-" + b3Span + "-d"}},
+		{headerB3: {"0"}},
+		{headerB3: {"d"}},
+		{headerB3TraceID: {b3Trace64}, headerB3SpanID: {b3Span}, headerB3Sampled: {"true"}, headerB3ParentID: {b3Parent}},
+		{headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}, headerB3Flags: {"1"}, headerB3Sampled: {"0"}},
+		{headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}},
+		{headerB3Sampled: {"1"}},
+		{headerB3Flags: {"1"}},
+		{headerTraceparent: {tpValid}, headerB3: {b3Trace64 + "-" + b3Span + "-0"}, headerB3Sampled: {"0"}},
+		{headerB3: {"1"}, headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}},
+	}
+	next := spanID(t, "1111111111111111")
+	for _, in := range inputs {
+		c, ok := Extract(in)
+		if c.Formats == 0 {
+			t.Fatalf("Extract(%v) found nothing", in)
+		}
+		if ok {
+			c = c.Child(next)
+		}
+		h := http.Header{}
+		Inject(h, c)
+		got, gotOK := Extract(h)
+		if got != c || gotOK != ok {
+			t.Errorf("Extract(%v) = %+v, %v\nafter Inject: %v\nExtract = %+v, %v", in, c, ok, h, got, gotOK)
+		}
+	}
+}
+
+func TestChildAndFlags(t *testing.T) {
+	c := Context{TraceID: traceID(t, tpTrace), SpanID: spanID(t, tpParent), Sampled: true, TraceState: "a=b", Formats: FormatB3Multi}
+	id := spanID(t, otherSpan)
+	child := c.Child(id)
+	want := c
+	want.SpanID = id
+	if child != want {
+		t.Errorf("Child = %+v, want %+v", child, want)
+	}
+	for _, tt := range []struct {
+		c    Context
+		want uint8
+	}{
+		{Context{}, 0},
+		{Context{Sampled: true}, FlagSampled},
+		{Context{Debug: true}, FlagSampled},
+		{Context{Random: true}, FlagRandom},
+		{Context{Sampled: true, Random: true}, FlagSampled | FlagRandom},
+	} {
+		if got := tt.c.Flags(); got != tt.want {
+			t.Errorf("%+v.Flags() = %#x, want %#x", tt.c, got, tt.want)
+		}
+	}
+}

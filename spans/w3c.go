@@ -1,0 +1,282 @@
+package spans
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// Why a W3C header was rejected. Extract only needs "rejected", but the tests
+// check the reason, so a case cannot pass for the wrong one. They are static
+// values: rejecting a header allocates nothing.
+var (
+	errAbsent           = errors.New("header absent")
+	errRepeated         = errors.New("header repeated")
+	errTraceparentSize  = errors.New("traceparent has the wrong length")
+	errTraceparentShape = errors.New("traceparent is not version-traceid-parentid-flags")
+	errVersion          = errors.New("traceparent version is not 2 lower-case hex digits")
+	errVersionFF        = errors.New("traceparent version ff is forbidden")
+	errHex              = errors.New("id or flags are not lower-case hex")
+	errZeroTraceID      = errors.New("trace id is all zeroes")
+	errZeroSpanID       = errors.New("span id is all zeroes")
+	errTracestateKey    = errors.New("tracestate key is malformed")
+	errTracestateValue  = errors.New("tracestate value is malformed")
+	errTracestateMember = errors.New("tracestate member has no '='")
+	errTracestateDup    = errors.New("tracestate key repeated")
+	errTracestateCount  = errors.New("tracestate has more than 32 members")
+)
+
+const (
+	traceparentLen   = 55 // version 00: 2+1+32+1+16+1+2
+	maxTracestateLen = 32 // list members
+)
+
+// extractW3C reads traceparent and, only when it is valid, tracestate (the spec
+// forbids parsing tracestate after a traceparent failure, and an invalid tracestate
+// must not affect traceparent).
+func extractW3C(h http.Header) (Context, error) {
+	v, err := single(h[headerTraceparent])
+	if err != nil {
+		return Context{}, err
+	}
+	c, err := parseTraceparent(v)
+	if err != nil {
+		return Context{}, err
+	}
+	if ts, err := parseTracestate(h[headerTracestate]); err == nil {
+		c.TraceState = ts
+	}
+	return c, nil
+}
+
+// single returns the only field of a header that must not be repeated.
+func single(vals []string) (string, error) {
+	switch len(vals) {
+	case 0:
+		return "", errAbsent
+	case 1:
+		return vals[0], nil
+	default:
+		return "", errRepeated
+	}
+}
+
+// parseTraceparent parses a traceparent value as Trace Context Level 2 says: version
+// 00 is exactly 55 characters; a higher version (not ff) is at least 55 and its
+// version-00 fields are read, the 56th character, if any, being a dash. Only the
+// sampled and random flags are kept. Optional whitespace around the value is
+// ignored, as the W3C test suite expects.
+func parseTraceparent(v string) (Context, error) {
+	v = trimOWS(v)
+	if len(v) < traceparentLen {
+		return Context{}, errTraceparentSize
+	}
+	version, ok := hexByte(v[0], v[1])
+	if !ok || v[2] != '-' {
+		return Context{}, errVersion
+	}
+	switch {
+	case version == 0xff:
+		return Context{}, errVersionFF
+	case version == 0 && len(v) != traceparentLen:
+		return Context{}, errTraceparentSize
+	case len(v) > traceparentLen && v[traceparentLen] != '-':
+		return Context{}, errTraceparentShape
+	}
+	if v[35] != '-' || v[52] != '-' {
+		return Context{}, errTraceparentShape
+	}
+	var c Context
+	if !decodeHex(c.TraceID[:], v[3:35]) || !decodeHex(c.SpanID[:], v[36:52]) {
+		return Context{}, errHex
+	}
+	flags, ok := hexByte(v[53], v[54])
+	if !ok {
+		return Context{}, errHex
+	}
+	if !c.TraceID.IsValid() {
+		return Context{}, errZeroTraceID
+	}
+	if !c.SpanID.IsValid() {
+		return Context{}, errZeroSpanID
+	}
+	c.Sampled = flags&FlagSampled != 0
+	c.Random = flags&FlagRandom != 0
+	return c, nil
+}
+
+// formatTraceparent writes c as a version 00 traceparent.
+func formatTraceparent(c Context) string {
+	var b [traceparentLen]byte
+	buf := append(b[:0], "00-"...)
+	buf = appendHex(buf, c.TraceID[:])
+	buf = append(buf, '-')
+	buf = appendHex(buf, c.SpanID[:])
+	buf = append(buf, '-')
+	buf = appendHex(buf, []byte{c.Flags()})
+	return string(buf)
+}
+
+// parseTracestate validates the tracestate fields of a request, combined as
+// RFC 9110 combines repeated fields, and returns the list to propagate: the single
+// field itself when it is already in canonical form (no empty members, no optional
+// whitespace), so the common case allocates nothing; else the members joined by
+// ",". Empty and whitespace-only members are allowed and do not count towards the
+// 32-member limit. No tracestate, or one with no members, gives "".
+//
+// Keys follow the Level 1/2 grammar: a simple key (lcalpha, then up to 255 of
+// lcalpha, digit, "_-*/") or a multi-tenant key tenant@system (tenant: lcalpha or
+// digit then up to 240 key chars; system: lcalpha then up to 13). Values are 1 to
+// 256 printable ASCII characters except "," and "=", not ending in a space.
+func parseTracestate(vals []string) (string, error) {
+	if len(vals) == 0 {
+		return "", nil
+	}
+	var members, keys [maxTracestateLen]string
+	n := 0
+	canonical := len(vals) == 1
+	for _, field := range vals {
+		for {
+			m, rest, more := strings.Cut(field, ",")
+			t := trimOWS(m)
+			if t != m || t == "" {
+				canonical = false
+			}
+			if t != "" {
+				key, value, found := strings.Cut(t, "=")
+				if !found {
+					return "", errTracestateMember
+				}
+				if !validTracestateKey(key) {
+					return "", errTracestateKey
+				}
+				if !validTracestateValue(value) {
+					return "", errTracestateValue
+				}
+				for _, k := range keys[:n] {
+					if k == key {
+						return "", errTracestateDup
+					}
+				}
+				if n == maxTracestateLen {
+					return "", errTracestateCount
+				}
+				members[n], keys[n] = t, key
+				n++
+			}
+			if !more {
+				break
+			}
+			field = rest
+		}
+	}
+	switch {
+	case n == 0:
+		return "", nil
+	case canonical:
+		return vals[0], nil
+	}
+	size := n - 1
+	for _, m := range members[:n] {
+		size += len(m)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for i, m := range members[:n] {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(m)
+	}
+	return b.String(), nil
+}
+
+func validTracestateKey(key string) bool {
+	tenant, system, multi := strings.Cut(key, "@")
+	if !multi {
+		return len(key) <= 256 && len(key) > 0 && isLCAlpha(key[0]) && allKeyChars(key[1:])
+	}
+	return len(tenant) >= 1 && len(tenant) <= 241 && (isLCAlpha(tenant[0]) || isDigit(tenant[0])) && allKeyChars(tenant[1:]) &&
+		len(system) >= 1 && len(system) <= 14 && isLCAlpha(system[0]) && allKeyChars(system[1:])
+}
+
+func validTracestateValue(v string) bool {
+	if len(v) == 0 || len(v) > 256 || v[len(v)-1] == ' ' {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < 0x20 || c > 0x7e || c == ',' || c == '=' {
+			return false
+		}
+	}
+	return true
+}
+
+func allKeyChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isLCAlpha(c) && !isDigit(c) && c != '_' && c != '-' && c != '*' && c != '/' {
+			return false
+		}
+	}
+	return true
+}
+
+func isLCAlpha(c byte) bool { return 'a' <= c && c <= 'z' }
+func isDigit(c byte) bool   { return '0' <= c && c <= '9' }
+
+// trimOWS removes RFC 9110 optional whitespace (spaces and tabs) around s.
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// unhex maps a lower-case hex digit to its value and anything else to 0xff: both
+// W3C and B3 require lower-case ids.
+var unhex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = byte(c - 'a' + 10)
+	}
+	return t
+}()
+
+func hexByte(hi, lo byte) (byte, bool) {
+	h, l := unhex[hi], unhex[lo]
+	return h<<4 | l, h < 16 && l < 16
+}
+
+// decodeHex decodes exactly 2*len(dst) lower-case hex digits from s into dst.
+func decodeHex(dst []byte, s string) bool {
+	if len(s) != 2*len(dst) {
+		return false
+	}
+	for i := range dst {
+		b, ok := hexByte(s[2*i], s[2*i+1])
+		if !ok {
+			return false
+		}
+		dst[i] = b
+	}
+	return true
+}
+
+const hexDigits = "0123456789abcdef"
+
+func appendHex(dst, src []byte) []byte {
+	for _, b := range src {
+		dst = append(dst, hexDigits[b>>4], hexDigits[b&0x0f])
+	}
+	return dst
+}
