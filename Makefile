@@ -28,7 +28,7 @@ verify-generate: generate
 	@git diff --exit-code -- bpf/ || { echo "bpf/ is stale: run 'make generate' and commit the result" >&2; exit 1; }
 
 ## test: everything CI runs: lint, unit + privileged + end-to-end tests, bounded fuzzing
-test: deps lint unit-test fuzz
+test: deps jaeger lint unit-test fuzz
 
 unit-test:
 	$(GO) test -count=1 -timeout 30m ./...

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hoptrace/hoptrace/cgroup2"
@@ -172,18 +173,29 @@ func (n *Node) Close() error {
 	if _, err := os.Stat(filepath.Join("/run/netns", n.NetnsName)); err == nil {
 		errs = append(errs, ipCmd("netns", "del", n.NetnsName))
 	}
-	if err := os.Remove(n.CgroupRoot); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("remove cgroup %s: %w", n.CgroupRoot, err))
-	}
+	errs = append(errs, removeCgroup(n.CgroupRoot))
 	return errors.Join(errs...)
+}
+
+// removeCgroup removes a cgroup dir. The kernel may still be tearing down a
+// just-killed process when cgroup.procs is already empty, so EBUSY is retried.
+func removeCgroup(dir string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := os.Remove(dir)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("remove cgroup %s: %w", dir, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (p *Pod) remove() error {
 	var errs []error
-	errs = append(errs, killCgroup(p.CgroupDir))
-	if err := os.Remove(p.CgroupDir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("remove cgroup %s: %w", p.CgroupDir, err))
-	}
+	errs = append(errs, killCgroup(p.CgroupDir), removeCgroup(p.CgroupDir))
 	if _, err := os.Stat(p.NetnsPath); err == nil {
 		errs = append(errs, ipCmd("netns", "del", p.NetnsName))
 	}

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 declare -A cmd_pkg=(
-  [clang]=clang [llvm-strip]=llvm [ip]=iproute2 [bpftool]=bpftool
+  [clang]=clang [llvm-strip]=llvm [ip]=iproute2 [bpftool]=bpftool [curl]=curl
   [nginx]=nginx [wrk]=wrk [h2load]=nghttp2-client [iptables]=iptables
 )
 groups=("$@")
@@ -14,7 +14,7 @@ want=()
 for g in "${groups[@]}"; do
   case "$g" in
     bpf)   want+=(clang llvm-strip) ;;
-    test)  want+=(ip bpftool) ;;
+    test)  want+=(ip bpftool curl) ;;
     bench) want+=(nginx wrk h2load iptables) ;;
     *) echo "install-deps: unknown group $g (bpf, test, bench)" >&2; exit 2 ;;
   esac

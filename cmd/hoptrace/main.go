@@ -41,7 +41,7 @@ receive, as with Linkerd or Istio.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCheckCmd(), newVersionCmd())
+	root.AddCommand(newAgentCmd(), newCheckCmd(), newPodsCmd(), newFlowsCmd(), newVersionCmd())
 	return root
 }
 

@@ -1,0 +1,67 @@
+// Package agent is the hoptrace node agent: it finds the node's pods, captures
+// their traffic with the redirect layer, serves it with tracing proxies, exports
+// the spans, and answers the CLI on its admin socket.
+package agent
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/hoptrace/hoptrace/exporter"
+	"github.com/hoptrace/hoptrace/pods"
+)
+
+// DefaultAdminSocket is where the agent listens for the CLI.
+const DefaultAdminSocket = "/var/run/hoptrace/admin.sock"
+
+// DefaultSampleRate is the share of requests without trace context that start a
+// trace, as low as Linkerd's default: requests that arrive with a sampled
+// context are always traced, and --sample-rate or the per-request header
+// hoptrace-sample: 1 turn it up.
+const DefaultSampleRate = 0.001
+
+// Config configures an Agent.
+type Config struct {
+	NodeName string
+	Sources  []pods.Source // where pods come from; at least one
+
+	PinDir             string // bpffs dir for pins ("" = redirect.DefaultPinDir)
+	KeepRedirectOnExit bool   // leave BPF capture in place on shutdown, for a quick restart
+	OutboundPort       uint16 // listener ports inside pods (0 = redirect defaults)
+	InboundPort        uint16
+
+	SampleRate float64
+	Routes     []string // span-name route patterns, e.g. "/users/{id}"
+	Exporter   exporter.Config
+
+	AdminSocket string // unix socket for the CLI ("" = DefaultAdminSocket)
+	AdminAddr   string // optional TCP address (e.g. 127.0.0.1:9464) for probes and Prometheus
+
+	// SelfTrace traces the agent's own operations (pod attach/detach, BPF load)
+	// with the OpenTelemetry SDK to the same OTLP endpoint.
+	SelfTrace bool
+
+	// Reconcile is how often attached pods are checked (vanished netns) and
+	// failed attaches retried (default 5s).
+	Reconcile time.Duration
+	// ShutdownTimeout bounds draining proxies and flushing spans (default 10s).
+	ShutdownTimeout time.Duration
+
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.AdminSocket == "" {
+		c.AdminSocket = DefaultAdminSocket
+	}
+	if c.Reconcile <= 0 {
+		c.Reconcile = 5 * time.Second
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

@@ -1,0 +1,170 @@
+package agent
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/hoptrace/hoptrace/exporter"
+	"github.com/hoptrace/hoptrace/proxy"
+	"github.com/hoptrace/hoptrace/spans"
+)
+
+// latencyBuckets span 100µs (a proxy leg on loopback) to 10s (a slow upstream).
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+type metrics struct {
+	reg            *prometheus.Registry
+	requests       *prometheus.CounterVec
+	legSeconds     *prometheus.HistogramVec
+	flows          *prometheus.CounterVec
+	attached       prometheus.Gauge
+	attachErrors   prometheus.Counter
+	detached       *prometheus.CounterVec
+	redirectEvents *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hoptrace_requests_total",
+			Help: "HTTP and gRPC requests proxied, by pod, direction, protocol and response class.",
+		}, []string{"namespace", "pod", "direction", "protocol", "status_class"}),
+		legSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "hoptrace_leg_duration_seconds",
+			Help:    "Time per proxy leg (outbound-server, outbound-client, inbound-server, inbound-client).",
+			Buckets: latencyBuckets,
+		}, []string{"namespace", "pod", "leg"}),
+		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hoptrace_connections_total",
+			Help: "Proxied connections that closed, by pod, direction and detected protocol.",
+		}, []string{"namespace", "pod", "direction", "protocol"}),
+		attached: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hoptrace_attached_pods",
+			Help: "Pods whose traffic is captured now.",
+		}),
+		attachErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hoptrace_pod_attach_errors_total",
+			Help: "Failed attempts to capture a pod (retried on the next reconcile).",
+		}),
+		detached: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hoptrace_pod_detaches_total",
+			Help: "Pods released, by reason (deleted, changed, netns-gone, shutdown).",
+		}, []string{"reason"}),
+		redirectEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hoptrace_redirect_events_total",
+			Help: "Capture decisions of the BPF programs, by direction and reason (redirected, captured, no-listener, excluded-port, ...).",
+		}, []string{"direction", "reason"}),
+	}
+	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.attached, m.attachErrors, m.detached, m.redirectEvents,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// exporterCollector reads the exporter's counters at scrape time.
+type exporterCollector struct {
+	stats                                     func() exporter.Stats
+	exported, dropped, retried, failed, queue *prometheus.Desc
+}
+
+func newExporterCollector(stats func() exporter.Stats) *exporterCollector {
+	return &exporterCollector{
+		stats:    stats,
+		exported: prometheus.NewDesc("hoptrace_spans_exported_total", "Spans the collector accepted.", nil, nil),
+		dropped:  prometheus.NewDesc("hoptrace_spans_dropped_total", "Spans lost, by reason.", []string{"reason"}, nil),
+		retried:  prometheus.NewDesc("hoptrace_export_retries_total", "Export attempts retried.", nil, nil),
+		failed:   prometheus.NewDesc("hoptrace_export_failed_batches_total", "Batches given up on.", nil, nil),
+		queue:    prometheus.NewDesc("hoptrace_export_queue_spans", "Spans waiting to be exported.", nil, nil),
+	}
+}
+
+func (c *exporterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.exported, c.dropped, c.retried, c.failed, c.queue} {
+		ch <- d
+	}
+}
+
+func (c *exporterCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.exported, prometheus.CounterValue, float64(s.Exported))
+	for reason, n := range s.Dropped.ByReason() {
+		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(c.retried, prometheus.CounterValue, float64(s.Retries))
+	ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(s.FailedBatches))
+	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(s.Queued))
+}
+
+// podObserver turns one pod's proxy statistics into metrics and flows. Its
+// histogram children are resolved once per pod, not per request.
+type podObserver struct {
+	pod       string // namespace/name
+	namespace string
+	name      string
+	m         *metrics
+	flows     *flowTable
+	legs      map[spans.Leg]prometheus.Observer
+}
+
+func newPodObserver(m *metrics, flows *flowTable, namespace, name string) *podObserver {
+	o := &podObserver{pod: namespace + "/" + name, namespace: namespace, name: name, m: m, flows: flows, legs: map[spans.Leg]prometheus.Observer{}}
+	for _, l := range []spans.Leg{spans.OutboundServer, spans.OutboundClient, spans.InboundServer, spans.InboundClient} {
+		o.legs[l] = m.legSeconds.WithLabelValues(namespace, name, l.String())
+	}
+	return o
+}
+
+func (o *podObserver) ObserveRequest(s proxy.RequestStats) {
+	server, client := s.Legs()
+	o.legs[server].Observe(s.ServerTime.Seconds())
+	if s.ClientTime > 0 {
+		o.legs[client].Observe(s.ClientTime.Seconds())
+	}
+	o.m.requests.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String(), statusClass(s)).Inc()
+}
+
+func statusClass(s proxy.RequestStats) string {
+	switch {
+	case s.Failed:
+		return "failed"
+	case s.GRPCStatus > 0:
+		return "grpc-error"
+	case s.Status == 0:
+		return "none"
+	}
+	return strconv.Itoa(s.Status/100) + "xx"
+}
+
+func (o *podObserver) ObserveFlow(s proxy.FlowStats) {
+	o.m.flows.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String()).Inc()
+	o.flows.add(flowFromStats(o.pod, s))
+}
+
+// forget removes a detached pod's series so /metrics does not grow with churn.
+func (o *podObserver) forget() {
+	labels := prometheus.Labels{"namespace": o.namespace, "pod": o.name}
+	o.m.requests.DeletePartialMatch(labels)
+	o.m.legSeconds.DeletePartialMatch(labels)
+	o.m.flows.DeletePartialMatch(labels)
+}
+
+func flowFromStats(pod string, s proxy.FlowStats) Flow {
+	f := Flow{
+		Pod: pod, Direction: s.Direction.String(), Client: s.Peer.String(), Dst: s.Dst.String(),
+		Protocol: s.Protocol.String(), Redirected: true, Open: s.End.IsZero(),
+		Start: s.Start, End: s.End, Requests: s.Requests, BytesIn: s.BytesIn, BytesOut: s.BytesOut,
+	}
+	if s.Requests > 0 {
+		server, client := s.Direction.Legs()
+		f.LegsMs = map[string]float64{
+			server.String(): float64(s.ServerTime.Microseconds()) / 1000 / float64(s.Requests),
+			client.String(): float64(s.ClientTime.Microseconds()) / 1000 / float64(s.Requests),
+		}
+	}
+	if s.LastTraceID.IsValid() {
+		f.LastTraceID = s.LastTraceID.String()
+	}
+	return f
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hoptrace/hoptrace/agent"
+	"github.com/hoptrace/hoptrace/exporter"
+	"github.com/hoptrace/hoptrace/pods"
+	"github.com/hoptrace/hoptrace/redirect"
+)
+
+func newAgentCmd() *cobra.Command {
+	var (
+		cfg        = agent.Config{SampleRate: agent.DefaultSampleRate}
+		podsFile   string
+		kubeconfig string
+		kube       bool
+		logLevel   string
+	)
+	exp, envErr := exporter.ConfigFromEnv(os.Getenv)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent: capture pods, trace their requests, export spans",
+		Long: `Run the hoptrace node agent (one per node, as root).
+
+The agent finds this node's pods, steers their TCP traffic into its proxy with
+eBPF (no iptables, no sidecar), records four spans per HTTP/gRPC hop and exports
+them over OTLP. It serves an admin API on a unix socket for 'hoptrace pods' and
+'hoptrace flows', with /healthz, /readyz and Prometheus /metrics.
+
+Pods come from the Kubernetes API (this node's pods, NODE_NAME; in-cluster or
+--kubeconfig) or from a local YAML file (--pods-file), for demos and tests:
+
+  - name: hello                 # required
+    namespace: demo             # default "default"
+    netns: /run/netns/hello     # required: the pod's network namespace
+    cgroup: /sys/fs/cgroup/demo/hello   # required: its cgroup v2 directory
+    labels: {app: hello}        # app.kubernetes.io/name or app → service.name
+    skipInboundPorts: [9090]    # optional
+    skipOutboundPorts: [5432]   # optional
+
+Kubernetes pods opt out with the annotation hoptrace.io/inject: disabled and
+exclude ports with hoptrace.io/skip-inbound-ports / skip-outbound-ports.
+
+Sampling: requests that arrive with a trace context follow its decision; others
+start a trace with probability --sample-rate; a request header
+"hoptrace-sample: 1" forces one (and is removed before the app sees it).
+
+The OTLP exporter also reads the standard OTEL_EXPORTER_OTLP_* variables
+(ENDPOINT, PROTOCOL, HEADERS, TIMEOUT, COMPRESSION, CERTIFICATE, INSECURE and
+their _TRACES_ forms); flags win over them.
+
+On SIGTERM/SIGINT the agent drains its proxies, flushes spans and removes every
+BPF program, link and pin (unless --keep-redirect-on-exit). If it is killed,
+pods keep working (capture fails open) and the next agent adopts them.`,
+		Example: `  # On a Kubernetes node (as the DaemonSet does)
+  NODE_NAME=$(hostname) hoptrace agent --otlp-endpoint http://jaeger-collector:4317
+
+  # With a local pods file, everything traced, spans to a local Jaeger
+  sudo hoptrace agent --pods-file pods.yaml --sample-rate 1 --otlp-endpoint http://127.0.0.1:4317
+
+  # Keep capture in place across a quick restart
+  sudo hoptrace agent --pods-file pods.yaml --keep-redirect-on-exit`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if envErr != nil {
+				return fmt.Errorf("OTEL_EXPORTER_OTLP_* environment: %w", envErr)
+			}
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			cfg.Exporter = exp
+			if cfg.NodeName == "" {
+				cfg.NodeName = os.Getenv("NODE_NAME")
+			}
+			if podsFile != "" {
+				cfg.Sources = append(cfg.Sources, &pods.FileSource{Path: podsFile})
+			}
+			if kube || kubeconfig != "" || (podsFile == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != "") {
+				src, err := kubeSource(kubeconfig, cfg.NodeName)
+				if err != nil {
+					return err
+				}
+				cfg.Sources = append(cfg.Sources, src)
+			}
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return a.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&podsFile, "pods-file", "", "YAML file listing the pods to capture (re-read when it changes)")
+	f.BoolVar(&kube, "kubernetes", false, "watch this node's pods in Kubernetes (default when running in a cluster)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for the Kubernetes pod source (implies --kubernetes; default in-cluster)")
+	f.StringVar(&cfg.NodeName, "node-name", "", "this node's name in Kubernetes (default $NODE_NAME)")
+	f.Float64Var(&cfg.SampleRate, "sample-rate", agent.DefaultSampleRate, "probability (0..1) of tracing a request that arrives without trace context")
+	f.StringSliceVar(&cfg.Routes, "route", nil, `route pattern naming spans "METHOD /pattern" instead of "METHOD" (repeatable), e.g. --route '/users/{id}'`)
+	f.StringVar(&cfg.AdminSocket, "admin-socket", agent.DefaultAdminSocket, "unix socket of the admin API (pods, flows, metrics)")
+	f.StringVar(&cfg.AdminAddr, "admin-addr", "", "also serve the admin API on this TCP address, e.g. 127.0.0.1:9464 (probes, Prometheus)")
+	f.StringVar(&cfg.PinDir, "pin-dir", redirect.DefaultPinDir, "bpffs directory for hoptrace's pinned BPF programs, links and maps")
+	f.BoolVar(&cfg.KeepRedirectOnExit, "keep-redirect-on-exit", false, "leave BPF capture pinned on exit so a restarted agent adopts it (pods fail open meanwhile)")
+	f.BoolVar(&cfg.SelfTrace, "self-trace", false, "trace the agent's own operations (pod attach/detach, BPF load) to the same OTLP endpoint")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	exp.BindFlags(f)
+	cmd.Flags().SortFlags = false
+	return cmd
+}
