@@ -2,6 +2,7 @@ package agent
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -98,29 +99,32 @@ func (c *exporterCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // podObserver turns one pod's proxy statistics into metrics and flows. Its
-// histogram children are resolved once per pod, not per request.
+// histogram children are resolved once per pod and leg, not per request, and
+// only for legs that saw traffic, so idle legs add no series.
 type podObserver struct {
 	pod       string // namespace/name
 	namespace string
 	name      string
 	m         *metrics
 	flows     *flowTable
-	legs      map[spans.Leg]prometheus.Observer
+	legs      [4]func() prometheus.Observer // by spans.Leg
 }
 
 func newPodObserver(m *metrics, flows *flowTable, namespace, name string) *podObserver {
-	o := &podObserver{pod: namespace + "/" + name, namespace: namespace, name: name, m: m, flows: flows, legs: map[spans.Leg]prometheus.Observer{}}
-	for _, l := range []spans.Leg{spans.OutboundServer, spans.OutboundClient, spans.InboundServer, spans.InboundClient} {
-		o.legs[l] = m.legSeconds.WithLabelValues(namespace, name, l.String())
+	o := &podObserver{pod: namespace + "/" + name, namespace: namespace, name: name, m: m, flows: flows}
+	for l := range o.legs {
+		o.legs[l] = sync.OnceValue(func() prometheus.Observer {
+			return m.legSeconds.WithLabelValues(namespace, name, spans.Leg(l).String())
+		})
 	}
 	return o
 }
 
 func (o *podObserver) ObserveRequest(s proxy.RequestStats) {
 	server, client := s.Legs()
-	o.legs[server].Observe(s.ServerTime.Seconds())
+	o.legs[server]().Observe(s.ServerTime.Seconds())
 	if s.ClientTime > 0 {
-		o.legs[client].Observe(s.ClientTime.Seconds())
+		o.legs[client]().Observe(s.ClientTime.Seconds())
 	}
 	o.m.requests.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String(), statusClass(s)).Inc()
 }
