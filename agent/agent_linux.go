@@ -118,10 +118,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("admin API listening", "socket", a.cfg.AdminSocket, "addr", a.cfg.AdminAddr)
 
 	if a.cfg.SelfTrace {
-		a.tracer, err = newSelfTracer(ctx, a.cfg.Exporter, a.cfg.NodeName)
-		if err != nil {
-			a.log.Warn("self-tracing disabled", "err", err)
-		}
+		a.tracer = newSelfTracer(a.exp, a.cfg.NodeName)
 	}
 
 	a.loadBPF(ctx)

@@ -96,7 +96,7 @@ var wantChain = []hop{
 // json` lists the flows with their original destinations.
 func TestDemoTopologyTraces(t *testing.T) {
 	j := jaegertest.Start(t)
-	env := up(t, "http://"+j.OTLPGRPCAddr)
+	env := up(t, "http://"+j.OTLPGRPCAddr, "--self-trace")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const requests = 3
@@ -131,6 +131,26 @@ func TestDemoTopologyTraces(t *testing.T) {
 	}
 	for _, tr := range traces {
 		checkChain(t, env, tr)
+	}
+
+	// --self-trace: the agent's own pod attaches are in Jaeger as hoptrace-agent.
+	agentTraces, err := j.Traces("hoptrace-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	attached := map[string]bool{}
+	for _, tr := range agentTraces {
+		for _, s := range tr.Spans {
+			if s.OperationName == "hoptrace.pod.attach" {
+				pod, _ := s.Tag("k8s.pod.name")
+				attached[pod] = true
+			}
+		}
+	}
+	for _, pod := range []string{"client", "hello", "world", "emoji"} {
+		if !attached[pod] {
+			t.Errorf("no hoptrace.pod.attach span for %s in Jaeger (self-tracing)", pod)
+		}
 	}
 
 	out, err := exec.Command(filepath.Join(binDir, "hoptrace"), "flows", "-o", "json", "--admin-socket", env.AdminSocket).Output()
