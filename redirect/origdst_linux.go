@@ -6,6 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cilium/ebpf"
 
@@ -76,27 +81,93 @@ type podDialer struct {
 	passthrough bool
 }
 
+// DialContext dials a literal IP:port. Only the socket is created inside the
+// pod's netns (a socket keeps its netns for life); the connect and its wait
+// happen on an ordinary goroutine. Waiting for the handshake on a thread locked
+// into the netns would make every wake-up a costly hand-off to that thread.
 func (d *podDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	var nd net.Dialer
-	if d.passthrough {
-		dst, err := netip.ParseAddrPort(address)
-		if err != nil {
-			return nil, fmt.Errorf("dial %s: inbound dials need an IP address: %w", address, err)
-		}
-		src := PassthroughAddr
-		if dst.Addr().Unmap().Is6() {
-			src = dst.Addr()
-		}
-		nd.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
-	}
-	var conn net.Conn
-	err := inNetns(int(d.netns.netns.Fd()), func() error {
-		var err error
-		conn, err = nd.DialContext(ctx, network, address)
-		return err
-	})
+	dst, err := netip.ParseAddrPort(address)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s from pod %s: %w", address, d.netns.Pod.ID, err)
+		return nil, fmt.Errorf("dial %s from pod %s: want an IP:port: %w", address, d.netns.Pod.ID, err)
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	conn, err := d.dial(ctx, dst)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(dst), Err: fmt.Errorf("from pod %s: %w", d.netns.Pod.ID, err)}
 	}
 	return conn, nil
+}
+
+func (d *podDialer) dial(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	family := unix.AF_INET
+	if dst.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	var fd int
+	err := inNetns(int(d.netns.netns.Fd()), func() (err error) {
+		fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		return os.NewSyscallError("socket", err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "pod-dial") // owns fd from here on
+	defer f.Close()
+	// Go's own TCP dials disable Nagle; keep that for request/response traffic.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		return nil, os.NewSyscallError("setsockopt", err)
+	}
+	if d.passthrough {
+		src := PassthroughAddr
+		if dst.Addr().Is6() {
+			src = dst.Addr()
+		}
+		if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(src, 0))); err != nil {
+			return nil, os.NewSyscallError("bind", err)
+		}
+	}
+	if err := unix.Connect(fd, sockaddr(dst)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		return nil, os.NewSyscallError("connect", err)
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		f.SetWriteDeadline(deadline)
+	}
+	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
+	defer stop()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var connErr error
+	werr := rc.Write(func(fd uintptr) bool {
+		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		switch {
+		case err != nil:
+			connErr = os.NewSyscallError("getsockopt", err)
+		case v != 0:
+			connErr = os.NewSyscallError("connect", syscall.Errno(v))
+		default:
+			if _, err := unix.Getpeername(int(fd)); errors.Is(err, unix.ENOTCONN) {
+				return false // handshake still in progress: wait for writability
+			}
+		}
+		return true
+	})
+	if werr != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, werr
+	}
+	if connErr != nil {
+		return nil, connErr
+	}
+	return net.FileConn(f)
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+	}
+	return &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
 }
