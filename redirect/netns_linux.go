@@ -37,12 +37,12 @@ func openNetns(path string) (*os.File, error) {
 	// A netns file is an nsfs inode (or proc, when opened via /proc/<pid>/ns/net).
 	if st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC {
 		f.Close()
-		return nil, fmt.Errorf("netns %s: not a namespace file (%w)", path, ErrNetnsGone)
+		return nil, fmt.Errorf("netns %s: %w (filesystem magic %#x)", path, ErrNotNetns, st.Type)
 	}
 	nstype, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
 	if err != nil || nstype != unix.CLONE_NEWNET {
 		f.Close()
-		return nil, fmt.Errorf("netns %s: not a network namespace (%w)", path, ErrNetnsGone)
+		return nil, fmt.Errorf("netns %s: %w", path, ErrNotNetns)
 	}
 	return f, nil
 }

@@ -35,6 +35,9 @@ var PassthroughAddr = netip.MustParseAddr("127.0.0.6")
 var (
 	// ErrNetnsGone means the pod's network namespace does not exist (any more).
 	ErrNetnsGone = errors.New("network namespace not found")
+	// ErrNotNetns means a pod's netns path names something else (a file, another
+	// kind of namespace).
+	ErrNotNetns = errors.New("not a network namespace")
 	// ErrNotAttached means Detach was asked for a pod that is not attached or pinned.
 	ErrNotAttached = errors.New("pod not attached")
 	// ErrAlreadyAttached means Attach was called twice for one pod ID.

@@ -475,7 +475,7 @@ func TestAttachBadInput(t *testing.T) {
 	}{
 		{"netns vanished", Pod{ID: "x1", CgroupDir: a.CgroupDir, NetnsPath: "/run/netns/ht-does-not-exist"}, ErrNetnsGone},
 		{"netns of an exited process", Pod{ID: "x2", CgroupDir: a.CgroupDir, NetnsPath: fmt.Sprintf("/proc/%d/ns/net", gone.Process.Pid)}, ErrNetnsGone},
-		{"not a netns", Pod{ID: "x3", CgroupDir: a.CgroupDir, NetnsPath: "/proc/self/ns/pid"}, ErrNetnsGone},
+		{"not a netns", Pod{ID: "x3", CgroupDir: a.CgroupDir, NetnsPath: "/proc/self/ns/pid"}, ErrNotNetns},
 		{"cgroup not v2", Pod{ID: "x4", CgroupDir: t.TempDir(), NetnsPath: a.NetnsPath}, cgroup2.ErrNotV2},
 		{"cgroup missing", Pod{ID: "x5", CgroupDir: "/sys/fs/cgroup/ht-missing", NetnsPath: a.NetnsPath}, os.ErrNotExist},
 		{"empty id", Pod{CgroupDir: a.CgroupDir, NetnsPath: a.NetnsPath}, ErrInvalidPod},
