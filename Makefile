@@ -7,7 +7,7 @@ export HOPTRACE_CACHE ?= $(HOME)/.cache/hoptrace
 # (golang/go#75804).
 FUZZTIME ?= 50000x
 
-.PHONY: all build generate verify-generate test unit-test fuzz lint clean demo deps jaeger
+.PHONY: all build generate verify-generate test unit-test fuzz lint clean demo deps jaeger kube-apiserver
 
 all: build
 
@@ -28,7 +28,7 @@ verify-generate: generate
 	@git diff --exit-code -- bpf/ || { echo "bpf/ is stale: run 'make generate' and commit the result" >&2; exit 1; }
 
 ## test: everything CI runs: lint, unit + privileged + end-to-end tests, bounded fuzzing
-test: deps jaeger lint unit-test fuzz
+test: deps jaeger kube-apiserver lint unit-test fuzz
 
 unit-test:
 	$(GO) test -count=1 -timeout 30m ./...

@@ -23,6 +23,8 @@ func newAgentCmd() *cobra.Command {
 		kubeconfig string
 		kube       bool
 		logLevel   string
+		cgroupRoot string
+		procRoot   string
 	)
 	exp, envErr := exporter.ConfigFromEnv(os.Getenv)
 	cmd := &cobra.Command{
@@ -86,7 +88,7 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 				cfg.Sources = append(cfg.Sources, &pods.FileSource{Path: podsFile})
 			}
 			if kube || kubeconfig != "" || (podsFile == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != "") {
-				src, err := kubeSource(kubeconfig, cfg.NodeName)
+				src, err := kubeSource(kubeconfig, cfg.NodeName, cgroupRoot, procRoot, cfg.Logger)
 				if err != nil {
 					return err
 				}
@@ -106,6 +108,8 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 	f.BoolVar(&kube, "kubernetes", false, "watch this node's pods in Kubernetes (default when running in a cluster)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for the Kubernetes pod source (implies --kubernetes; default in-cluster)")
 	f.StringVar(&cfg.NodeName, "node-name", "", "this node's name in Kubernetes (default $NODE_NAME)")
+	f.StringVar(&cgroupRoot, "cgroup-root", "", "the host's cgroup v2 mount, where pods' cgroups are found (default: read from the mount table)")
+	f.StringVar(&procRoot, "proc-root", "/proc", "the host's procfs, where pods' network namespaces are found (needs hostPID or a host /proc mount)")
 	f.Float64Var(&cfg.SampleRate, "sample-rate", agent.DefaultSampleRate, "probability (0..1) of tracing a request that arrives without trace context")
 	f.StringSliceVar(&cfg.Routes, "route", nil, `route pattern naming spans "METHOD /pattern" instead of "METHOD" (repeatable), e.g. --route '/users/{id}'`)
 	f.StringVar(&cfg.AdminSocket, "admin-socket", agent.DefaultAdminSocket, "unix socket of the admin API (pods, flows, metrics)")

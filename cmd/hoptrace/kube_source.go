@@ -1,12 +1,16 @@
 package main
 
 import (
-	"errors"
+	"log/slog"
+
+	"k8s.io/klog/v2"
 
 	"github.com/hoptrace/hoptrace/pods"
 )
 
-// kubeSource builds the Kubernetes pod source (in-cluster, or from kubeconfig).
-func kubeSource(kubeconfig, node string) (pods.Source, error) {
-	return nil, errors.New("the Kubernetes pod source is not wired yet")
+// kubeSource builds the Kubernetes pod source: in-cluster, or from kubeconfig.
+func kubeSource(kubeconfig, node, cgroupRoot, procRoot string, log *slog.Logger) (pods.Source, error) {
+	// client-go logs through klog; send it to the agent's log instead of bare stderr.
+	klog.SetSlogLogger(log.With("component", "client-go"))
+	return pods.NewKubeSource(pods.KubeConfig{Kubeconfig: kubeconfig, NodeName: node, CgroupRoot: cgroupRoot, ProcRoot: procRoot})
 }
