@@ -73,9 +73,18 @@ func New() (_ *Node, err error) {
 	return n, nil
 }
 
+// PodOption changes how AddPod builds a pod.
+type PodOption func(*Pod)
+
+// WithCgroup puts the pod's cgroup at rel below the node's cgroup root instead
+// of at its name, e.g. "kubepods/besteffort/pod<uid>" to look like a kubelet's.
+func WithCgroup(rel string) PodOption {
+	return func(p *Pod) { p.CgroupDir = filepath.Join(p.node.CgroupRoot, rel) }
+}
+
 // AddPod creates a pod: netns, veth to the bridge, IPv4 and IPv6 addresses on
 // the node's subnets, and a cgroup.
-func (n *Node) AddPod(name string) (_ *Pod, err error) {
+func (n *Node) AddPod(name string, opts ...PodOption) (_ *Pod, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, p := range n.pods {
@@ -101,12 +110,15 @@ func (n *Node) AddPod(name string) (_ *Pod, err error) {
 		node:      n,
 	}
 	p.NetnsPath = filepath.Join("/run/netns", p.NetnsName)
+	for _, o := range opts {
+		o(p)
+	}
 	defer func() {
 		if err != nil {
 			p.remove()
 		}
 	}()
-	if err := os.Mkdir(p.CgroupDir, 0o755); err != nil {
+	if err := os.MkdirAll(p.CgroupDir, 0o755); err != nil {
 		return nil, fmt.Errorf("add pod %s: create cgroup: %w", name, err)
 	}
 	if err := ipCmd("netns", "add", p.NetnsName); err != nil {
@@ -196,6 +208,12 @@ func removeCgroup(dir string) error {
 func (p *Pod) remove() error {
 	var errs []error
 	errs = append(errs, killCgroup(p.CgroupDir), removeCgroup(p.CgroupDir))
+	// Remove the empty parents WithCgroup made, up to the node's root.
+	for dir := filepath.Dir(p.CgroupDir); strings.HasPrefix(dir, p.node.CgroupRoot+"/"); dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil {
+			break
+		}
+	}
 	if _, err := os.Stat(p.NetnsPath); err == nil {
 		errs = append(errs, ipCmd("netns", "del", p.NetnsName))
 	}

@@ -8,13 +8,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/internal/testenv"
 	"github.com/hoptrace/hoptrace/nodebox"
@@ -119,21 +116,6 @@ func serveTag(ln net.Listener, tag string) {
 	}
 }
 
-// tempBPFFS mounts a private bpffs for one test, so tests never share pins.
-func tempBPFFS(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount bpffs: %v", err)
-		}
-	})
-	return filepath.Join(dir, "hoptrace")
-}
-
 type rig struct {
 	node   *nodebox.Node
 	r      *Redirector
@@ -143,7 +125,7 @@ type rig struct {
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	testenv.RequirePrivileged(t)
-	pin := tempBPFFS(t)
+	pin := testenv.TempBPFFS(t)
 	node, err := nodebox.New()
 	if err != nil {
 		t.Fatal(err)

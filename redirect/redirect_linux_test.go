@@ -296,7 +296,7 @@ func objectIDs(t *testing.T, r *Redirector) (progs []ebpf.ProgramID) {
 // objects or pins, and Close leaves nothing behind.
 func TestAttachDetachLoopLeaksNothing(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	pin := tempBPFFS(t)
+	pin := testenv.TempBPFFS(t)
 	node, err := nodebox.New()
 	if err != nil {
 		t.Fatal(err)
@@ -384,7 +384,7 @@ func TestAttachDetachLoopLeaksNothing(t *testing.T) {
 // fail open in between; capture works again with no program attached twice.
 func TestRestartAdoptsPins(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	pin := tempBPFFS(t)
+	pin := testenv.TempBPFFS(t)
 	node, err := nodebox.New()
 	if err != nil {
 		t.Fatal(err)
@@ -544,7 +544,7 @@ func (c addrConn) RemoteAddr() net.Addr { return c.remote }
 // update (standing in for the kernel's sockops write) plus the lookup-and-delete.
 func BenchmarkOriginalDst(b *testing.B) {
 	testenv.RequirePrivileged(b)
-	pin := tempBPFFS(b)
+	pin := testenv.TempBPFFS(b)
 	node, err := nodebox.New()
 	if err != nil {
 		b.Fatal(err)
@@ -580,7 +580,7 @@ func BenchmarkOriginalDst(b *testing.B) {
 // from a thread that is already there.
 func BenchmarkPodDial(b *testing.B) {
 	testenv.RequirePrivileged(b)
-	pin := tempBPFFS(b)
+	pin := testenv.TempBPFFS(b)
 	node, err := nodebox.New()
 	if err != nil {
 		b.Fatal(err)
