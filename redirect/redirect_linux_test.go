@@ -670,3 +670,64 @@ func TestPodDialerErrors(t *testing.T) {
 		t.Error("dial of a name succeeded; the proxy only dials addresses")
 	}
 }
+
+// Shown: every decision reaches the event ring buffer with pod, pid, comm,
+// original destination and reason.
+func TestRedirectEvents(t *testing.T) {
+	g := newRig(t)
+	a, b := g.pod(t, "a"), g.pod(t, "b")
+	er, err := g.r.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer er.Close()
+	attA := g.attach(t, a, func(p *Pod) { p.SkipOutboundPorts = []uint16{9999} })
+	attB := g.attach(t, b, nil)
+	go serveOrigDst(attA.Outbound, attA.OutboundResolver(), "proxy")
+	go serveOrigDst(attB.Inbound, attB.InboundResolver(), "inbound")
+
+	connectFrom(t, a, hostPort(b.IPv4, 8080), hostPort(b.IPv4, 9999))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dialLine(t, ctx, a, hostPort(b.IPv4, 7070)) // from the test process: inbound capture only
+
+	events := make(chan Event, 64)
+	go func() {
+		for {
+			ev, err := er.Read()
+			if err != nil {
+				close(events)
+				return
+			}
+			events <- ev
+		}
+	}()
+	want := map[string]bool{"redirected": false, "excluded-port": false, "captured": false}
+	for !want["redirected"] || !want["excluded-port"] || !want["captured"] {
+		select {
+		case ev := <-events:
+			switch {
+			case ev.Reason == ReasonRedirected && ev.Dst.String() == hostPort(b.IPv4, 8080):
+				if ev.PodID != "test/a" || ev.Direction != Outbound || ev.PID == 0 || ev.Comm == "" {
+					t.Errorf("redirected event: %+v", ev)
+				}
+				want["redirected"] = true
+			case ev.Reason == ReasonExcludedPort && ev.Dst.String() == hostPort(b.IPv4, 9999):
+				if ev.PodID != "test/a" || ev.Reason.Redirected() {
+					t.Errorf("excluded-port event: %+v", ev)
+				}
+				want["excluded-port"] = true
+			case ev.Reason == ReasonInboundCaptured && ev.Dst.String() == hostPort(b.IPv4, 7070):
+				if ev.PodID != "test/b" || ev.Direction != Inbound || ev.Src.Addr() != a.IPv4 {
+					t.Errorf("inbound event: %+v", ev)
+				}
+				want["captured"] = true
+			}
+		case <-ctx.Done():
+			t.Fatalf("events seen: %v", want)
+		}
+	}
+	if lost, err := g.r.EventsLost(); err != nil || lost != 0 {
+		t.Errorf("EventsLost = %d, %v", lost, err)
+	}
+}

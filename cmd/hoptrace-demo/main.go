@@ -68,12 +68,16 @@ func run(bin, work, otlp, ui string, interval, exitAfter time.Duration) error {
 	demo.PrintTree(os.Stdout, t)
 	fmt.Printf(`
 == look at it
-   Jaeger UI:   %s/search?service=client   (this trace: %s/trace/%s)
+   this trace:  %s/api/traces/%s   (Jaeger's query API, JSON)
+   Jaeger UI:   %s/trace/%s
+                (a Jaeger built from the Go module has no UI assets and shows a
+                placeholder there; a Jaeger with its UI, e.g. the official image,
+                shows the same trace at that address)
    flows:       sudo bin/hoptrace flows --admin-socket %s
    pods:        sudo bin/hoptrace pods --admin-socket %s
    metrics:     sudo curl -s --unix-socket %s http://agent/metrics | grep hoptrace_
    logs:        %s
-`, ui, ui, t.TraceID, env.AdminSocket, env.AdminSocket, env.AdminSocket, work)
+`, ui, t.TraceID, ui, t.TraceID, env.AdminSocket, env.AdminSocket, env.AdminSocket, work)
 	if exitAfter > 0 {
 		fmt.Printf("== running for %s\n", exitAfter)
 		select {
