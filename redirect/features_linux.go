@@ -10,8 +10,6 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
-
-	"github.com/hoptrace/hoptrace/bpf"
 )
 
 // ErrUnsupportedKernel means the kernel lacks something the redirect programs need.
@@ -98,12 +96,10 @@ func probeNetnsCookie() error {
 // pinning or attaching anything, and unloads them: the strongest check that this
 // kernel's verifier accepts them.
 func VerifyPrograms() error {
-	spec, err := bpf.LoadRedirect()
+	spec, err := loadSpec()
 	if err != nil {
-		return fmt.Errorf("parse embedded BPF object: %w", err)
+		return err
 	}
-	delete(spec.Maps, ".bss")
-	spec.Variables = nil
 	var objs objects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return fmt.Errorf("load BPF programs: %w", err)

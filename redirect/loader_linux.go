@@ -80,13 +80,23 @@ func Open(cfg Config) (*Redirector, error) {
 	return r, nil
 }
 
-func (r *Redirector) load() (*objects, error) {
+// loadSpec parses the embedded object, minus the .bss that only keeps types
+// alive for bpf2go.
+func loadSpec() (*ebpf.CollectionSpec, error) {
 	spec, err := bpf.LoadRedirect()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
 	}
 	delete(spec.Maps, ".bss")
 	spec.Variables = nil
+	return spec, nil
+}
+
+func (r *Redirector) load() (*objects, error) {
+	spec, err := loadSpec()
+	if err != nil {
+		return nil, err
+	}
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinByName
 	}
@@ -155,15 +165,13 @@ func (r *Redirector) Release() error {
 }
 
 func (r *Redirector) mapNames() []string {
-	spec, err := bpf.LoadRedirect()
+	spec, err := loadSpec()
 	if err != nil {
 		return nil
 	}
 	var names []string
 	for name := range spec.Maps {
-		if name != ".bss" {
-			names = append(names, name)
-		}
+		names = append(names, name)
 	}
 	return names
 }

@@ -2,12 +2,10 @@ package redirect
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -177,22 +175,30 @@ func (g *rig) attach(t *testing.T, p *nodebox.Pod, mod func(*Pod)) *Attachment {
 // target → first line received.
 func connectFrom(t *testing.T, p *nodebox.Pod, targets ...string) map[string]string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envClient+"=1", envTargets+"="+strings.Join(targets, ","))
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := p.Run(cmd); err != nil {
-		t.Fatalf("client in pod %s: %v\n%s", p.Name, err, stderr.String())
-	}
-	got := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-		target, resp, _ := strings.Cut(line, "\t")
-		got[target] = resp
+	got, err := connectFromErr(p, targets)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(got) != len(targets) {
-		t.Fatalf("client in pod %s answered %d of %d targets:\n%s", p.Name, len(got), len(targets), stdout.String())
+		t.Fatalf("client in pod %s answered %d of %d targets: %v", p.Name, len(got), len(targets), got)
 	}
 	return got
+}
+
+// serveApp stands in for an app in pod p: a listener on each address answering
+// with tag.
+func serveApp(t *testing.T, p *nodebox.Pod, tag string, addrs ...string) {
+	t.Helper()
+	for _, addr := range addrs {
+		network := "tcp4"
+		if strings.HasPrefix(addr, "[") {
+			network = "tcp6"
+		}
+		ln, err := p.Listen(network, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go serveTag(ln, tag)
+	}
 }

@@ -114,18 +114,7 @@ func TestInboundCapture(t *testing.T) {
 	g := newRig(t)
 	client, b, e, other := g.pod(t, "client"), g.pod(t, "b"), g.pod(t, "e"), g.pod(t, "other")
 	for _, p := range []*nodebox.Pod{b, e, other} {
-		for _, addr := range []string{"0.0.0.0:8080", "0.0.0.0:9090", "0.0.0.0:7070", "[::]:18080"} {
-			network := "tcp4"
-			if strings.HasPrefix(addr, "[") {
-				network = "tcp6"
-			}
-			ln, err := p.Listen(network, addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ln.Close() })
-			go serveTag(ln, "app-"+p.Name)
-		}
+		serveApp(t, p, "app-"+p.Name, "0.0.0.0:8080", "0.0.0.0:9090", "0.0.0.0:7070", "[::]:18080")
 	}
 	attB := g.attach(t, b, func(p *Pod) { p.SkipInboundPorts = []uint16{9090} })
 	attE := g.attach(t, e, func(p *Pod) { p.InboundPorts = []uint16{8080} })
@@ -182,15 +171,7 @@ func dialLine(t *testing.T, ctx context.Context, from *nodebox.Pod, target strin
 func TestFailOpenWhenListenersClose(t *testing.T) {
 	g := newRig(t)
 	a, b := g.pod(t, "a"), g.pod(t, "b")
-	for _, addr := range []string{"0.0.0.0:8080", "[::]:8080"} {
-		network := map[bool]string{true: "tcp6", false: "tcp4"}[strings.HasPrefix(addr, "[")]
-		ln, err := b.Listen(network, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go serveTag(ln, "app-b")
-	}
+	serveApp(t, b, "app-b", "0.0.0.0:8080", "[::]:8080")
 	attA := g.attach(t, a, nil)
 	attB := g.attach(t, b, nil)
 	go serveOrigDst(attA.Outbound, attA.OutboundResolver(), "proxy")
@@ -228,15 +209,7 @@ func TestFailOpenWhenListenersClose(t *testing.T) {
 func TestProxyDialsAreNotCaptured(t *testing.T) {
 	g := newRig(t)
 	a, b := g.pod(t, "a"), g.pod(t, "b")
-	for _, addr := range []string{"0.0.0.0:8080", "[::]:8080"} {
-		network := map[bool]string{true: "tcp6", false: "tcp4"}[strings.HasPrefix(addr, "[")]
-		ln, err := b.Listen(network, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go serveTag(ln, "app-b")
-	}
+	serveApp(t, b, "app-b", "0.0.0.0:8080", "[::]:8080")
 	attA := g.attach(t, a, nil)
 	attB := g.attach(t, b, nil)
 	go serveOrigDst(attA.Outbound, attA.OutboundResolver(), "outbound-a")
