@@ -1,0 +1,148 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/net/http2"
+
+	"github.com/hoptrace/hoptrace/spans"
+)
+
+// Round trips over loopback: a small GET answered with a small body, on a kept
+// alive connection. Direct is the baseline; Proxied crosses both proxies of a hop
+// (outbound and inbound), as every meshed request does. Run:
+//
+//	go test ./proxy -run '^$' -bench . -benchmem -count 5
+
+// benchApp is the upstream every benchmark talks to.
+func benchApp(b *testing.B) *net.TCPAddr {
+	srv, _ := app(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "hello from b")
+	}))
+	return srv.Listener.Addr().(*net.TCPAddr)
+}
+
+func benchClient(addr string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+		DisableCompression: true,
+	}}
+}
+
+func runRoundTrips(b *testing.B, client *http.Client, traceparent string) {
+	req, _ := http.NewRequest(http.MethodGet, "http://svc-b.test/users/42", nil)
+	if traceparent != "" {
+		req.Header.Set("Traceparent", traceparent)
+	}
+	roundTrip := func() {
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	roundTrip() // connect outside the timer
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		roundTrip()
+	}
+}
+
+// discard is a recorder that only counts.
+type discard struct{ n atomic.Int64 }
+
+func (d *discard) Record(*spans.Span) { d.n.Add(1) }
+
+func benchChain(b *testing.B, rate float64) (*chain, *discard) {
+	rec := &discard{}
+	c := newChain(b, benchApp(b).AddrPort(), func(_ Direction, cfg *Config) {
+		cfg.Recorder = rec
+		cfg.Sampler = spans.NewSampler(rate)
+	})
+	return c, rec
+}
+
+func BenchmarkDirect(b *testing.B) {
+	runRoundTrips(b, benchClient(benchApp(b).String()), "")
+}
+
+// BenchmarkProxiedUnsampled: the common case, a context arrives unsampled.
+func BenchmarkProxiedUnsampled(b *testing.B) {
+	c, rec := benchChain(b, 0)
+	runRoundTrips(b, benchClient(c.outLn.Addr().String()), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+	if rec.n.Load() != 0 {
+		b.Fatal("unsampled requests recorded spans")
+	}
+}
+
+// BenchmarkProxiedNoContext: no trace headers, nothing sampled: the proxies
+// start and propagate an unsampled context.
+func BenchmarkProxiedNoContext(b *testing.B) {
+	c, _ := benchChain(b, 0)
+	runRoundTrips(b, benchClient(c.outLn.Addr().String()), "")
+}
+
+// BenchmarkProxiedSampled: every request is traced, four spans each.
+func BenchmarkProxiedSampled(b *testing.B) {
+	c, rec := benchChain(b, 1)
+	runRoundTrips(b, benchClient(c.outLn.Addr().String()), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	if rec.n.Load() == 0 {
+		b.Fatal("no spans recorded")
+	}
+}
+
+func h2cBenchClient(addr string) *http.Client {
+	return &http.Client{Transport: &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, _ string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}}
+}
+
+func benchH2CApp(b *testing.B) string {
+	s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "hello from b")
+	}), Protocols: new(http.Protocols)}
+	s.Protocols.SetUnencryptedHTTP2(true)
+	ln := listen(b)
+	go s.Serve(ln)
+	b.Cleanup(func() { s.Close() })
+	return ln.Addr().String()
+}
+
+func BenchmarkDirectH2C(b *testing.B) {
+	runRoundTrips(b, h2cBenchClient(benchH2CApp(b)), "")
+}
+
+func BenchmarkProxiedH2CUnsampled(b *testing.B) {
+	addr := benchH2CApp(b)
+	c := newChain(b, mustAddrPort(b, mustTCPAddr(b, addr)), func(_ Direction, cfg *Config) { cfg.Recorder = &discard{} })
+	runRoundTrips(b, h2cBenchClient(c.outLn.Addr().String()), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+}
+
+func mustTCPAddr(b *testing.B, s string) net.Addr {
+	a, err := net.ResolveTCPAddr("tcp", s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return a
+}

@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"bufio"
+	"net/http"
+	"strconv"
+)
+
+// traceFields are the canonical names of every trace header. Requests carry them
+// as the legs left them in the header map, never as received.
+var traceFields = [...]string{
+	"Traceparent", "Tracestate", "B3",
+	"X-B3-Traceid", "X-B3-Spanid", "X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags",
+}
+
+// writeRequestHead writes the head sent upstream: always HTTP/1.1 (so upstream
+// connections are kept alive even for HTTP/1.0 clients), the received fields minus
+// hop-by-hop ones, trace headers, and framing the proxy itself vouches for.
+func writeRequestHead(w *bufio.Writer, req *head, body framing, upgrade bool, dst string) {
+	w.WriteString(req.method)
+	w.WriteByte(' ')
+	w.WriteString(req.target)
+	w.WriteString(" HTTP/1.1\r\n")
+	writeFields(w, req, upgrade, true)
+	for _, k := range traceFields {
+		for _, v := range req.header[k] {
+			writeField(w, k, v)
+		}
+	}
+	if len(req.header["Host"]) == 0 { // HTTP/1.0
+		writeField(w, "Host", dst)
+	}
+	switch body.kind {
+	case bodyLength:
+		writeField(w, "Content-Length", itoa64(body.n))
+	case bodyChunked:
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if upgrade {
+		w.WriteString("Connection: Upgrade\r\n")
+	}
+	w.WriteString("\r\n")
+}
+
+// writeResponseHead writes the head sent to the client, framed as out.
+func writeResponseHead(w *bufio.Writer, res *head, out framing, keep bool, clientMinor int, method string) {
+	writeStatusLine(w, res.status, res.reason)
+	writeFields(w, res, false, false)
+	switch out.kind {
+	case bodyLength:
+		writeField(w, "Content-Length", itoa64(out.n))
+	case bodyChunked:
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	case bodyNone:
+		// A HEAD or 304 response's length describes the body it does not have.
+		if method == http.MethodHead || res.status == http.StatusNotModified {
+			if n, ok := parseContentLength(res.header["Content-Length"]); ok {
+				writeField(w, "Content-Length", itoa64(n))
+			}
+		}
+	}
+	switch {
+	case !keep:
+		w.WriteString("Connection: close\r\n")
+	case clientMinor == 0:
+		w.WriteString("Connection: keep-alive\r\n")
+	}
+	w.WriteString("\r\n")
+}
+
+// writeTunnelHead writes a 101 response with its Upgrade, or a 2xx response to
+// CONNECT, which has no framing at all (RFC 9110 §9.3.6).
+func writeTunnelHead(w *bufio.Writer, res *head, connect bool) {
+	writeStatusLine(w, res.status, res.reason)
+	writeFields(w, res, !connect, false)
+	if !connect {
+		w.WriteString("Connection: Upgrade\r\n")
+	}
+	w.WriteString("\r\n")
+}
+
+// writeFields re-emits a head's received lines, except hop-by-hop and framing
+// fields and those deleted from its header map (Connection-listed ones, the
+// sampling override). For requests, trace fields are skipped too: they are
+// written from the map.
+func writeFields(w *bufio.Writer, h *head, keepUpgrade, request bool) {
+	for _, f := range h.fields {
+		switch f.key {
+		case "Connection", "Proxy-Connection", "Keep-Alive", "Te", "Transfer-Encoding", "Content-Length", "Http2-Settings":
+			continue
+		case "Upgrade":
+			if !keepUpgrade {
+				continue
+			}
+		case "Traceparent", "Tracestate", "B3", "X-B3-Traceid", "X-B3-Spanid", "X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags":
+			if request {
+				continue
+			}
+		}
+		if _, ok := h.header[f.key]; !ok {
+			continue
+		}
+		w.WriteString(f.line)
+		w.WriteString("\r\n")
+	}
+}
+
+func writeField(w *bufio.Writer, k, v string) {
+	w.WriteString(k)
+	w.WriteString(": ")
+	w.WriteString(v)
+	w.WriteString("\r\n")
+}
+
+func writeStatusLine(w *bufio.Writer, status int, reason string) {
+	var b [3]byte
+	b[0], b[1], b[2] = byte('0'+status/100%10), byte('0'+status/10%10), byte('0'+status%10)
+	w.WriteString("HTTP/1.1 ")
+	w.Write(b[:])
+	w.WriteByte(' ')
+	w.WriteString(reason)
+	w.WriteString("\r\n")
+}
+
+func itoa64(n int64) string { return strconv.FormatInt(n, 10) }

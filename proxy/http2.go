@@ -1,0 +1,266 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/netip"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// Upstream HTTP/2 connections are health-checked with pings after this much
+// silence, so a dead peer fails requests instead of hanging them.
+const (
+	h2ReadIdleTimeout = 30 * time.Second
+	h2PingTimeout     = 10 * time.Second
+	h2MaxStreams      = 1000
+)
+
+func (p *Proxy) initH2() error {
+	p.h2base = &http.Server{
+		MaxHeaderBytes: p.cfg.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	p.h2srv = &http2.Server{
+		IdleTimeout:          p.cfg.IdleTimeout,
+		MaxConcurrentStreams: h2MaxStreams,
+	}
+	// Registers the GOAWAY-on-shutdown hook that Shutdown triggers.
+	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
+		return fmt.Errorf("configure http/2 server: %w", err)
+	}
+	p.h2t = &http2.Transport{
+		// Prior knowledge over cleartext: the client spoke h2c to this
+		// destination, so the destination speaks it.
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, _, addr string, _ *tls.Config) (net.Conn, error) {
+			return p.dial(ctx, addr)
+		},
+		DisableCompression: true, // bodies pass through as they are
+		IdleConnTimeout:    p.cfg.IdleTimeout,
+		ReadIdleTimeout:    h2ReadIdleTimeout,
+		PingTimeout:        h2PingTimeout,
+	}
+	return nil
+}
+
+// serveH2 serves an HTTP/2 connection; br holds its preface.
+func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrPort) {
+	h := &h2Handler{p: p, fl: fl, dst: dst, dstStr: dst.String()}
+	p.h2srv.ServeConn(&prefixConn{Conn: c, prefix: take(br)}, &http2.ServeConnOpts{
+		BaseConfig: p.h2base,
+		Handler:    h,
+	})
+}
+
+// prefixConn replays bytes already read from a connection before reading more.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(b, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// h2Handler proxies the streams of one HTTP/2 client connection, each as its own
+// request on the shared upstream transport.
+type h2Handler struct {
+	p      *Proxy
+	fl     *flow
+	dst    netip.AddrPort
+	dstStr string
+}
+
+// h2Clock holds the times the transport reports from its own goroutines.
+type h2Clock struct {
+	wroteHeaders, wroteRequest, firstByte atomic.Int64
+}
+
+func stamp(t *atomic.Int64) { t.Store(time.Now().UnixNano()) }
+
+func unstamp(t *atomic.Int64) time.Time {
+	if n := t.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	p := h.p
+	grpc := isGRPC(r.Header.Get("Content-Type"))
+	info := requestInfo{
+		proto:     ProtocolHTTP2,
+		version:   "2",
+		method:    r.Method,
+		path:      r.URL.EscapedPath(),
+		query:     r.URL.RawQuery,
+		host:      r.Host,
+		userAgent: r.Header.Get("User-Agent"),
+		peer:      h.fl.peer,
+		dst:       h.dst,
+	}
+	if grpc {
+		info.proto = ProtocolGRPC
+		h.fl.setProtocol(ProtocolGRPC)
+	}
+	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"} {
+		delete(r.Header, k) // connection-specific: HTTP/2 forbids them (RFC 9113 §8.2.2)
+	}
+	skip := p.cfg.SkipTrace != nil && p.cfg.SkipTrace(r)
+	l := new(legs)
+	p.beginLegs(l, info, r.Header, skip, start)
+
+	out := &http.Request{
+		Method:        r.Method,
+		URL:           &url.URL{Scheme: "http", Host: h.dstStr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        r.Header,
+		Body:          r.Body,
+		ContentLength: r.ContentLength,
+		Host:          r.Host,
+		Trailer:       r.Trailer,
+	}
+	if r.ContentLength == 0 {
+		out.Body = nil // the stream ended with its headers: so will ours
+	}
+	ctx := r.Context()
+	var clock *h2Clock
+	if l.sampled {
+		clock = new(h2Clock)
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteHeaders:         func() { stamp(&clock.wroteHeaders) },
+			WroteRequest:         func(httptrace.WroteRequestInfo) { stamp(&clock.wroteRequest) },
+			GotFirstResponseByte: func() { stamp(&clock.firstByte) },
+		})
+	}
+	l.dialStart = time.Now()
+	resp, err := p.h2t.RoundTrip(out.WithContext(ctx))
+	if clock != nil {
+		l.cliStart, l.firstByte = unstamp(&clock.wroteHeaders), unstamp(&clock.firstByte)
+	} else {
+		// Unsampled requests skip the per-request trace hooks: the client leg
+		// is timed from the round trip's start.
+		l.cliStart = l.dialStart
+		l.firstByte = time.Now()
+	}
+	if err != nil {
+		h.failed(w, r, l, grpc, err)
+		return
+	}
+	defer resp.Body.Close()
+	l.response(resp.StatusCode, resp.Header)
+
+	hdr := w.Header()
+	for k, vv := range resp.Header {
+		hdr[k] = vv
+	}
+	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"} {
+		delete(hdr, k)
+	}
+	w.WriteHeader(resp.StatusCode)
+	l.respHeader = time.Now()
+
+	// gRPC messages and bodies of unknown length are streams: each piece goes
+	// out as it arrives. A body of known length goes out as the server buffers it.
+	stream := grpc || resp.ContentLength < 0
+	rc := http.NewResponseController(w)
+	buf := getCopyBuf()
+	readErr, writeErr := copyH2Body(w, rc, resp.Body, *buf, stream)
+	putCopyBuf(buf)
+	if clock != nil {
+		l.sent = unstamp(&clock.wroteRequest)
+	}
+	switch {
+	case writeErr != nil:
+		l.fail("client", writeErr)
+	case readErr != nil:
+		l.fail("upstream", readErr)
+		if !grpc || len(resp.Trailer) > 0 {
+			l.finish(time.Now(), h.fl)
+			panic(http.ErrAbortHandler) // resets the stream: the client must not take a truncated body for a whole one
+		}
+		// A gRPC client gets a status it understands instead of a reset.
+		hdr[http.TrailerPrefix+"Grpc-Status"] = []string{"14"}
+		hdr[http.TrailerPrefix+"Grpc-Message"] = []string{url.PathEscape("upstream broke off: " + readErr.Error())}
+		l.grpcStatus = grpcUnavailable
+	default:
+		l.cliEnd = time.Now()
+		for k, vv := range resp.Trailer {
+			hdr[http.TrailerPrefix+k] = vv
+		}
+		if grpc {
+			l.grpcTrailer(resp.Trailer)
+		}
+		if l.sampled && len(resp.Trailer) > 0 && len(p.capture) > 0 {
+			l.resAttrs = p.captureHeaders(l.resAttrs, resp.Trailer, false)
+		}
+	}
+	l.finish(time.Now(), h.fl)
+}
+
+// copyH2Body copies a response body to an HTTP/2 response, flushing after every
+// piece when stream is set.
+func copyH2Body(w io.Writer, rc *http.ResponseController, body io.Reader, buf []byte, stream bool) (readErr, writeErr error) {
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return nil, werr
+			}
+			if stream {
+				if werr := rc.Flush(); werr != nil {
+					return nil, werr
+				}
+			}
+		}
+		if err == io.EOF {
+			return nil, nil
+		}
+		if err != nil {
+			return err, nil
+		}
+	}
+}
+
+// failed answers a stream whose upstream request failed: 503 when nothing could
+// be reached, else 502; gRPC clients get UNAVAILABLE in a trailers-only response.
+func (h *h2Handler) failed(w http.ResponseWriter, r *http.Request, l *legs, grpc bool, err error) {
+	defer l.finish(time.Now(), h.fl)
+	if r.Context().Err() != nil {
+		l.fail("client", err) // the client reset the stream: nobody to answer
+		return
+	}
+	kind, status := "upstream", http.StatusBadGateway
+	var de *dialError
+	if errors.As(err, &de) {
+		kind, status = "connect", http.StatusServiceUnavailable
+	}
+	l.fail(kind, err)
+	h.p.log.Debug("request failed", "dst", h.dstStr, "err", err)
+	if grpc {
+		writeGRPCError(w, grpcUnavailable, "hoptrace: upstream unavailable: "+err.Error())
+		l.status, l.grpcStatus = http.StatusOK, grpcUnavailable
+		return
+	}
+	http.Error(w, http.StatusText(status)+": "+err.Error(), status)
+	l.status = status
+}

@@ -1,0 +1,385 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hoptrace/hoptrace/spans"
+)
+
+// requestInfo is what spans and statistics say about a request, gathered once
+// from whichever protocol carried it.
+type requestInfo struct {
+	proto     Protocol // ProtocolHTTP1, ProtocolHTTP2 or ProtocolGRPC
+	version   string   // network.protocol.version: "1.0", "1.1", "2"
+	method    string
+	path      string // URL path as sent, never the query
+	query     string
+	host      string // Host header or :authority
+	userAgent string
+	peer      netip.AddrPort // the client of this proxy
+	dst       netip.AddrPort // the original destination
+}
+
+// legs times one request through the proxy, its server leg (facing the client)
+// and client leg (facing the upstream), and records their spans when sampled.
+// Times are the DESIGN.md leg boundaries.
+type legs struct {
+	p       *Proxy
+	info    requestInfo
+	ctx     spans.Context // the decision; SpanID is the incoming parent
+	sampled bool
+	server  spans.SpanID
+	client  spans.SpanID
+
+	srvStart   time.Time // request head read
+	dialStart  time.Time // first attempt to reach the upstream
+	cliStart   time.Time // request head written upstream
+	sent       time.Time // request fully written upstream
+	firstByte  time.Time // first response byte read from the upstream
+	cliEnd     time.Time // response fully read from the upstream
+	respHeader time.Time // response head written to the client
+
+	status     int // sent to the client
+	grpcStatus int // -1: not gRPC, or none seen
+	grpcMsg    string
+	failure    string // error.type when the upstream failed or broke off
+	failMsg    string
+	reqAttrs   []spans.Attr // captured request headers
+	resAttrs   []spans.Attr // captured response headers
+}
+
+// begin starts timing a request whose head was read at now, and makes its
+// sampling decision: h loses the override header and, when the request is traced,
+// carries the context to send upstream.
+func (p *Proxy) beginLegs(l *legs, info requestInfo, h http.Header, skip bool, now time.Time) {
+	*l = legs{p: p, info: info, srvStart: now, grpcStatus: -1,
+		reqAttrs: l.reqAttrs[:0], resAttrs: l.resAttrs[:0]}
+	if p.cfg.Sampler == nil {
+		return
+	}
+	if skip {
+		delete(h, spans.OverrideHeader)
+		return
+	}
+	c := p.cfg.Sampler.Decide(h)
+	l.ctx = c
+	next := c
+	switch {
+	case c.Sampled:
+		l.sampled = true
+		l.server, l.client = spans.NewSpanID(), spans.NewSpanID()
+		next = c.Child(l.client)
+		l.reqAttrs = p.captureHeaders(l.reqAttrs, h, true)
+	case !c.SpanID.IsValid():
+		// Nothing arrived, and nothing is recorded: the context still travels,
+		// with a span id no span has, so the next hop sees the decision and the
+		// trace stays all or nothing.
+		next = c.Child(spans.NewSpanID())
+	}
+	spans.Inject(h, next)
+}
+
+// response notes the response head as received from the upstream.
+func (l *legs) response(status int, h http.Header) {
+	l.status = status
+	if l.sampled && len(l.p.capture) > 0 {
+		l.resAttrs = l.p.captureHeaders(l.resAttrs, h, false)
+	}
+	if l.info.proto == ProtocolGRPC {
+		l.grpcTrailer(h)
+	}
+}
+
+// grpcTrailer picks the gRPC status out of trailers (or a trailers-only head).
+func (l *legs) grpcTrailer(h http.Header) {
+	v := h["Grpc-Status"]
+	if len(v) == 0 {
+		return
+	}
+	if n, err := strconv.Atoi(v[0]); err == nil {
+		l.grpcStatus = n
+	}
+	if m := h["Grpc-Message"]; len(m) > 0 {
+		l.grpcMsg = m[0]
+	}
+}
+
+// fail records why the upstream leg failed; kind becomes error.type.
+func (l *legs) fail(kind string, err error) {
+	if l.failure != "" {
+		return
+	}
+	l.failure = kind
+	if err != nil {
+		l.failMsg = err.Error()
+	}
+}
+
+// finish ends both legs: the response was fully written to the client at end.
+func (l *legs) finish(end time.Time, fl *flow) {
+	p := l.p
+	srv := end.Sub(l.srvStart)
+	var cli time.Duration
+	if !l.cliStart.IsZero() && !l.cliEnd.IsZero() {
+		cli = l.cliEnd.Sub(l.cliStart)
+	}
+	fl.requests.Add(1)
+	fl.srvNanos.Add(int64(srv))
+	fl.cliNanos.Add(int64(cli))
+	if l.sampled {
+		id := l.ctx.TraceID
+		fl.trace.Store(&id)
+		if p.cfg.Recorder != nil {
+			p.cfg.Recorder.Record(l.serverSpan(end))
+			p.cfg.Recorder.Record(l.clientSpan())
+		}
+	}
+	if p.cfg.Observer != nil {
+		st := RequestStats{
+			Direction:  p.cfg.Direction,
+			Protocol:   l.info.proto,
+			Peer:       l.info.peer,
+			Dst:        l.info.dst,
+			Method:     l.info.method,
+			Status:     l.status,
+			GRPCStatus: l.grpcStatus,
+			ServerTime: srv,
+			ClientTime: cli,
+			Failed:     l.failure != "",
+		}
+		if l.sampled {
+			st.TraceID = l.ctx.TraceID
+		}
+		p.cfg.Observer.ObserveRequest(st)
+	}
+}
+
+func (l *legs) spanName() string {
+	if l.info.proto == ProtocolGRPC {
+		if svc, m, ok := grpcMethod(l.info.path); ok {
+			return svc + "/" + m
+		}
+	}
+	return l.p.cfg.Routes.SpanName(l.info.method, l.info.path)
+}
+
+func (l *legs) serverSpan(end time.Time) *spans.Span {
+	s := &spans.Span{
+		TraceID:    l.ctx.TraceID,
+		SpanID:     l.server,
+		ParentID:   l.ctx.SpanID,
+		TraceState: l.ctx.TraceState,
+		Flags:      l.ctx.Flags(),
+		Name:       l.spanName(),
+		Kind:       l.p.legServer.Kind(),
+		Start:      l.srvStart,
+		End:        end,
+		Resource:   l.p.cfg.Resource,
+	}
+	a := make([]spans.Attr, 0, 20+len(l.reqAttrs)+len(l.resAttrs))
+	a = append(a, spans.String("hoptrace.leg", l.p.legServer.String()))
+	a = l.common(a)
+	a = append(a, spans.String("url.scheme", "http"))
+	if l.info.path != "" {
+		a = append(a, spans.String("url.path", l.info.path))
+	}
+	if l.p.cfg.QueryString && l.info.query != "" {
+		a = append(a, spans.String("url.query", l.info.query))
+	}
+	if l.info.peer.IsValid() {
+		peer := l.info.peer.Addr().String()
+		a = append(a,
+			spans.String("client.address", peer),
+			spans.String("network.peer.address", peer),
+			spans.Int("network.peer.port", int64(l.info.peer.Port())))
+	}
+	a = append(a, l.reqAttrs...)
+	a = append(a, l.resAttrs...)
+	s.Attrs = a
+	s.Events = events(s.Events, "request.headers", l.srvStart, "response.first_byte", l.respHeader, "response.done", end)
+	switch {
+	case l.grpcStatus > 0:
+		s.Status, s.StatusMessage = spans.StatusError, l.grpcMsg
+	case l.status >= 500 || l.status == 0:
+		s.Status, s.StatusMessage = spans.StatusError, l.failMsg
+	}
+	return s
+}
+
+func (l *legs) clientSpan() *spans.Span {
+	start := l.cliStart
+	if start.IsZero() {
+		start = l.dialStart // it never got as far as writing
+	}
+	end := l.cliEnd
+	if end.IsZero() {
+		end = time.Now()
+	}
+	s := &spans.Span{
+		TraceID:    l.ctx.TraceID,
+		SpanID:     l.client,
+		ParentID:   l.server,
+		TraceState: l.ctx.TraceState,
+		Flags:      l.ctx.Flags(),
+		Name:       l.spanName(),
+		Kind:       l.p.legClient.Kind(),
+		Start:      start,
+		End:        end,
+		Resource:   l.p.cfg.Resource,
+	}
+	a := make([]spans.Attr, 0, 20+len(l.reqAttrs)+len(l.resAttrs))
+	a = append(a, spans.String("hoptrace.leg", l.p.legClient.String()))
+	a = l.common(a)
+	a = append(a, spans.String("url.full", l.urlFull()))
+	if l.info.dst.IsValid() {
+		a = append(a,
+			spans.String("network.peer.address", l.info.dst.Addr().String()),
+			spans.Int("network.peer.port", int64(l.info.dst.Port())))
+	}
+	a = append(a, l.reqAttrs...)
+	a = append(a, l.resAttrs...)
+	s.Attrs = a
+	s.Events = events(s.Events, "wire.send", l.sent, "response.first_byte", l.firstByte, "response.done", l.cliEnd)
+	switch {
+	case l.failure != "":
+		s.Status, s.StatusMessage = spans.StatusError, l.failMsg
+	case l.grpcStatus > 0:
+		s.Status, s.StatusMessage = spans.StatusError, l.grpcMsg
+	case l.status >= 400:
+		// OpenTelemetry: a client span errs on 4xx too, a server span only on 5xx.
+		s.Status = spans.StatusError
+	}
+	return s
+}
+
+// common appends the attributes both legs carry.
+func (l *legs) common(a []spans.Attr) []spans.Attr {
+	method := l.info.method
+	if known, ok := otelMethod(method); ok {
+		a = append(a, spans.String("http.request.method", known))
+	} else {
+		a = append(a, spans.String("http.request.method", "_OTHER"),
+			spans.String("http.request.method_original", method))
+	}
+	host, port := l.serverAddress()
+	a = append(a,
+		spans.String("server.address", host),
+		spans.Int("server.port", int64(port)),
+		spans.String("network.protocol.name", "http"),
+		spans.String("network.protocol.version", l.info.version))
+	if l.info.userAgent != "" {
+		a = append(a, spans.String("user_agent.original", l.info.userAgent))
+	}
+	if l.status > 0 {
+		a = append(a, spans.Int("http.response.status_code", int64(l.status)))
+	}
+	if l.info.proto == ProtocolGRPC {
+		a = append(a, spans.String("rpc.system", "grpc"))
+		if svc, m, ok := grpcMethod(l.info.path); ok {
+			a = append(a, spans.String("rpc.service", svc), spans.String("rpc.method", m))
+		}
+		if l.grpcStatus >= 0 {
+			a = append(a, spans.Int("rpc.grpc.status_code", int64(l.grpcStatus)))
+		}
+	}
+	switch {
+	case l.failure != "":
+		a = append(a, spans.String("error.type", l.failure))
+	case l.status >= 500:
+		a = append(a, spans.String("error.type", strconv.Itoa(l.status)))
+	}
+	return a
+}
+
+// serverAddress is the logical server the client addressed: the Host header,
+// with the original destination's port when the header has none.
+func (l *legs) serverAddress() (string, uint16) {
+	h := l.info.host
+	if h == "" {
+		return l.info.dst.Addr().String(), l.info.dst.Port()
+	}
+	if host, port, err := net.SplitHostPort(h); err == nil {
+		if n, err := strconv.ParseUint(port, 10, 16); err == nil {
+			return host, uint16(n)
+		}
+		return host, l.info.dst.Port()
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), l.info.dst.Port()
+}
+
+func (l *legs) urlFull() string {
+	host := l.info.host
+	if host == "" {
+		host = l.info.dst.String()
+	}
+	u := "http://" + host + l.info.path
+	if l.p.cfg.QueryString && l.info.query != "" {
+		u += "?" + l.info.query
+	}
+	return u
+}
+
+// events builds up to three events, skipping times never reached.
+func events(dst []spans.Event, n1 string, t1 time.Time, n2 string, t2 time.Time, n3 string, t3 time.Time) []spans.Event {
+	dst = dst[:0]
+	for _, e := range [...]spans.Event{{Name: n1, Time: t1}, {Name: n2, Time: t2}, {Name: n3, Time: t3}} {
+		if !e.Time.IsZero() {
+			dst = append(dst, e)
+		}
+	}
+	return dst
+}
+
+// otelMethod returns the method as the HTTP conventions name it, or false for a
+// method outside RFC 9110 and PATCH ("_OTHER").
+func otelMethod(m string) (string, bool) {
+	switch m {
+	case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH":
+		return m, true
+	}
+	return "", false
+}
+
+// capturedHeader is a header the configuration asks to record.
+type capturedHeader struct {
+	key      string // canonical
+	reqAttr  string // http.request.header.<lower-case name>
+	respAttr string // http.response.header.<lower-case name>
+}
+
+func newCapture(names []string) []capturedHeader {
+	var out []capturedHeader
+	for _, n := range names {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		lower := strings.ToLower(n)
+		out = append(out, capturedHeader{
+			key:      http.CanonicalHeaderKey(n),
+			reqAttr:  "http.request.header." + lower,
+			respAttr: "http.response.header." + lower,
+		})
+	}
+	return out
+}
+
+func (p *Proxy) captureHeaders(dst []spans.Attr, h http.Header, request bool) []spans.Attr {
+	for _, c := range p.capture {
+		vv := h[c.key]
+		if len(vv) == 0 {
+			continue
+		}
+		k := c.respAttr
+		if request {
+			k = c.reqAttr
+		}
+		dst = append(dst, spans.String(k, strings.Join(vv, ",")))
+	}
+	return dst
+}

@@ -1,0 +1,139 @@
+package proxy
+
+import (
+	"bufio"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// maxIdlePerDst bounds the idle HTTP/1 connections kept per destination.
+const maxIdlePerDst = 64
+
+// upstream is one HTTP/1 connection to an original destination.
+type upstream struct {
+	conn   net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	dst    netip.AddrPort
+	idleAt time.Time
+	reused bool // it served a request before: it may have gone stale meanwhile
+}
+
+func newUpstream(c net.Conn, dst netip.AddrPort) *upstream {
+	return &upstream{
+		conn: c,
+		br:   bufio.NewReaderSize(c, connBufSize),
+		bw:   bufio.NewWriterSize(c, connBufSize),
+		dst:  dst,
+	}
+}
+
+// pool keeps idle upstream HTTP/1 connections per destination. A Proxy serves one
+// pod, so this is reuse per (pod, destination).
+type pool struct {
+	mu      sync.Mutex
+	idle    map[netip.AddrPort][]*upstream
+	n       int
+	timeout time.Duration
+	sweep   *time.Timer
+	closed  bool
+}
+
+func newPool(timeout time.Duration) *pool {
+	return &pool{idle: make(map[netip.AddrPort][]*upstream), timeout: timeout}
+}
+
+// get returns a live idle connection to dst, most recently used first, or nil.
+func (p *pool) get(dst netip.AddrPort) *upstream {
+	for {
+		p.mu.Lock()
+		list := p.idle[dst]
+		if len(list) == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		u := list[len(list)-1]
+		list[len(list)-1] = nil
+		p.idle[dst] = list[:len(list)-1]
+		p.n--
+		p.mu.Unlock()
+		// The peer may have closed it while idle (Node.js closes after 5s): checking
+		// costs one non-blocking peek, a failed request costs far more.
+		if time.Since(u.idleAt) < p.timeout && alive(u.conn) {
+			u.reused = true
+			return u
+		}
+		u.conn.Close()
+	}
+}
+
+// put makes u available for reuse, or closes it when the pool is full or closed.
+func (p *pool) put(u *upstream) {
+	u.idleAt = time.Now()
+	p.mu.Lock()
+	if p.closed || len(p.idle[u.dst]) >= maxIdlePerDst {
+		p.mu.Unlock()
+		u.conn.Close()
+		return
+	}
+	p.idle[u.dst] = append(p.idle[u.dst], u)
+	p.n++
+	if p.sweep == nil {
+		p.sweep = time.AfterFunc(p.timeout, p.expire)
+	}
+	p.mu.Unlock()
+}
+
+// expire closes connections idle longer than the timeout, and re-arms itself
+// while any remain.
+func (p *pool) expire() {
+	cutoff := time.Now().Add(-p.timeout)
+	var stale []*upstream
+	p.mu.Lock()
+	for dst, list := range p.idle {
+		keep := list[:0]
+		for _, u := range list {
+			if u.idleAt.Before(cutoff) {
+				stale = append(stale, u)
+			} else {
+				keep = append(keep, u)
+			}
+		}
+		clear(list[len(keep):])
+		if len(keep) == 0 {
+			delete(p.idle, dst)
+		} else {
+			p.idle[dst] = keep
+		}
+	}
+	p.n -= len(stale)
+	if p.n > 0 && !p.closed {
+		p.sweep.Reset(p.timeout / 2)
+	} else {
+		p.sweep = nil
+	}
+	p.mu.Unlock()
+	for _, u := range stale {
+		u.conn.Close()
+	}
+}
+
+func (p *pool) close() {
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = make(map[netip.AddrPort][]*upstream)
+	p.n = 0
+	if p.sweep != nil {
+		p.sweep.Stop()
+		p.sweep = nil
+	}
+	p.mu.Unlock()
+	for _, list := range idle {
+		for _, u := range list {
+			u.conn.Close()
+		}
+	}
+}

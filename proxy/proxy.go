@@ -1,0 +1,460 @@
+// Package proxy is hoptrace's transparent tracing proxy. One Proxy serves one side of
+// one pod: an Outbound proxy accepts the pod's redirected outbound connections and
+// dials their original destinations; an Inbound proxy accepts the connections
+// steered to the pod and dials the local app.
+//
+// Every connection is classified on its first bytes. HTTP/1.x and HTTP/2 (prior
+// knowledge: h2c, gRPC) are terminated, timed per leg and traced; anything else (TLS,
+// databases, server-speaks-first protocols) is spliced through untouched.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/hoptrace/hoptrace/spans"
+)
+
+// Direction says which side of a hop a proxy serves.
+type Direction uint8
+
+const (
+	// Outbound proxies serve a pod's own requests: legs outbound-server and
+	// outbound-client.
+	Outbound Direction = iota + 1
+	// Inbound proxies serve requests arriving for a pod: legs inbound-server and
+	// inbound-client.
+	Inbound
+)
+
+func (d Direction) String() string {
+	switch d {
+	case Outbound:
+		return "outbound"
+	case Inbound:
+		return "inbound"
+	}
+	return "invalid"
+}
+
+// Legs returns the server and client legs a proxy of this direction times.
+func (d Direction) Legs() (server, client spans.Leg) {
+	if d == Inbound {
+		return spans.InboundServer, spans.InboundClient
+	}
+	return spans.OutboundServer, spans.OutboundClient
+}
+
+// Resolver finds the original destination of an accepted connection. The redirect
+// layer provides it: a BPF map lookup for outbound, the socket's local address for
+// inbound (see LocalAddrResolver).
+type Resolver interface {
+	OriginalDst(c net.Conn) (netip.AddrPort, error)
+}
+
+// ResolverFunc adapts a function to Resolver.
+type ResolverFunc func(c net.Conn) (netip.AddrPort, error)
+
+// OriginalDst calls f.
+func (f ResolverFunc) OriginalDst(c net.Conn) (netip.AddrPort, error) { return f(c) }
+
+// LocalAddrResolver resolves a connection to its own local address: what an
+// sk_lookup-steered inbound connection was originally sent to.
+var LocalAddrResolver Resolver = ResolverFunc(func(c net.Conn) (netip.AddrPort, error) {
+	ap, ok := addrPort(c.LocalAddr())
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("local address %v is not TCP/IP", c.LocalAddr())
+	}
+	return ap, nil
+})
+
+// Dialer opens upstream connections: from the source pod's netns (outbound) or from
+// 127.0.0.6 (inbound). *net.Dialer satisfies it.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Config configures a Proxy. Direction and Resolver are required.
+type Config struct {
+	Direction Direction
+	Resolver  Resolver
+	Dialer    Dialer // nil: a plain net.Dialer
+
+	// Tracing. With a nil Sampler the proxy never touches trace headers and records
+	// nothing; with a nil Recorder it still decides and propagates.
+	Recorder spans.Recorder
+	Sampler  *spans.Sampler
+	Routes   *spans.Routes   // span names; nil names by method
+	Resource *spans.Resource // the pod, attached to every span
+
+	// Observer receives per-request and per-connection statistics; may be nil.
+	Observer Observer
+
+	// SkipTrace exempts requests from tracing (kubelet probes, say); they are
+	// still proxied and observed. It must not modify the request.
+	SkipTrace func(*http.Request) bool
+
+	// SkipDetect marks destinations whose protocol is known to be opaque
+	// (server-speaks-first ports): they are spliced at once, without waiting.
+	SkipDetect func(dst netip.AddrPort) bool
+
+	DetectTimeout  time.Duration // wait for a client's first bytes; then opaque (default 300ms)
+	HeaderTimeout  time.Duration // read one request head, from its first byte (default 10s)
+	IdleTimeout    time.Duration // idle keep-alive connections, both sides (default 60s)
+	DialTimeout    time.Duration // upstream connect (default 5s)
+	MaxHeaderBytes int           // request head limit; beyond it 431 (default 64 KiB)
+
+	// CaptureHeaders names request and response headers recorded as span
+	// attributes (http.request.header.<name>). Nothing else is; credentials only
+	// if listed here.
+	CaptureHeaders []string
+	// QueryString records url.query (and the query in url.full).
+	QueryString bool
+
+	Logger *slog.Logger
+}
+
+// Defaults for zero Config durations and limits.
+const (
+	DefaultDetectTimeout  = 300 * time.Millisecond
+	DefaultHeaderTimeout  = 10 * time.Second
+	DefaultIdleTimeout    = 60 * time.Second
+	DefaultDialTimeout    = 5 * time.Second
+	DefaultMaxHeaderBytes = 64 << 10
+)
+
+// ErrClosed is returned by Serve after Shutdown or Close.
+var ErrClosed = errors.New("proxy closed")
+
+// Proxy is one tracing proxy instance. Serve may run on several listeners at once.
+type Proxy struct {
+	cfg                  Config
+	legServer, legClient spans.Leg
+	capture              []capturedHeader
+	log                  *slog.Logger
+	pool                 *pool
+	h2srv                *http2.Server
+	h2base               *http.Server // carries h2 graceful shutdown and header limits
+	h2t                  *http2.Transport
+	closing              atomic.Bool
+	nextFlow             atomic.Uint64
+	mu                   sync.Mutex
+	listeners            map[net.Listener]struct{}
+	flows                map[*flow]struct{}
+	active               int // connections being served, under mu
+	shutdownOnce         sync.Once
+}
+
+// New checks cfg, fills in defaults and returns a Proxy ready to Serve.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Direction != Outbound && cfg.Direction != Inbound {
+		return nil, fmt.Errorf("invalid direction %d", cfg.Direction)
+	}
+	if cfg.Resolver == nil {
+		return nil, errors.New("config has no resolver")
+	}
+	if cfg.Dialer == nil {
+		cfg.Dialer = &net.Dialer{}
+	}
+	setDefault(&cfg.DetectTimeout, DefaultDetectTimeout)
+	setDefault(&cfg.HeaderTimeout, DefaultHeaderTimeout)
+	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&cfg.DialTimeout, DefaultDialTimeout)
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{
+		cfg:       cfg,
+		capture:   newCapture(cfg.CaptureHeaders),
+		log:       cfg.Logger.With("direction", cfg.Direction.String()),
+		listeners: make(map[net.Listener]struct{}),
+		flows:     make(map[*flow]struct{}),
+	}
+	p.legServer, p.legClient = cfg.Direction.Legs()
+	p.pool = newPool(cfg.IdleTimeout)
+	if err := p.initH2(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// Serve accepts connections on ln until Shutdown or Close, then returns ErrClosed.
+// ln should be a TCP listener (MPTCP off, see DESIGN.md): the proxy half-closes
+// connections and reads their addresses.
+func (p *Proxy) Serve(ln net.Listener) error {
+	if !p.trackListener(ln, true) {
+		return ErrClosed
+	}
+	defer p.trackListener(ln, false)
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if p.closing.Load() {
+				return ErrClosed
+			}
+			if isTemporary(err) {
+				// Out of file descriptors and the like: back off like net/http does
+				// instead of spinning.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				p.log.Warn("accept failed, retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		backoff = 0
+		if !p.trackConn(1) {
+			c.Close()
+			return ErrClosed
+		}
+		go p.serveConn(c, ln.Addr())
+	}
+}
+
+func isTemporary(err error) bool {
+	var ne interface{ Temporary() bool }
+	return errors.As(err, &ne) && ne.Temporary()
+}
+
+// trackConn counts connections in and out; once shutdown began no new one is
+// taken on.
+func (p *Proxy) trackConn(delta int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if delta > 0 && p.closing.Load() {
+		return false
+	}
+	p.active += delta
+	return true
+}
+
+func (p *Proxy) trackListener(ln net.Listener, add bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !add {
+		delete(p.listeners, ln)
+		return true
+	}
+	if p.closing.Load() {
+		return false
+	}
+	p.listeners[ln] = struct{}{}
+	return true
+}
+
+// serveConn classifies one accepted connection and hands it to the protocol's
+// server. It owns c and closes it.
+func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
+	defer p.trackConn(-1)
+	defer c.Close()
+	accepted := time.Now()
+	dst, err := p.cfg.Resolver.OriginalDst(c)
+	if err != nil {
+		p.log.Debug("no original destination", "peer", c.RemoteAddr(), "err", err)
+		return
+	}
+	if loopsBack(dst, self) {
+		// Connected to the listener itself, not redirected: dialing dst would
+		// come straight back here.
+		p.log.Debug("refusing connection addressed to the proxy itself", "peer", c.RemoteAddr(), "dst", dst)
+		return
+	}
+	fl := p.openFlow(c, dst, accepted)
+	defer p.closeFlow(fl)
+
+	counted := &countingConn{Conn: c, fl: fl}
+	br := getReader(counted)
+	defer putReader(br)
+	proto := ProtocolOpaque
+	if p.cfg.SkipDetect == nil || !p.cfg.SkipDetect(dst) {
+		proto, err = detect(counted, br, p.cfg.DetectTimeout)
+		if err != nil {
+			return // closed before sending anything: nothing to relay
+		}
+	}
+	fl.setProtocol(proto)
+	switch proto {
+	case ProtocolHTTP1:
+		hc := newH1Conn(p, counted, br, fl, dst, accepted)
+		hc.serve()
+		hc.release()
+	case ProtocolHTTP2:
+		p.serveH2(counted, br, fl, dst)
+	default:
+		// What br holds was counted on its way in.
+		p.serveOpaque(c, br, fl, dst)
+	}
+}
+
+// loopsBack reports whether dst is the listener's own address.
+func loopsBack(dst netip.AddrPort, self net.Addr) bool {
+	ap, ok := addrPort(self)
+	if !ok || ap.Port() != dst.Port() {
+		return false
+	}
+	return ap.Addr().IsUnspecified() || ap.Addr().Unmap() == dst.Addr().Unmap()
+}
+
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+	case interface{ AddrPort() netip.AddrPort }:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+	}
+	if a == nil {
+		return netip.AddrPort{}, false
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	return ap, err == nil
+}
+
+// Close closes the listeners and every connection at once.
+func (p *Proxy) Close() error {
+	p.beginShutdown()
+	p.mu.Lock()
+	for fl := range p.flows {
+		fl.conn.Close()
+		if u := fl.upstream.Load(); u != nil {
+			(*u).Close() // an exchange waiting on its upstream wakes up
+		}
+	}
+	p.mu.Unlock()
+	p.pool.close()
+	p.h2t.CloseIdleConnections()
+	return nil
+}
+
+// Shutdown stops accepting, lets in-flight requests finish (idle HTTP/1
+// connections close, HTTP/2 connections get GOAWAY, opaque splices run to their
+// end) and returns when every connection is gone, or closes the rest when ctx ends.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.beginShutdown()
+	// Runs the OnShutdown hook http2.ConfigureServer registered: GOAWAY on
+	// every HTTP/2 connection. The base server has no listeners of its own.
+	_ = p.h2base.Shutdown(ctx)
+
+	poll := time.Millisecond
+	t := time.NewTimer(poll)
+	defer t.Stop()
+	for {
+		if p.closeIdle() == 0 {
+			p.pool.close()
+			p.h2t.CloseIdleConnections()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			p.Close()
+			return ctx.Err()
+		case <-t.C:
+			poll = min(2*poll, 100*time.Millisecond)
+			t.Reset(poll)
+		}
+	}
+}
+
+func (p *Proxy) beginShutdown() {
+	p.shutdownOnce.Do(func() {
+		p.closing.Store(true)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for ln := range p.listeners {
+			ln.Close()
+		}
+	})
+}
+
+// closeIdle closes HTTP/1 connections waiting for their next request, and
+// returns how many connections are still being served.
+func (p *Proxy) closeIdle() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for fl := range p.flows {
+		if fl.idle.Load() {
+			fl.conn.Close()
+		}
+	}
+	return p.active
+}
+
+// Flows returns a snapshot of the connections open right now.
+func (p *Proxy) Flows() []FlowStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]FlowStats, 0, len(p.flows))
+	for fl := range p.flows {
+		out = append(out, fl.stats())
+	}
+	return out
+}
+
+func (p *Proxy) openFlow(c net.Conn, dst netip.AddrPort, start time.Time) *flow {
+	peer, _ := addrPort(c.RemoteAddr())
+	fl := &flow{
+		id:    p.nextFlow.Add(1),
+		dir:   p.cfg.Direction,
+		peer:  peer,
+		dst:   dst,
+		start: start,
+		conn:  c,
+	}
+	p.mu.Lock()
+	p.flows[fl] = struct{}{}
+	p.mu.Unlock()
+	return fl
+}
+
+func (p *Proxy) closeFlow(fl *flow) {
+	p.mu.Lock()
+	delete(p.flows, fl)
+	p.mu.Unlock()
+	if p.cfg.Observer != nil {
+		st := fl.stats()
+		st.End = time.Now()
+		p.cfg.Observer.ObserveFlow(st)
+	}
+}
+
+// dialError is a failure to connect to the upstream at all, which clients hear
+// about as 503 rather than 502.
+type dialError struct {
+	dst string
+	err error
+}
+
+func (e *dialError) Error() string { return "dial " + e.dst + ": " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// dial opens a connection to dst with the configured dialer and timeout.
+func (p *Proxy) dial(ctx context.Context, dst string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	defer cancel()
+	c, err := p.cfg.Dialer.DialContext(ctx, "tcp", dst)
+	if err != nil {
+		return nil, &dialError{dst: dst, err: err}
+	}
+	return c, nil
+}
