@@ -3,16 +3,18 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 )
 
+// Errors in a chunked body. Status 400 is what a client's malformed body earns;
+// an upstream's gets the client a truncated response instead.
 var (
-	errChunkLine    = errors.New("malformed chunk size line")
-	errChunkEnd     = errors.New("chunk data not followed by crlf")
-	errChunkTrailer = errors.New("malformed chunked trailer section")
+	errChunkLine    = &protocolError{http.StatusBadRequest, "malformed chunk size line"}
+	errChunkEnd     = &protocolError{http.StatusBadRequest, "chunk data not followed by crlf"}
+	errChunkTrailer = &protocolError{http.StatusBadRequest, "malformed chunked trailer section"}
 )
 
 // chunkedReader decodes a chunked body (RFC 9112 §7.1). The proxy re-encodes what

@@ -53,6 +53,7 @@ type h1Conn struct {
 	dstStr   string
 	accepted time.Time
 	scratch  []byte
+	peerStr  string // for SkipTrace's requests, made once
 
 	// Per request, reused.
 	req, res head
@@ -519,8 +520,8 @@ func (hc *h1Conn) failed(err error) bool {
 				kind, err = "request", rerr
 				status = 0 // the client went away
 				var pe *protocolError
-				if errors.As(rerr, &pe) || errors.Is(rerr, errChunkLine) || errors.Is(rerr, errChunkEnd) || errors.Is(rerr, errChunkTrailer) {
-					status = http.StatusBadRequest
+				if errors.As(rerr, &pe) {
+					status = pe.status // a malformed body
 				}
 			}
 		default:
@@ -604,7 +605,7 @@ func (hc *h1Conn) httpRequest() *http.Request {
 		ProtoMinor: req.minor,
 		Header:     req.header,
 		RequestURI: req.target,
-		RemoteAddr: hc.fl.peer.String(),
+		RemoteAddr: hc.peer(),
 	}
 	if req.minor == 0 {
 		r.Proto = "HTTP/1.0"
@@ -613,6 +614,13 @@ func (hc *h1Conn) httpRequest() *http.Request {
 		r.Host = v[0]
 	}
 	return r
+}
+
+func (hc *h1Conn) peer() string {
+	if hc.peerStr == "" {
+		hc.peerStr = hc.fl.peer.String()
+	}
+	return hc.peerStr
 }
 
 // splitTarget returns the path and query of a request-target in any of its four

@@ -515,3 +515,24 @@ func TestHeadRequest(t *testing.T) {
 		}
 	}
 }
+
+// Upstream connections are reused per destination across client connections.
+func TestUpstreamReuseAcrossClients(t *testing.T) {
+	var appConns atomic.Int64
+	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *http.Server) {
+		s.ConnState = func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				appConns.Add(1)
+			}
+		}
+	})
+	c := newChain(t, appAddr)
+	for range 5 {
+		tr := c.transport()
+		get(t, &http.Client{Transport: tr}, "http://svc-b.test/", nil)
+		tr.CloseIdleConnections()
+	}
+	if n := appConns.Load(); n != 1 {
+		t.Errorf("the app saw %d connections for 5 client connections, want 1", n)
+	}
+}

@@ -266,6 +266,12 @@ func (p *Proxy) trackListener(ln net.Listener, add bool) bool {
 // server. It owns c and closes it.
 func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 	defer p.trackConn(-1)
+	defer func() {
+		if p.closing.Load() {
+			// Upstream HTTP/2 connections busy when Close ran are idle now.
+			p.h2t.CloseIdleConnections()
+		}
+	}()
 	defer c.Close()
 	accepted := time.Now()
 	dst, err := p.cfg.Resolver.OriginalDst(c)

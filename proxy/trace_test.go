@@ -414,3 +414,48 @@ func TestRouteNames(t *testing.T) {
 		}
 	}
 }
+
+// Span status follows the HTTP conventions: 5xx errs everywhere, 4xx only on the
+// client legs.
+func TestSpanStatusFromHTTPStatus(t *testing.T) {
+	for _, code := range []int{404, 503} {
+		_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(code)
+		}))
+		c := newChain(t, appAddr)
+		get(t, c.client(), "http://svc-b.test/", map[string]string{"Traceparent": sampledHeader})
+		for leg, s := range byLeg(t, c.rec.wait(t, 4)) {
+			want := spans.StatusError
+			if code < 500 && strings.HasSuffix(leg, "-server") {
+				want = spans.StatusUnset
+			}
+			if s.Status != want || attr(s, "http.response.status_code") != itoa64(int64(code)) {
+				t.Errorf("%d %s: status %d, want %d", code, leg, s.Status, want)
+			}
+		}
+	}
+}
+
+// Every leg carries the events of its boundaries, in order.
+func TestSpanEvents(t *testing.T) {
+	var seen captured
+	_, appAddr := app(t, http.HandlerFunc(seen.handler))
+	c := newChain(t, appAddr)
+	get(t, c.client(), "http://svc-b.test/", map[string]string{"Traceparent": sampledHeader})
+	for leg, s := range byLeg(t, c.rec.wait(t, 4)) {
+		want := []string{"request.headers", "response.first_byte", "response.done"}
+		if strings.HasSuffix(leg, "-client") {
+			want = []string{"wire.send", "response.first_byte", "response.done"}
+		}
+		var got []string
+		for i, e := range s.Events {
+			got = append(got, e.Name)
+			if e.Time.Before(s.Start) || e.Time.After(s.End) || i > 0 && e.Time.Before(s.Events[i-1].Time) {
+				t.Errorf("%s: event %s at %v outside [%v, %v] or out of order", leg, e.Name, e.Time, s.Start, s.End)
+			}
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("%s: events %v, want %v", leg, got, want)
+		}
+	}
+}

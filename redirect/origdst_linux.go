@@ -154,7 +154,10 @@ func (d *podDialer) dial(ctx context.Context, dst netip.AddrPort) (net.Conn, err
 		return true
 	})
 	if werr != nil {
-		if ctx.Err() != nil {
+		if errors.Is(werr, os.ErrDeadlineExceeded) {
+			// Only ctx sets our deadline; the poller can fire a hair before ctx's
+			// own timer, so wait for it to report why.
+			<-ctx.Done()
 			return nil, ctx.Err()
 		}
 		return nil, werr
