@@ -232,9 +232,5 @@ func decodeChunked(data []byte, step int) (body, trailer []byte, err error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		if n == 0 && !cr.done && cr.left == 0 && cr.err == nil {
-			// framing consumed without data: fine, but it must not spin
-			continue
-		}
 	}
 }

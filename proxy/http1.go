@@ -94,11 +94,10 @@ func newH1Conn(p *Proxy, c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrP
 	}
 }
 
-// release returns the connection's writer to the pool and hands back its reader.
-func (hc *h1Conn) release() *bufio.Reader {
+// release returns the connection's writer to the pool; serveConn owns the reader.
+func (hc *h1Conn) release() {
 	putWriter(hc.bw)
 	hc.bw = nil
-	return hc.br
 }
 
 func (hc *h1Conn) serve() {
@@ -233,7 +232,7 @@ func (hc *h1Conn) exchange(start time.Time) bool {
 	// one stream; h2c upgrades are declined (the client carries on in HTTP/1.1).
 	x.upgrade = co.upgrade && !body.hasBody() && wantsUpgrade(req.header["Upgrade"])
 
-	skip := hc.p.cfg.SkipTrace != nil && hc.p.cfg.SkipTrace(hc.httpRequest())
+	skip := hc.p.cfg.Sampler != nil && hc.p.cfg.SkipTrace != nil && hc.p.cfg.SkipTrace(hc.httpRequest())
 	hc.p.beginLegs(&hc.legs, hc.requestInfo(), req.header, skip, start)
 
 	err = hc.roundTrip()

@@ -113,10 +113,10 @@ func writeField(w *bufio.Writer, k, v string) {
 }
 
 func writeStatusLine(w *bufio.Writer, status int, reason string) {
-	var b [3]byte
-	b[0], b[1], b[2] = byte('0'+status/100%10), byte('0'+status/10%10), byte('0'+status%10)
 	w.WriteString("HTTP/1.1 ")
-	w.Write(b[:])
+	w.WriteByte(byte('0' + status/100%10))
+	w.WriteByte(byte('0' + status/10%10))
+	w.WriteByte(byte('0' + status%10))
 	w.WriteByte(' ')
 	w.WriteString(reason)
 	w.WriteString("\r\n")

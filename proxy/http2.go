@@ -124,7 +124,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"} {
 		delete(r.Header, k) // connection-specific: HTTP/2 forbids them (RFC 9113 §8.2.2)
 	}
-	skip := p.cfg.SkipTrace != nil && p.cfg.SkipTrace(r)
+	skip := p.cfg.Sampler != nil && p.cfg.SkipTrace != nil && p.cfg.SkipTrace(r)
 	l := new(legs)
 	p.beginLegs(l, info, r.Header, skip, start)
 

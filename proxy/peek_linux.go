@@ -9,22 +9,35 @@ import (
 // Both functions peek at a socket with MSG_PEEK: they learn about it without
 // consuming anything, so no buffer needs to be held while a connection is idle.
 
-// alive reports whether an idle connection is still usable: the peer has not
-// closed or reset it, and has not sent anything unasked (a late "408" from a
-// server that timed it out, say). One non-blocking peek, no waiting.
-func alive(c net.Conn) bool {
-	rc, ok := rawConn(c)
-	if !ok {
-		return true
+// alive reports whether an idle upstream connection is still usable: the peer
+// has not closed or reset it, and has not sent anything unasked (a late "408"
+// from a server that timed it out, say). One non-blocking peek, no waiting; what
+// it needs is made once per connection, so the check allocates nothing.
+func (u *upstream) alive() bool {
+	if u.peek == nil {
+		rc, ok := rawConn(u.conn)
+		if !ok {
+			return true
+		}
+		u.peek = &livenessPeek{rc: rc}
+		u.peek.fn = u.peek.once
 	}
-	live := false
-	var b [1]byte
-	err := rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		live = err == syscall.EAGAIN
-		return true
-	})
-	return err == nil && live
+	p := u.peek
+	return p.rc.Read(p.fn) == nil && p.live
+}
+
+// livenessPeek is one connection's liveness check.
+type livenessPeek struct {
+	rc   syscall.RawConn
+	fn   func(fd uintptr) bool // once, bound: what RawConn.Read calls
+	b    [1]byte
+	live bool
+}
+
+func (p *livenessPeek) once(fd uintptr) bool {
+	_, _, err := syscall.Recvfrom(int(fd), p.b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	p.live = err == syscall.EAGAIN
+	return true // never wait
 }
 
 // waitReadable blocks until c has bytes (or an end, or an error) to read. It

@@ -19,6 +19,7 @@ type upstream struct {
 	dst    netip.AddrPort
 	idleAt time.Time
 	reused bool // it served a request before: it may have gone stale meanwhile
+	peek   *livenessPeek
 }
 
 func newUpstream(c net.Conn, dst netip.AddrPort) *upstream {
@@ -61,7 +62,7 @@ func (p *pool) get(dst netip.AddrPort) *upstream {
 		p.mu.Unlock()
 		// The peer may have closed it while idle (Node.js closes after 5s): checking
 		// costs one non-blocking peek, a failed request costs far more.
-		if time.Since(u.idleAt) < p.timeout && alive(u.conn) {
+		if time.Since(u.idleAt) < p.timeout && u.alive() {
 			u.reused = true
 			return u
 		}

@@ -151,7 +151,8 @@ type Proxy struct {
 	mu                   sync.Mutex
 	listeners            map[net.Listener]struct{}
 	flows                map[*flow]struct{}
-	active               int // connections being served, under mu
+	active               int  // connections being served, under mu
+	closed               bool // Close ran, under mu
 	shutdownOnce         sync.Once
 }
 
@@ -341,6 +342,7 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 func (p *Proxy) Close() error {
 	p.beginShutdown()
 	p.mu.Lock()
+	p.closed = true
 	for fl := range p.flows {
 		fl.conn.Close()
 		if u := fl.upstream.Load(); u != nil {
@@ -429,6 +431,9 @@ func (p *Proxy) openFlow(c net.Conn, dst netip.AddrPort, start time.Time) *flow 
 	}
 	p.mu.Lock()
 	p.flows[fl] = struct{}{}
+	if p.closed {
+		c.Close() // Close ran between Accept and here
+	}
 	p.mu.Unlock()
 	return fl
 }
