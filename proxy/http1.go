@@ -317,12 +317,15 @@ func (hc *h1Conn) writeRequest(u *upstream) error {
 		b, _ := hc.br.Peek(int(x.body.n))
 		u.bw.Write(b)
 	}
+	// The client leg starts as the head goes on the wire, not after write(2)
+	// returns: by then, on a busy node, the next proxy may already have read it,
+	// and its span would start before its parent's.
+	l.cliStart = time.Now()
 	if err := u.bw.Flush(); err != nil {
 		return &upstreamError{kind: "write", status: http.StatusBadGateway, err: err}
 	}
-	l.cliStart = time.Now()
 	if !x.body.hasBody() || x.inline {
-		l.sent = l.cliStart
+		l.sent = time.Now()
 		return nil
 	}
 	bp := &hc.pump

@@ -90,6 +90,7 @@ type h2Handler struct {
 
 // h2Clock holds the times the transport reports from its own goroutines.
 type h2Clock struct {
+	headStart                             atomic.Int64 // first header field encoded: the head is going out
 	wroteHeaders, wroteRequest, firstByte atomic.Int64
 }
 
@@ -147,6 +148,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if l.sampled {
 		clock = new(h2Clock)
 		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteHeaderField:     func(string, []string) { clock.headStart.CompareAndSwap(0, time.Now().UnixNano()) },
 			WroteHeaders:         func() { stamp(&clock.wroteHeaders) },
 			WroteRequest:         func(httptrace.WroteRequestInfo) { stamp(&clock.wroteRequest) },
 			GotFirstResponseByte: func() { stamp(&clock.firstByte) },
@@ -155,7 +157,12 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.dialStart = time.Now()
 	resp, err := p.h2t.RoundTrip(out.WithContext(ctx))
 	if clock != nil {
-		l.cliStart, l.firstByte = unstamp(&clock.wroteHeaders), unstamp(&clock.firstByte)
+		// As for HTTP/1, the client leg starts as the head goes out, so that the
+		// next proxy's span never starts before it.
+		l.cliStart, l.firstByte = unstamp(&clock.headStart), unstamp(&clock.firstByte)
+		if l.cliStart.IsZero() {
+			l.cliStart = unstamp(&clock.wroteHeaders)
+		}
 	} else {
 		// Unsampled requests skip the per-request trace hooks: the client leg
 		// is timed from the round trip's start.
