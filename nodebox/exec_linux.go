@@ -2,15 +2,13 @@ package nodebox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/hoptrace/hoptrace/netns"
 )
 
 // Start starts cmd inside the pod: in its cgroup (so the pod's cgroup BPF programs
@@ -53,34 +51,10 @@ func (p *Pod) Command(ctx context.Context, name string, args ...string) *exec.Cm
 // Do runs fn on an OS thread switched into the pod's netns (not its cgroup: a
 // thread cannot join a cgroup alone). Sockets fn opens stay in the pod's netns.
 func (p *Pod) Do(fn func() error) error {
-	ns, err := os.Open(p.NetnsPath)
-	if err != nil {
-		return fmt.Errorf("pod %s: open netns: %w", p.Name, err)
+	if err := netns.DoPath(p.NetnsPath, fn); err != nil {
+		return fmt.Errorf("pod %s: %w", p.Name, err)
 	}
-	defer ns.Close()
-	self, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return fmt.Errorf("open own netns: %w", err)
-	}
-	defer self.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("pod %s: enter netns: %w", p.Name, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: the runtime discards it with this goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return nil
 }
 
 // Listen opens a listener inside the pod's netns, as an app in the pod would.

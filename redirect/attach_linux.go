@@ -18,6 +18,7 @@ import (
 
 	"github.com/hoptrace/hoptrace/bpf"
 	"github.com/hoptrace/hoptrace/cgroup2"
+	"github.com/hoptrace/hoptrace/netns"
 )
 
 // Attachment is one captured pod: its listeners, resolvers and dialers.
@@ -116,7 +117,7 @@ func (r *Redirector) Attach(pod Pod) (_ *Attachment, err error) {
 func (a *Attachment) openListeners() error {
 	r := a.r
 	var out4, out6, in4, in6 *net.TCPListener
-	err := inNetns(int(a.netns.Fd()), func() error {
+	err := netns.Do(int(a.netns.Fd()), func() error {
 		var err error
 		if out4, err = listenLoopback(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), r.cfg.OutboundPort)); err != nil {
 			return err

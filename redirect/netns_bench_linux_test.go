@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/internal/testenv"
+	"github.com/hoptrace/hoptrace/netns"
 	"github.com/hoptrace/hoptrace/nodebox"
 )
 
@@ -26,7 +27,7 @@ func BenchmarkInNetns(b *testing.B) {
 	defer ns.Close()
 	b.Run("empty", func(b *testing.B) {
 		for b.Loop() {
-			if err := inNetns(int(ns.Fd()), func() error { return nil }); err != nil {
+			if err := netns.Do(int(ns.Fd()), func() error { return nil }); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -34,7 +35,7 @@ func BenchmarkInNetns(b *testing.B) {
 	b.Run("socket", func(b *testing.B) {
 		for b.Loop() {
 			var fd int
-			if err := inNetns(int(ns.Fd()), func() (err error) {
+			if err := netns.Do(int(ns.Fd()), func() (err error) {
 				fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 				return err
 			}); err != nil {

@@ -10,11 +10,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/hoptrace/hoptrace/bpf"
+	"github.com/hoptrace/hoptrace/netns"
 )
 
 const (
@@ -104,7 +104,7 @@ func (d *podDialer) dial(ctx context.Context, dst netip.AddrPort) (net.Conn, err
 		family = unix.AF_INET6
 	}
 	var fd int
-	err := inNetns(int(d.netns.netns.Fd()), func() (err error) {
+	err := netns.Do(int(d.netns.netns.Fd()), func() (err error) {
 		fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		return os.NewSyscallError("socket", err)
 	})
