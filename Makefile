@@ -7,7 +7,7 @@ export HOPTRACE_CACHE ?= $(HOME)/.cache/hoptrace
 # (golang/go#75804).
 FUZZTIME ?= 50000x
 
-.PHONY: all build generate verify-generate test unit-test fuzz lint clean demo deps jaeger kube-apiserver jaeger-start jaeger-stop
+.PHONY: all build generate verify-generate test unit-test fuzz lint clean demo deps jaeger kube-apiserver jaeger-start jaeger-stop helm image cluster-up cluster-down e2e-cluster e2e-kind
 
 all: build
 
@@ -27,8 +27,9 @@ generate:
 verify-generate: generate
 	@git diff --exit-code -- bpf/ || { echo "bpf/ is stale: run 'make generate' and commit the result" >&2; exit 1; }
 
-## test: everything CI runs: lint, unit + privileged + end-to-end tests, bounded fuzzing
-test: deps jaeger kube-apiserver lint unit-test fuzz
+## test: everything CI runs: lint, unit + privileged + end-to-end tests, bounded fuzzing,
+## and the Kubernetes e2e suite on a real local cluster
+test: deps jaeger kube-apiserver helm lint unit-test fuzz e2e-cluster
 
 unit-test:
 	$(GO) test -count=1 -timeout 30m ./...

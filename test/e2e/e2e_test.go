@@ -19,6 +19,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -80,6 +82,30 @@ func TestE2E(t *testing.T) {
 	e.createDeployment(t, helloApp)
 	e.waitDeploymentReady(t, appNS, "emoji", 2*time.Minute)
 	e.waitDeploymentReady(t, appNS, "hello", 2*time.Minute)
+
+	// Every manifest we ship, and the chart's rendering, is accepted by the real
+	// apiserver (server-side dry-run: admission and schema validation, nothing
+	// created). Namespaced objects need their namespace, so those are made first.
+	t.Run("ManifestsServerDryRun", func(t *testing.T) {
+		e.kubectlRun(t, time.Minute, "apply", "-f", e.path("deploy/namespace.yaml"))
+		ctx := ctxT(t, time.Minute)
+		if _, err := e.run(ctx, e.kubectl, "create", "namespace", "hoptrace-demo"); err != nil && !strings.Contains(err.Error(), "AlreadyExists") {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.deleteNamespace(t, "hoptrace-demo") })
+		for _, f := range []string{"deploy/namespace.yaml", "deploy/rbac.yaml", "deploy/daemonset.yaml", "deploy/examples/jaeger.yaml", "deploy/examples/sampleapp.yaml"} {
+			out := e.kubectlRun(t, time.Minute, "apply", "--dry-run=server", "-f", e.path(f))
+			t.Logf("%s: %s", f, strings.TrimSpace(out))
+		}
+		rendered := e.helmRun(t, time.Minute, "template", release, e.path("deploy/helm/hoptrace"), "--namespace", agentNS)
+		ctx2 := ctxT(t, time.Minute)
+		cmd := exec.CommandContext(ctx2, e.kubectl, "apply", "--dry-run=server", "-f", "-")
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig)
+		cmd.Stdin = strings.NewReader(rendered)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("helm template | kubectl apply --dry-run=server: %v\n%s", err, out)
+		}
+	})
 
 	t.Run("AgentDaemonSetReady", func(t *testing.T) {
 		args := []string{

@@ -17,6 +17,8 @@ import (
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/hoptrace/hoptrace/internal/testenv"
 )
 
 // helmOnlyLabels are the labels Helm charts add by convention; the plain
@@ -38,7 +40,7 @@ func helmBinary(t *testing.T) string {
 	if p := filepath.Join(cache, "bin", "helm"); fileExists(p) {
 		return p
 	}
-	t.Skip("helm not found (scripts/cluster-up.sh build installs it into $HOPTRACE_CACHE/bin)")
+	testenv.Unavailable(t, "helm not found (make helm builds it into $HOPTRACE_CACHE/bin)")
 	return ""
 }
 
@@ -158,5 +160,14 @@ func TestChartRejectsBadValues(t *testing.T) {
 		} else if !strings.Contains(string(out), "must be") {
 			t.Errorf("helm template --set %s: %s", set, out)
 		}
+	}
+}
+
+// The chart passes helm lint, strict, as users' CI would run it.
+func TestChartLint(t *testing.T) {
+	helm := helmBinary(t)
+	out, err := exec.Command(helm, "lint", "--strict", filepath.Join("..", "..", "deploy", "helm", "hoptrace")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm lint --strict: %v\n%s", err, out)
 	}
 }
