@@ -231,11 +231,13 @@ static __always_inline int is_v4_mapped(const struct addr *a)
 	return a->ip[0] == 0 && a->ip[1] == 0 && a->ip[2] == bpf_htonl(0x0000ffff);
 }
 
-static __always_inline int is_loopback(const struct addr *a)
+/* is_local says whether a destination never leaves the pod: loopback, or the
+ * unspecified address (connect(0.0.0.0) and connect(::) reach the host itself). */
+static __always_inline int is_local(const struct addr *a)
 {
 	if (is_v4_mapped(a))
-		return (bpf_ntohl(a->ip[3]) >> 24) == 127;
-	return a->ip[0] == 0 && a->ip[1] == 0 && a->ip[2] == 0 && a->ip[3] == bpf_htonl(1);
+		return (bpf_ntohl(a->ip[3]) >> 24) == 127 || a->ip[3] == 0;
+	return a->ip[0] == 0 && a->ip[1] == 0 && a->ip[2] == 0 && (a->ip[3] == bpf_htonl(1) || a->ip[3] == 0);
 }
 
 static __always_inline int port_rule(__u64 netns_cookie, __u16 port, __u8 dir)
@@ -291,8 +293,8 @@ static __always_inline int connect_common(struct bpf_sock_addr *ctx, struct addr
 	struct pod_out *pod = bpf_map_lookup_elem(&pods_out, &netns_cookie);
 	if (!pod)
 		return 1;
-	/* Traffic inside the pod (loopback) never leaves it: not a hop. */
-	if (is_loopback(dst))
+	/* Traffic inside the pod never leaves it: not a hop. */
+	if (is_local(dst))
 		return 1;
 
 	__u16 port = bpf_ntohs(ctx->user_port);

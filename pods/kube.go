@@ -37,6 +37,10 @@ type KubeConfig struct {
 	// ProcRoot is the procfs the pods' processes are found in (default /proc);
 	// NetnsPath values are under it.
 	ProcRoot string
+
+	// ExcludeNamespaces are never captured (kube-system, say), as if every pod
+	// in them carried the opt-out annotation.
+	ExcludeNamespaces []string
 }
 
 // ErrNoNodeName means neither KubeConfig.NodeName nor NODE_NAME says which node
@@ -57,6 +61,7 @@ type KubeSource struct {
 	resync   time.Duration
 	coalesce time.Duration
 	resolver *resolver
+	exclude  map[string]bool
 }
 
 var _ Source = (*KubeSource)(nil)
@@ -99,6 +104,10 @@ func NewKubeSource(cfg KubeConfig) (*KubeSource, error) {
 		resync:   cfg.Resync,
 		coalesce: cfg.Coalesce,
 		resolver: newResolver(cgRoot, procRoot),
+		exclude:  map[string]bool{},
+	}
+	for _, ns := range cfg.ExcludeNamespaces {
+		s.exclude[ns] = true
 	}
 	if s.resync <= 0 {
 		s.resync = 30 * time.Second

@@ -53,12 +53,17 @@ func (s *KubeSource) Run(ctx context.Context, out chan<- Snapshot) error {
 		}
 		return fmt.Errorf("watch pods of node %s: %w", s.node, err)
 	}
+	// pending is set while some pod is bound here but not running yet: such a
+	// pod is looked at again soon, not at the next resync, because every moment
+	// it runs uncaptured its long-lived connections may escape tracing.
+	var pending bool
 	send := func() bool {
 		select {
 		case <-changed: // the initial list's events, or ones this snapshot includes
 		default:
 		}
 		snap := s.snapshot(storePods(inf.GetStore()))
+		pending = slices.ContainsFunc(snap.Problems, func(err error) bool { return errors.Is(err, ErrPodNotRunning) })
 		select {
 		case out <- snap:
 			return true
@@ -71,8 +76,11 @@ func (s *KubeSource) Run(ctx context.Context, out chan<- Snapshot) error {
 	}
 	resync := time.NewTicker(s.resync)
 	defer resync.Stop()
-	var coalesce <-chan time.Time
+	var coalesce, retry <-chan time.Time
 	for {
+		if pending && retry == nil {
+			retry = time.After(pendingRetry)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -82,14 +90,19 @@ func (s *KubeSource) Run(ctx context.Context, out chan<- Snapshot) error {
 			}
 			continue
 		case <-coalesce:
+		case <-retry:
 		case <-resync.C:
 		}
-		coalesce = nil
+		coalesce, retry = nil, nil
 		if !send() {
 			return nil
 		}
 	}
 }
+
+// pendingRetry is how soon a pod that is bound but not running yet is resolved
+// again.
+const pendingRetry = 200 * time.Millisecond
 
 // informer watches the pods bound to this node. changed receives (without
 // blocking) on every pod event; refused receives list/watch errors that mean
@@ -184,7 +197,7 @@ func (s *KubeSource) snapshot(pods []*corev1.Pod) Snapshot {
 	var snap Snapshot
 	onNode := map[string]bool{}
 	for _, kp := range pods {
-		if skipReason(kp) != "" {
+		if skipReason(kp) != "" || s.exclude[kp.Namespace] {
 			continue
 		}
 		onNode[string(kp.UID)] = true

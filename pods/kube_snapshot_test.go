@@ -30,11 +30,12 @@ func TestSnapshotFromPods(t *testing.T) {
 		uidOut  = "d0000000-0000-4000-8000-000000000000"
 		uidBad  = "e0000000-0000-4000-8000-000000000000"
 		uidNew  = "f0000000-0000-4000-8000-000000000000"
+		uidSys  = "90000000-0000-4000-8000-000000000000"
 	)
-	for i, uid := range []string{uidA, uidB, uidHost, uidOut, uidBad} {
+	for i, uid := range []string{uidA, uidB, uidHost, uidOut, uidBad, uidSys} {
 		running(uid, 100+i)
 	}
-	src := &KubeSource{resolver: newResolver(n.cgroupRoot, n.procRoot)}
+	src := &KubeSource{resolver: newResolver(n.cgroupRoot, n.procRoot), exclude: map[string]bool{"kube-system": true}}
 	snap := src.snapshot([]*corev1.Pod{
 		pod("b", uidB, nil),
 		pod("a", uidA, func(p *corev1.Pod) { p.Labels = map[string]string{"app": "alpha"} }),
@@ -42,6 +43,7 @@ func TestSnapshotFromPods(t *testing.T) {
 		pod("out", uidOut, func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationInject: "disabled"} }),
 		pod("bad", uidBad, func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationSkipOutboundPorts: "x"} }),
 		pod("new", uidNew, nil),
+		pod("coredns", uidSys, func(p *corev1.Pod) { p.Namespace = "kube-system" }),
 	})
 	var names []string
 	for _, p := range snap.Pods {
@@ -51,7 +53,7 @@ func TestSnapshotFromPods(t *testing.T) {
 		}
 	}
 	if got := strings.Join(names, ","); got != "a,b" {
-		t.Errorf("pods = %s, want a,b (sorted; host network, opted out, bad and starting left out)", got)
+		t.Errorf("pods = %s, want a,b (sorted; host network, opted out, excluded namespace, bad and starting left out)", got)
 	}
 	if len(snap.Problems) != 2 || !errors.Is(snap.Problems[0], ErrBadAnnotation) || !errors.Is(snap.Problems[1], ErrPodNotRunning) {
 		t.Fatalf("problems = %v, want [bad annotation, not running]", snap.Problems)

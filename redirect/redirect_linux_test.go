@@ -704,3 +704,20 @@ func TestRedirectEvents(t *testing.T) {
 		t.Errorf("EventsLost = %d, %v", lost, err)
 	}
 }
+
+// Connections that stay inside the pod (loopback, and the unspecified address,
+// which means this host) are not captured.
+func TestLocalDestinationsNotCaptured(t *testing.T) {
+	g := newRig(t)
+	a := g.pod(t, "a")
+	serveApp(t, a, "app-a", "0.0.0.0:7000", "[::]:7000")
+	att := g.attach(t, a, nil)
+	go serveOrigDst(att.Outbound, att.OutboundResolver(), "proxy")
+	targets := []string{"127.0.0.1:7000", "0.0.0.0:7000", "[::1]:7000", "[::]:7000"}
+	got := connectFrom(t, a, targets...)
+	for _, target := range targets {
+		if !strings.HasPrefix(got[target], "app-a ") {
+			t.Errorf("connect %s: %q, want the pod's own app", target, got[target])
+		}
+	}
+}

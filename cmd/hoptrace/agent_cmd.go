@@ -25,6 +25,7 @@ func newAgentCmd() *cobra.Command {
 		logLevel   string
 		cgroupRoot string
 		procRoot   string
+		excludeNS  []string
 	)
 	exp, envErr := exporter.ConfigFromEnv(os.Getenv)
 	cmd := &cobra.Command{
@@ -88,7 +89,7 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 				cfg.Sources = append(cfg.Sources, &pods.FileSource{Path: podsFile})
 			}
 			if kube || kubeconfig != "" || (podsFile == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != "") {
-				src, err := kubeSource(kubeconfig, cfg.NodeName, cgroupRoot, procRoot, cfg.Logger)
+				src, err := kubeSource(kubeconfig, cfg.NodeName, cgroupRoot, procRoot, excludeNS, cfg.Logger)
 				if err != nil {
 					return err
 				}
@@ -108,6 +109,7 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 	f.BoolVar(&kube, "kubernetes", false, "watch this node's pods in Kubernetes (default when running in a cluster)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for the Kubernetes pod source (implies --kubernetes; default in-cluster)")
 	f.StringVar(&cfg.NodeName, "node-name", "", "this node's name in Kubernetes (default $NODE_NAME)")
+	f.StringSliceVar(&excludeNS, "exclude-namespace", nil, "never capture pods of this Kubernetes namespace (repeatable), e.g. --exclude-namespace kube-system")
 	f.StringVar(&cgroupRoot, "cgroup-root", "", "the host's cgroup v2 mount, where pods' cgroups are found (default: read from the mount table)")
 	f.StringVar(&procRoot, "proc-root", "/proc", "the host's procfs, where pods' network namespaces are found (needs hostPID or a host /proc mount)")
 	f.Float64Var(&cfg.SampleRate, "sample-rate", agent.DefaultSampleRate, "probability (0..1) of tracing a request that arrives without trace context")

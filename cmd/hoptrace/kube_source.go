@@ -9,8 +9,8 @@ import (
 )
 
 // kubeSource builds the Kubernetes pod source: in-cluster, or from kubeconfig.
-func kubeSource(kubeconfig, node, cgroupRoot, procRoot string, log *slog.Logger) (pods.Source, error) {
+func kubeSource(kubeconfig, node, cgroupRoot, procRoot string, exclude []string, log *slog.Logger) (pods.Source, error) {
 	// client-go logs through klog; send it to the agent's log instead of bare stderr.
 	klog.SetSlogLogger(log.With("component", "client-go"))
-	return pods.NewKubeSource(pods.KubeConfig{Kubeconfig: kubeconfig, NodeName: node, CgroupRoot: cgroupRoot, ProcRoot: procRoot})
+	return pods.NewKubeSource(pods.KubeConfig{Kubeconfig: kubeconfig, NodeName: node, CgroupRoot: cgroupRoot, ProcRoot: procRoot, ExcludeNamespaces: exclude})
 }
