@@ -480,3 +480,41 @@ func TestCLIWithoutAgent(t *testing.T) {
 		}
 	}
 }
+
+// Shown: `hoptrace await-capture`, the init-container gate, returns once the
+// agent captures its pod, and otherwise fails (or, with --fail-open, lets the
+// app start) after its timeout.
+func TestAwaitCapture(t *testing.T) {
+	env := up(t, "http://127.0.0.1:1")
+	run := func(p string, args ...string) (int, string) {
+		pod := env.Pods[p]
+		if pod == nil {
+			var err error
+			if pod, err = env.Node.AddPod(p); err != nil {
+				t.Fatal(err)
+			}
+			env.Pods[p] = pod
+		}
+		cmd := exec.Command(filepath.Join(binDir, "hoptrace"), append([]string{"await-capture"}, args...)...)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := pod.Run(cmd)
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), out.String()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, out.String()
+	}
+	if code, out := run("hello", "--timeout", "5s"); code != 0 || !strings.Contains(out, "captured") {
+		t.Errorf("captured pod: exit %d, %q", code, out)
+	}
+	if code, out := run("loner", "--timeout", "300ms"); code != 1 || !strings.Contains(out, "did not capture") {
+		t.Errorf("uncaptured pod: exit %d, %q", code, out)
+	}
+	if code, _ := run("loner", "--timeout", "300ms", "--fail-open"); code != 0 {
+		t.Errorf("uncaptured pod with --fail-open: exit %d", code)
+	}
+}
