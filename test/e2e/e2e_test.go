@@ -129,8 +129,8 @@ func TestE2E(t *testing.T) {
 		t.FailNow()
 	}
 
-	// Pods created after the agent. The await-capture init container holds
-	// each app until its pod is captured (see nodeprobe).
+	// Pods created after the agent. The `hoptrace await-capture` init
+	// container holds each app until its pod is captured.
 	world, client := worldApp, clientApp("client", "http://hello:8080/", 500*time.Millisecond, 0)
 	world.await, client.await = true, true
 	e.createDeployment(t, world)

@@ -87,9 +87,9 @@ func (e *env) podSpec(a app) corev1.PodSpec {
 	if a.await {
 		spec.InitContainers = []corev1.Container{{
 			Name:            "await-capture",
-			Image:           e.image("e2e-nodeprobe"),
+			Image:           e.image("hoptrace"),
 			ImagePullPolicy: corev1.PullIfNotPresent,
-			Args:            []string{"await-capture", "-timeout", "2m"},
+			Args:            []string{"await-capture", "--timeout", "2m"},
 		}}
 	}
 	return spec

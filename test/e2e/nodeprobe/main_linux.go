@@ -9,13 +9,7 @@
 // `helm uninstall` and expects an empty report. Programs are attributed through
 // what they are attached to, not by name alone: other hoptrace agents or tests
 // on the same kernel may have programs of the same names loaded elsewhere.
-//
-//	nodeprobe await-capture [-timeout 2m]
-//
-// waits until the hoptrace agent has captured the pod it runs in (its outbound
-// listener 127.0.0.1:15001 accepts connections in the pod's netns). As an init
-// container it holds the app back until capture is in place, so even the app's
-// first connection, which a keep-alive client reuses for ever, is traced.
+// (Holding apps until capture is `hoptrace await-capture`, the product's own.)
 package main
 
 import (
@@ -24,14 +18,12 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -70,42 +62,15 @@ var cgroupAttach = map[string]ebpf.AttachType{
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: nodeprobe bpf|await-capture [flags]")
+		fmt.Fprintln(os.Stderr, "usage: nodeprobe bpf [flags]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
 	case "bpf":
 		probeBPF(os.Args[2:])
-	case "await-capture":
-		if err := awaitCapture(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "nodeprobe:", err)
-			os.Exit(1)
-		}
 	default:
 		fmt.Fprintf(os.Stderr, "nodeprobe: unknown command %q\n", os.Args[1])
 		os.Exit(2)
-	}
-}
-
-func awaitCapture(args []string) error {
-	fs := flag.NewFlagSet("await-capture", flag.ExitOnError)
-	addr := fs.String("listener", "127.0.0.1:15001", "the agent's outbound listener in this pod")
-	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
-	fs.Parse(args)
-	deadline := time.Now().Add(*timeout)
-	for {
-		// Loopback connects are never redirected, so this reaches the listener
-		// itself, which exists only once the agent has captured the pod.
-		c, err := net.DialTimeout("tcp", *addr, time.Second)
-		if err == nil {
-			c.Close()
-			fmt.Printf("captured: %s accepts connections\n", *addr)
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pod not captured after %v: %w", *timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 
