@@ -7,7 +7,7 @@ export HOPTRACE_CACHE ?= $(HOME)/.cache/hoptrace
 # (golang/go#75804).
 FUZZTIME ?= 50000x
 
-.PHONY: all build generate verify-generate test unit-test fuzz lint clean demo deps jaeger kube-apiserver jaeger-start jaeger-stop helm image cluster-up cluster-down e2e-cluster e2e-kind
+.PHONY: all build generate verify-generate test unit-test fuzz lint clean demo deps jaeger kube-apiserver jaeger-start jaeger-stop helm image cluster-up cluster-down e2e-cluster e2e-kind bench
 
 all: build
 

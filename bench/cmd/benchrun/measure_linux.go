@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/hoptrace/hoptrace/bench"
+)
+
+// verifier is a setup that can tell whether traffic really went through it.
+type verifier interface {
+	verify(ctx context.Context, e *env) error
+}
+
+// tracer is a setup that exports spans, which the warm-up must have produced.
+type tracer interface {
+	traces() bool
+}
+
+// Warm-ups run before a setup's measured runs and are not recorded: they open
+// the proxies' upstream connections and let the Go runtimes size their heaps.
+var warmups = []scenario{
+	{name: "warmup-http", keepalive: true, conns: 16},
+	{name: "warmup-grpc", grpc: true, conns: 4},
+}
+
+// runSetup starts st, warms it up, checks it captures, runs every scenario that
+// applies to it and stops it.
+func runSetup(ctx context.Context, e *env, st setup, scns []scenario) (results []bench.Result, err error) {
+	log.Printf("== %s", st.name())
+	if err := st.start(ctx, e); err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	defer func() {
+		if serr := st.stop(); serr != nil {
+			err = errors.Join(err, fmt.Errorf("stop: %w", serr))
+		}
+	}()
+	spans0, err := e.spans(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warmups {
+		r, err := measure(ctx, e, st, w, 2*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
+		}
+		if r.Errors > 0 {
+			log.Printf("   %s: %d errors in %d requests", w.name, r.Errors, r.Requests)
+		}
+	}
+	if v, ok := st.(verifier); ok {
+		if err := v.verify(ctx, e); err != nil {
+			return nil, err
+		}
+	}
+	if t, ok := st.(tracer); ok && t.traces() {
+		if err := awaitSpans(ctx, e, spans0, 10*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	for _, sc := range scns {
+		// Scenarios named on the command line run on every setup.
+		if len(e.cfg.scenarios) == 0 && !sc.runsOn(st.name()) {
+			continue
+		}
+		r, err := measure(ctx, e, st, sc, e.cfg.duration)
+		if err != nil {
+			return results, fmt.Errorf("%s: %w", sc.name, err)
+		}
+		log.Printf("   %-15s %8.0f rps  p50 %6.0fµs  p90 %6.0fµs  p99 %7.0fµs  p99.9 %7.0fµs  err %d  cpu %5.2fs  rss %5.1fMB (anon %.1f)  threads %d  spans %d",
+			sc.name, r.RPS, r.P50us, r.P90us, r.P99us, r.P999us, r.Errors, r.CPUSeconds, r.RSSMB, r.AnonMB, r.Threads, r.Spans)
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+// measure runs one fortio load in the client pod and what the setup's
+// processes spent on it.
+func measure(ctx context.Context, e *env, st setup, sc scenario, d time.Duration) (bench.Result, error) {
+	r := bench.Result{Scenario: sc.name, Setup: st.name(), QPSTarget: sc.qps, Conns: sc.conns}
+	r.Load1, _ = bench.LoadAvg1()
+	pids := st.pids()
+	for _, pid := range pids {
+		if err := bench.ResetPeakRSS(pid); err != nil {
+			return r, err
+		}
+	}
+	cpu0, err := cpuSum(pids)
+	if err != nil {
+		return r, err
+	}
+	spans0, err := e.spans(ctx)
+	if err != nil {
+		return r, err
+	}
+	out := filepath.Join(e.cfg.workDir, st.name()+"-"+sc.name+".json")
+	os.Remove(out)
+	// Generous: fortio opens every connection before it starts the clock.
+	runCtx, cancel := context.WithTimeout(ctx, d+60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, e.cfg.fortio, sc.fortioArgs(st.target(e, sc), out, d.Seconds())...)
+	p, err := startProc(e.cfg.workDir, "fortio-"+st.name()+"-"+sc.name, e.client, cmd)
+	if err != nil {
+		return r, err
+	}
+	peak := sampleStatus(pids, p.exited)
+	<-p.exited
+	s := <-peak
+	r.AnonMB, r.FileMB, r.Threads = s.AnonMB, s.FileMB, s.Threads
+	if p.err != nil {
+		return r, fmt.Errorf("fortio load: %w: %s", p.err, p.tail())
+	}
+	// Batched spans and deferred work of this run belong to it.
+	select {
+	case <-time.After(e.cfg.settle):
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
+	cpu1, err := cpuSum(pids)
+	if err != nil {
+		return r, fmt.Errorf("after the run: %w", err)
+	}
+	for _, pid := range pids {
+		mb, err := bench.PeakRSSMB(pid)
+		if err != nil {
+			return r, err
+		}
+		r.RSSMB += mb
+	}
+	spans1, err := e.spans(ctx)
+	if err != nil {
+		return r, err
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		return r, fmt.Errorf("fortio result: %w", err)
+	}
+	f, err := bench.ParseFortio(data)
+	if err != nil {
+		return r, err
+	}
+	r.RPS, r.Requests, r.Errors, r.DurationS = f.RPS, f.Requests, f.Errors, f.Seconds
+	r.P50us, r.P90us, r.P99us, r.P999us = f.P50us, f.P90us, f.P99us, f.P999us
+	r.CPUSeconds = cpu1 - cpu0
+	r.Spans = spans1 - spans0
+	return r, nil
+}
+
+// sampleStatus samples the processes' memory and threads every 100ms until
+// done is closed, then sends the sample whose summed RSS was largest (with the
+// most threads seen).
+func sampleStatus(pids []int, done <-chan struct{}) <-chan bench.Status {
+	out := make(chan bench.Status, 1)
+	go func() {
+		var peak bench.Status
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			var sum bench.Status
+			for _, pid := range pids {
+				if st, err := bench.ReadStatus(pid); err == nil {
+					sum.AnonMB += st.AnonMB
+					sum.FileMB += st.FileMB
+					sum.Threads += st.Threads
+				}
+			}
+			if sum.AnonMB+sum.FileMB > peak.AnonMB+peak.FileMB {
+				peak.AnonMB, peak.FileMB = sum.AnonMB, sum.FileMB
+			}
+			peak.Threads = max(peak.Threads, sum.Threads)
+			select {
+			case <-done:
+				out <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return out
+}
+
+func cpuSum(pids []int) (float64, error) {
+	var total float64
+	for _, pid := range pids {
+		s, err := bench.CPUSeconds(pid)
+		if err != nil {
+			return 0, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		total += s
+	}
+	return total, nil
+}
+
+// awaitSpans waits until the receiver has more spans than before.
+func awaitSpans(ctx context.Context, e *env, before int64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := e.spans(ctx)
+		if err != nil {
+			return err
+		}
+		if n > before {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no span reached the OTLP receiver %s after the warm-up", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

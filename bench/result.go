@@ -1,0 +1,78 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+)
+
+// Result is one measured run: one load scenario against one setup.
+type Result struct {
+	Scenario  string  `json:"scenario"`   // e.g. "http-1k", "grpc-max", "http-close-max"
+	Setup     string  `json:"setup"`      // e.g. "direct", "hoptrace-100"
+	QPSTarget float64 `json:"qps_target"` // 0: as fast as it goes
+	Conns     int     `json:"connections"`
+	RPS       float64 `json:"rps"` // achieved
+	P50us     float64 `json:"p50_us"`
+	P90us     float64 `json:"p90_us"`
+	P99us     float64 `json:"p99_us"`
+	P999us    float64 `json:"p999_us"`
+	Requests  int64   `json:"requests"`
+	Errors    int64   `json:"errors"` // non-2xx, non-SERVING and socket errors
+	// CPUSeconds and RSSMB cover the setup's proxy processes only (the agent,
+	// iptproxy, both nginx or both caddy instances); zero for direct.
+	CPUSeconds float64 `json:"cpu_s"`
+	RSSMB      float64 `json:"rss_mb"` // peak RSS (VmHWM) during the run, summed over processes
+	// AnonMB and FileMB split the resident set at its sampled peak: anonymous
+	// memory (heap, stacks) and mapped files (mostly the binary itself, shared
+	// page cache). Threads is the most OS threads seen. Sampled every 100ms.
+	AnonMB    float64 `json:"rss_anon_mb"`
+	FileMB    float64 `json:"rss_file_mb"`
+	Threads   int     `json:"threads"`
+	Spans     int64   `json:"spans"` // spans the OTLP receiver got during the run
+	DurationS float64 `json:"duration_s"`
+	// Load1 is the machine's 1-minute load average when the run began: on a
+	// shared machine, what else was competing for the cores.
+	Load1 float64 `json:"load1"`
+}
+
+// Meta says where and how results were measured.
+type Meta struct {
+	Date     string            `json:"date"`
+	CPU      string            `json:"cpu"`
+	Cores    int               `json:"cores"`
+	Kernel   string            `json:"kernel"`
+	Command  string            `json:"command"`
+	Versions map[string]string `json:"versions"` // go, nginx, caddy, fortio, hoptrace
+	Elapsed  string            `json:"elapsed"`  // wall time of the whole matrix
+	Notes    []string          `json:"notes,omitempty"`
+}
+
+// WriteJSON writes v as indented JSON to path, through a temporary file so a
+// crash never leaves half a file behind.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadJSON decodes the JSON file at path into v.
+func ReadJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# make bench: load benchmarks of hoptrace against the physical limit (no proxy)
+# and its peers (the same proxy behind iptables, nginx, Caddy), in one run on a
+# node in a box. Writes bench/results.json (+ results.meta.json) and the
+# "Load benchmarks (make bench)" section of docs/benchmarks.md. About 10 minutes.
+#
+# Needs root: it creates network namespaces, veths and cgroups, loads BPF and
+# installs iptables rules inside the benchmark pods' own namespaces. Everything
+# is removed at the end, also on failure or Ctrl-C.
+#
+# Environment (all optional):
+#   HOPTRACE_CACHE   cache root for fortio and caddy (default ~/.cache/hoptrace)
+#   BENCH_ARGS       extra benchrun flags, e.g. "-duration 2s -setups direct,hoptrace-100"
+#   BENCH_KEEP=1     keep the work dir (logs, configs, fortio JSON) afterwards
+#   BENCH_REPORT_ONLY=1  only regenerate docs/benchmarks.md from bench/results.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin
+
+FORTIO_VERSION=v1.63.0 # newer versions need a module the Go proxy here refuses
+CADDY_VERSION=v2.11.9
+CACHE=${HOPTRACE_CACHE:-$HOME/.cache/hoptrace}
+TOOLS=$CACHE/bin
+
+log() { echo "bench.sh: $*" >&2; }
+
+report() {
+	go run ./bench/cmd/benchreport -results bench/results.json -doc docs/benchmarks.md
+}
+
+if [[ ${BENCH_REPORT_ONLY:-} == 1 ]]; then
+	report
+	exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+	log "make bench creates network namespaces and cgroups, loads BPF and sets iptables rules in its pods: run it as root (sudo make bench)"
+	exit 1
+fi
+
+# Debian packages: iproute2 for the pods, nginx as a peer, iptables for the
+# init-container style capture.
+scripts/install-deps.sh test
+missing=()
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+command -v iptables >/dev/null 2>&1 || [[ -x /usr/sbin/iptables ]] || missing+=(iptables)
+if [[ ${#missing[@]} -gt 0 ]]; then
+	log "apt-get install ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+export PATH=$PATH:/usr/sbin:/sbin
+
+# go_tool PKG VERSION NAME: go install PKG@VERSION into the cache once, outside
+# this module so it never enters go.mod.
+go_tool() {
+	local pkg=$1 version=$2 name=$3
+	if [[ -x $TOOLS/$name && "$(cat "$TOOLS/$name.version" 2>/dev/null)" == "$version" ]]; then
+		return
+	fi
+	log "go install $pkg@$version (once, into $TOOLS)"
+	mkdir -p "$TOOLS"
+	(cd / && GOFLAGS=-mod=mod GOBIN=$TOOLS go install "$pkg@$version")
+	echo "$version" >"$TOOLS/$name.version"
+}
+go_tool fortio.org/fortio "$FORTIO_VERSION" fortio
+go_tool github.com/caddyserver/caddy/v2/cmd/caddy "$CADDY_VERSION" caddy
+
+WORK=$(mktemp -d /tmp/hoptrace-bench.XXXXXX)
+ok=
+cleanup() {
+	# benchrun removes its node itself; this catches what a killed benchrun left.
+	local id
+	id=$(cat "$WORK/run/node-id" 2>/dev/null || true)
+	if [[ -n $id ]]; then
+		local ns cg
+		for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^ht-$id-" || true); do
+			ip netns del "$ns" 2>/dev/null || true
+		done
+		cg=$(findmnt -n -t cgroup2 -o TARGET | head -n1)
+		if [[ -n $cg && -d $cg/hoptrace-nodebox-$id ]]; then
+			for d in "$cg/hoptrace-nodebox-$id"/*/; do
+				[[ -f $d/cgroup.kill ]] && echo 1 >"$d/cgroup.kill" 2>/dev/null || true
+			done
+			sleep 0.5
+			find "$cg/hoptrace-nodebox-$id" -depth -type d -exec rmdir {} + 2>/dev/null || true
+		fi
+		rm -rf "/sys/fs/bpf/hoptrace-bench-$id"
+	fi
+	if [[ -n $ok && ${BENCH_KEEP:-} != 1 ]]; then
+		rm -rf "$WORK"
+	else
+		log "logs kept in $WORK/run"
+	fi
+}
+trap cleanup EXIT
+
+log "building hoptrace and the bench programs into $WORK/bin"
+go build -trimpath -ldflags "-X main.version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)" -o "$WORK/bin/hoptrace" ./cmd/hoptrace
+for c in benchrun otlpsink iptproxy; do
+	go build -o "$WORK/bin/$c" "./bench/cmd/$c"
+done
+
+# shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
+"$WORK/bin/benchrun" -bin-dir "$WORK/bin" -work-dir "$WORK/run" \
+	-fortio "$TOOLS/fortio" -caddy "$TOOLS/caddy" -nginx "$(command -v nginx)" \
+	-out bench/results.json -command "make bench${BENCH_ARGS:+ BENCH_ARGS='$BENCH_ARGS'}" ${BENCH_ARGS:-}
+report
+ok=1
+log "done: bench/results.json, docs/benchmarks.md"
