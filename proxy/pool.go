@@ -61,14 +61,21 @@ func (p *pool) get(dst netip.AddrPort) *upstream {
 		p.n--
 		p.mu.Unlock()
 		// The peer may have closed it while idle (Node.js closes after 5s): checking
-		// costs one non-blocking peek, a failed request costs far more.
-		if time.Since(u.idleAt) < p.timeout && u.alive() {
+		// costs one non-blocking peek, a failed request costs far more. A
+		// connection idle for less than peekAfter is taken as alive without the
+		// syscall: servers do not close that fast, and a replayable request is
+		// retried anyway if one did.
+		idle := time.Since(u.idleAt)
+		if idle < p.timeout && (idle < peekAfter || u.alive()) {
 			u.reused = true
 			return u
 		}
 		u.conn.Close()
 	}
 }
+
+// peekAfter is the idle time from which a pooled connection is checked before reuse.
+const peekAfter = time.Second
 
 // put makes u available for reuse, or closes it when the pool is full or closed.
 func (p *pool) put(u *upstream) {

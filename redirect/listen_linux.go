@@ -13,8 +13,10 @@ import (
 // listenLoopback opens a TCP listener on addr. The listeners live in a pod's netns
 // and are reached through the BPF programs, never by name.
 func listenLoopback(addr netip.AddrPort) (*net.TCPListener, error) {
-	var lc net.ListenConfig
 	// Go defaults listeners to MPTCP, and an MPTCP socket cannot enter a SOCKHASH.
+	// No keep-alive probes on accepted connections: the app's own socket has
+	// whatever it set, and the four setsockopt calls per accept are measurable.
+	lc := net.ListenConfig{KeepAlive: -1}
 	lc.SetMultipathTCP(false)
 	network := "tcp4"
 	if addr.Addr().Is6() {
