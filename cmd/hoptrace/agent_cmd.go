@@ -26,6 +26,7 @@ func newAgentCmd() *cobra.Command {
 		cgroupRoot string
 		procRoot   string
 		excludeNS  []string
+		pprofAddr  string
 	)
 	exp, envErr := exporter.ConfigFromEnv(os.Getenv)
 	cmd := &cobra.Command{
@@ -99,6 +100,11 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 			if err != nil {
 				return err
 			}
+			if pprofAddr != "" {
+				if err := servePprof(pprofAddr, cfg.Logger); err != nil {
+					return err
+				}
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return a.Run(ctx)
@@ -120,6 +126,7 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 	f.BoolVar(&cfg.KeepRedirectOnExit, "keep-redirect-on-exit", false, "leave BPF capture pinned on exit so a restarted agent adopts it (pods fail open meanwhile)")
 	f.BoolVar(&cfg.SelfTrace, "self-trace", false, "trace the agent's own operations (pod attach/detach, BPF load) to the same OTLP endpoint")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go's pprof profiles on this address, e.g. 127.0.0.1:6060 (off by default)")
 	exp.BindFlags(f)
 	cmd.Flags().SortFlags = false
 	return cmd
