@@ -63,6 +63,8 @@ func TestMalformedRequests(t *testing.T) {
 		{"extra field in request line", "GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400},
 		{"double space", "GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"control byte in target", "GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"bad percent-escape in target", "GET /a%0Xb HTTP/1.1\r\nHost: x\r\n\r\n", 400}, // found by FuzzRequestHead
+		{"truncated percent-escape", "GET /a%4 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"bad version", "GET / HTTP/1.x\r\nHost: x\r\n\r\n", 400},
 		{"http/2.0 request line", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
 		{"space before colon", "GET / HTTP/1.1\r\nHost: x\r\nX-Bad : y\r\n\r\n", 400},

@@ -249,7 +249,13 @@ func validTarget(method, t string) bool {
 		return false
 	}
 	for i := 0; i < len(t); i++ {
-		if c := t[i]; c <= ' ' || c == 0x7f {
+		c := t[i]
+		if c <= ' ' || c == 0x7f {
+			return false
+		}
+		// pct-encoded is "%" HEXDIG HEXDIG (RFC 3986 §2.1): anything else is
+		// malformed, and the next parser (net/http, say) would refuse it.
+		if c == '%' && (i+2 >= len(t) || !isHex(t[i+1]) || !isHex(t[i+2])) {
 			return false
 		}
 	}
@@ -470,3 +476,5 @@ func hasToken(vals []string, tok string) bool {
 	}
 	return false
 }
+
+func isHex(c byte) bool { return isDigit(c) || 'a' <= c|0x20 && c|0x20 <= 'f' }
