@@ -437,10 +437,13 @@ func (hc *h1Conn) respond() bool {
 	if readErr == nil {
 		l.cliEnd = time.Now()
 	}
+	// The server leg ends as the last bytes go to the client, not after write(2)
+	// returns: the client (our other proxy, on a busy node) may have read them
+	// already, and the parent span must not end before this one.
+	end := time.Now()
 	if writeErr == nil {
 		writeErr = hc.bw.Flush()
 	}
-	end := time.Now()
 	if readErr != nil {
 		l.fail("upstream", readErr)
 	}
