@@ -6,12 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"syscall"
-	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/bpf"
 	"github.com/hoptrace/hoptrace/netns"
@@ -81,10 +77,7 @@ type podDialer struct {
 	passthrough bool
 }
 
-// DialContext dials a literal IP:port. Only the socket is created inside the
-// pod's netns (a socket keeps its netns for life); the connect and its wait
-// happen on an ordinary goroutine. Waiting for the handshake on a thread locked
-// into the netns would make every wake-up a costly hand-off to that thread.
+// DialContext dials a literal IP:port from inside the pod's netns (netns.DialTCP).
 func (d *podDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	dst, err := netip.ParseAddrPort(address)
 	if err != nil {
@@ -99,78 +92,12 @@ func (d *podDialer) DialContext(ctx context.Context, network, address string) (n
 }
 
 func (d *podDialer) dial(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
-	family := unix.AF_INET
-	if dst.Addr().Is6() {
-		family = unix.AF_INET6
-	}
-	var fd int
-	err := netns.Do(int(d.netns.netns.Fd()), func() (err error) {
-		fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		return os.NewSyscallError("socket", err)
-	})
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), "pod-dial") // owns fd from here on
-	defer f.Close()
-	// Go's own TCP dials disable Nagle; keep that for request/response traffic.
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-		return nil, os.NewSyscallError("setsockopt", err)
-	}
+	var src netip.Addr
 	if d.passthrough {
-		src := PassthroughAddr
+		src = PassthroughAddr
 		if dst.Addr().Is6() {
 			src = dst.Addr()
 		}
-		if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(src, 0))); err != nil {
-			return nil, os.NewSyscallError("bind", err)
-		}
 	}
-	if err := unix.Connect(fd, sockaddr(dst)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
-		return nil, os.NewSyscallError("connect", err)
-	}
-	if deadline, ok := ctx.Deadline(); ok {
-		f.SetWriteDeadline(deadline)
-	}
-	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
-	defer stop()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var connErr error
-	werr := rc.Write(func(fd uintptr) bool {
-		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
-		switch {
-		case err != nil:
-			connErr = os.NewSyscallError("getsockopt", err)
-		case v != 0:
-			connErr = os.NewSyscallError("connect", syscall.Errno(v))
-		default:
-			if _, err := unix.Getpeername(int(fd)); errors.Is(err, unix.ENOTCONN) {
-				return false // handshake still in progress: wait for writability
-			}
-		}
-		return true
-	})
-	if werr != nil {
-		if errors.Is(werr, os.ErrDeadlineExceeded) {
-			// Only ctx sets our deadline; the poller can fire a hair before ctx's
-			// own timer, so wait for it to report why.
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}
-		return nil, werr
-	}
-	if connErr != nil {
-		return nil, connErr
-	}
-	return net.FileConn(f)
-}
-
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	if ap.Addr().Is4() {
-		return &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
-	}
-	return &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
+	return netns.DialTCP(ctx, int(d.netns.netns.Fd()), src, dst, nil)
 }

@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -19,9 +17,8 @@ import (
 // OUTPUT rule lets the proxy's own connections through instead of looping them
 // back into the proxy.
 //
-// It dials the way the agent's redirect.podDialer does — only socket() on a
-// thread switched into the pod's netns, the connect and its wait on an ordinary
-// goroutine — so that iptables vs hoptrace compares capture and nothing else.
+// It dials with netns.DialTCP, as the agent's redirect.podDialer does, so that
+// iptables vs hoptrace compares capture and nothing else.
 type markDialer struct {
 	ns   *os.File // held, or its finalizer would close nsFd under us
 	nsFd int
@@ -44,58 +41,7 @@ func (d *markDialer) dial(ctx context.Context, dst netip.AddrPort) (net.Conn, er
 	if !dst.Addr().Is4() {
 		return nil, errors.New("IPv4 only")
 	}
-	var fd int
-	err := netns.Do(d.nsFd, func() (err error) {
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		return os.NewSyscallError("socket", err)
+	return netns.DialTCP(ctx, d.nsFd, netip.Addr{}, dst, func(fd int) error {
+		return os.NewSyscallError("setsockopt SO_MARK", unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, d.mark))
 	})
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), "pod-dial") // owns fd from here on
-	defer f.Close()
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, d.mark); err != nil {
-		return nil, os.NewSyscallError("setsockopt SO_MARK", err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-		return nil, os.NewSyscallError("setsockopt TCP_NODELAY", err)
-	}
-	sa := &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())}
-	if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
-		return nil, os.NewSyscallError("connect", err)
-	}
-	if deadline, ok := ctx.Deadline(); ok {
-		f.SetWriteDeadline(deadline)
-	}
-	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
-	defer stop()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var connErr error
-	werr := rc.Write(func(fd uintptr) bool {
-		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
-		switch {
-		case err != nil:
-			connErr = os.NewSyscallError("getsockopt", err)
-		case v != 0:
-			connErr = os.NewSyscallError("connect", syscall.Errno(v))
-		default:
-			if _, err := unix.Getpeername(int(fd)); errors.Is(err, unix.ENOTCONN) {
-				return false // handshake still in progress: wait for writability
-			}
-		}
-		return true
-	})
-	if werr != nil {
-		if errors.Is(werr, os.ErrDeadlineExceeded) && ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, werr
-	}
-	if connErr != nil {
-		return nil, connErr
-	}
-	return net.FileConn(f)
 }
