@@ -7,10 +7,13 @@ export HOPTRACE_CACHE ?= $(HOME)/.cache/hoptrace
 # (golang/go#75804).
 FUZZTIME ?= 50000x
 
-.PHONY: all build generate verify-generate test unit-test fuzz lint clean demo deps jaeger kube-apiserver jaeger-start jaeger-stop helm image cluster-up cluster-down e2e-cluster e2e-kind bench
+.PHONY: all build generate verify-generate test unit-test fuzz lint clean demo deps \
+	jaeger jaeger-start jaeger-stop kube-apiserver helm image cluster-up cluster-down \
+	e2e-cluster e2e-kind bench
 
 all: build
 
+## deps: Debian packages for building BPF and running the tests (apt-get, as root)
 deps:
 	@scripts/install-deps.sh bpf test
 
@@ -27,8 +30,9 @@ generate:
 verify-generate: generate
 	@git diff --exit-code -- bpf/ || { echo "bpf/ is stale: run 'make generate' and commit the result" >&2; exit 1; }
 
-## test: everything CI runs: lint, unit + privileged + end-to-end tests, bounded fuzzing,
-## and the Kubernetes e2e suite on a real local cluster
+## test: everything CI runs: lint, unit + privileged + end-to-end tests (real BPF,
+## real Jaeger, real kube-apiserver), bounded fuzzing, and the Kubernetes e2e
+## suite on a real local cluster
 test: deps jaeger kube-apiserver helm lint unit-test fuzz e2e-cluster
 
 unit-test:
@@ -47,10 +51,52 @@ fuzz:
 lint: verify-generate
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out" >&2; exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/e2e/
 
-## demo: node in a box with real pods, BPF and Jaeger (issue 5; not yet)
+## demo: a node in a box with real pods, real BPF, the agent and a real Jaeger, until Ctrl-C
 demo:
-	@echo "make demo: not yet — the agent and demo land with the agent issue. 'make test' works today."
+	@scripts/demo.sh $(DEMO_ARGS)
+
+## jaeger: build the Jaeger all-in-one used by tests and the demo (cached)
+jaeger:
+	@scripts/jaeger.sh build
+
+jaeger-start: jaeger
+	@scripts/jaeger.sh start
+
+jaeger-stop:
+	@scripts/jaeger.sh stop
+
+## kube-apiserver: kube-apiserver + kubectl v1.34.2 (cached) and Debian etcd-server, for the pod-source tests
+kube-apiserver:
+	@scripts/kube-apiserver.sh build
+
+## helm: build helm from the Go module proxy into $HOPTRACE_CACHE/bin (cached)
+helm:
+	@bash -c '. scripts/cluster-lib.sh && install_helm'
+
+## image: the agent and sample-app images as OCI archives, without Docker (IMAGES, IMAGE_PLATFORMS, IMAGE_TAG)
+image:
+	@scripts/image.sh build $(or $(IMAGES),hoptrace sampleapp)
+
+## cluster-up / cluster-down: a real single-node Kubernetes on this machine (root)
+cluster-up:
+	@scripts/cluster-up.sh
+
+cluster-down:
+	@scripts/cluster-down.sh
+
+## e2e-cluster: cluster up, images built and imported, test/e2e, cluster down (always)
+e2e-cluster:
+	@scripts/cluster-e2e.sh
+
+## e2e-kind: the same suite on kind, for machines with Docker
+e2e-kind:
+	@scripts/kind-e2e.sh
+
+## bench: load benchmarks against direct, iptables, nginx and Caddy (root, ~10 min); writes bench/results.json and docs/benchmarks.md
+bench:
+	@scripts/bench.sh
 
 clean:
 	rm -rf bin
