@@ -129,10 +129,15 @@ build_pause() {
 	pack pause -entrypoint /pause "linux/$HOST_ARCH=$dir"
 }
 
-# A static Jaeger: scripts/jaeger.sh builds the host's (cgo, dynamically linked)
-# binary for tests; a scratch image needs one without libc, built by the same
-# script into its own cache root so the two never overwrite each other.
+# A static Jaeger for a scratch image: scripts/jaeger.sh builds one by default
+# (CGO_ENABLED=0). A cached binary from before that (dynamically linked) is left
+# for the tests, and a static one is built into a cache root of its own.
 jaeger_static() {
+	# scripts/jaeger.sh builds static by default now: reuse that binary when it is.
+	if [[ -x $CACHE/bin/jaeger ]] && file_is_static "$CACHE/bin/jaeger"; then
+		echo "$CACHE/bin/jaeger"
+		return
+	fi
 	local cache=$CACHE/static
 	if [[ ! -x $cache/bin/jaeger ]] || ! file_is_static "$cache/bin/jaeger"; then
 		log "building a static Jaeger (CGO_ENABLED=0; takes minutes)"

@@ -67,7 +67,7 @@ MOD
 		cd "$work"
 		export GOSUMDB=off GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false"
 		go get "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION"
-		go build -trimpath -o "$BIN.tmp" github.com/jaegertracing/jaeger/cmd/jaeger
+		CGO_ENABLED=${CGO_ENABLED:-0} go build -trimpath -o "$BIN.tmp" github.com/jaegertracing/jaeger/cmd/jaeger
 	)
 	mv "$BIN.tmp" "$BIN"
 	echo "$JAEGER_VERSION" >"$BIN.version"
