@@ -506,6 +506,31 @@ func TestMissingKernelFeatureIsNamed(t *testing.T) {
 	}
 }
 
+// benchPods makes a node with one attached pod "a" for a benchmark.
+func benchPods(b *testing.B) (*nodebox.Node, *Attachment) {
+	testenv.RequirePrivileged(b)
+	pin := testenv.TempBPFFS(b)
+	node, err := nodebox.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { node.Close() })
+	p, err := node.AddPod("a")
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := Open(Config{PinDir: pin})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { r.Close() })
+	att, err := r.Attach(Pod{ID: "a", CgroupDir: p.CgroupDir, NetnsPath: p.NetnsPath})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return node, att
+}
+
 type addrConn struct {
 	net.Conn
 	remote net.Addr
@@ -516,23 +541,7 @@ func (c addrConn) RemoteAddr() net.Addr { return c.remote }
 // BenchmarkOriginalDst measures the proxy's per-connection look-up: one map
 // update (standing in for the kernel's sockops write) plus the lookup-and-delete.
 func BenchmarkOriginalDst(b *testing.B) {
-	testenv.RequirePrivileged(b)
-	pin := testenv.TempBPFFS(b)
-	node, err := nodebox.New()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer node.Close()
-	p, _ := node.AddPod("a")
-	r, err := Open(Config{PinDir: pin})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Close()
-	att, err := r.Attach(Pod{ID: "a", CgroupDir: p.CgroupDir, NetnsPath: p.NetnsPath})
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, att := benchPods(b)
 	res := att.OutboundResolver().(outboundResolver)
 	conn := addrConn{remote: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}}
 	key := bpfPortKey(att.NetnsCookie, 40000)
@@ -552,15 +561,12 @@ func BenchmarkOriginalDst(b *testing.B) {
 // and out included) to a listener in another pod, against the same dial made
 // from a thread that is already there.
 func BenchmarkPodDial(b *testing.B) {
-	testenv.RequirePrivileged(b)
-	pin := testenv.TempBPFFS(b)
-	node, err := nodebox.New()
+	node, att := benchPods(b)
+	a := node.Pods()[0]
+	dst, err := node.AddPod("b")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer node.Close()
-	a, _ := node.AddPod("a")
-	dst, _ := node.AddPod("b")
 	ln, err := dst.Listen("tcp4", "0.0.0.0:8080")
 	if err != nil {
 		b.Fatal(err)
@@ -575,15 +581,6 @@ func BenchmarkPodDial(b *testing.B) {
 			c.Close()
 		}
 	}()
-	r, err := Open(Config{PinDir: pin})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Close()
-	att, err := r.Attach(Pod{ID: "a", CgroupDir: a.CgroupDir, NetnsPath: a.NetnsPath})
-	if err != nil {
-		b.Fatal(err)
-	}
 	target := hostPort(dst.IPv4, 8080)
 	ctx := context.Background()
 	b.Run("redirect-dialer", func(b *testing.B) {
