@@ -3,6 +3,10 @@ package agent
 import (
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/hoptrace/hoptrace/proxy"
 )
 
 func TestFlowTableKeepsTheNewest(t *testing.T) {
@@ -50,5 +54,19 @@ func TestMatchesPod(t *testing.T) {
 		if got := matchesPod(tt.full, tt.want); got != tt.ok {
 			t.Errorf("matchesPod(%q, %q) = %v", tt.full, tt.want, got)
 		}
+	}
+}
+
+func TestRequestCountersByLabelSet(t *testing.T) {
+	m := newMetrics()
+	o := newPodObserver(m, newFlowTable(4), "ns", "p")
+	for _, st := range []int{200, 204, 503, 200} {
+		o.ObserveRequest(proxy.RequestStats{Direction: proxy.Inbound, Protocol: proxy.ProtocolHTTP1, Status: st, GRPCStatus: -1})
+	}
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("ns", "p", "inbound", "http1", "2xx")); got != 3 {
+		t.Errorf("2xx = %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("ns", "p", "inbound", "http1", "5xx")); got != 1 {
+		t.Errorf("5xx = %v, want 1", got)
 	}
 }

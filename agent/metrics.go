@@ -108,6 +108,7 @@ type podObserver struct {
 	m         *metrics
 	flows     *flowTable
 	legs      [4]func() prometheus.Observer // by spans.Leg
+	counters  sync.Map                      // requestKey → prometheus.Counter
 }
 
 func newPodObserver(m *metrics, flows *flowTable, namespace, name string) *podObserver {
@@ -126,8 +127,30 @@ func (o *podObserver) ObserveRequest(s proxy.RequestStats) {
 	if s.ClientTime > 0 {
 		o.legs[client]().Observe(s.ClientTime.Seconds())
 	}
-	o.m.requests.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String(), statusClass(s)).Inc()
+	o.requestCounter(s).Inc()
 }
+
+// requestKey is what a request counter's labels vary by within one pod.
+type requestKey struct {
+	dir   proxy.Direction
+	proto proxy.Protocol
+	class string
+}
+
+// requestCounter resolves a request's counter child once per label set, not on
+// every request: hashing five label values is the most expensive part of
+// counting, and this runs for every request of the pod.
+func (o *podObserver) requestCounter(s proxy.RequestStats) prometheus.Counter {
+	k := requestKey{s.Direction, s.Protocol, statusClass(s)}
+	if c, ok := o.counters.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := o.m.requests.WithLabelValues(o.namespace, o.name, k.dir.String(), k.proto.String(), k.class)
+	o.counters.Store(k, c)
+	return c
+}
+
+var statusClasses = [...]string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
 func statusClass(s proxy.RequestStats) string {
 	switch {
@@ -137,6 +160,8 @@ func statusClass(s proxy.RequestStats) string {
 		return "grpc-error"
 	case s.Status == 0:
 		return "none"
+	case s.Status/100 < len(statusClasses):
+		return statusClasses[s.Status/100]
 	}
 	return strconv.Itoa(s.Status/100) + "xx"
 }
