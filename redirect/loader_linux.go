@@ -136,10 +136,9 @@ func (r *Redirector) Close() error {
 		errs = append(errs, r.removePinnedLocked(id))
 	}
 	errs = append(errs, r.maps.Close(), r.progs.Close())
-	for _, m := range r.mapNames() {
-		if err := os.Remove(filepath.Join(r.mapsDir, m)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("unpin map %s: %w", m, err))
-		}
+	// The maps dir holds only hoptrace's map pins; unlinking them frees the maps.
+	if err := os.RemoveAll(r.mapsDir); err != nil {
+		errs = append(errs, fmt.Errorf("unpin maps: %w", err))
 	}
 	r.removeEmptyPinDirs()
 	return errors.Join(errs...)
@@ -162,18 +161,6 @@ func (r *Redirector) Release() error {
 	}
 	errs = append(errs, r.maps.Close(), r.progs.Close())
 	return errors.Join(errs...)
-}
-
-func (r *Redirector) mapNames() []string {
-	spec, err := loadSpec()
-	if err != nil {
-		return nil
-	}
-	var names []string
-	for name := range spec.Maps {
-		names = append(names, name)
-	}
-	return names
 }
 
 func (r *Redirector) removeEmptyPinDirs() {
