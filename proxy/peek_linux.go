@@ -40,31 +40,49 @@ func (p *livenessPeek) once(fd uintptr) bool {
 	return true // never wait
 }
 
-// waitReadable blocks until c has bytes (or an end, or an error) to read. It
-// honours read deadlines and returns when c is closed.
-func waitReadable(c net.Conn) error {
-	rc, ok := rawConn(c)
-	if !ok {
-		return nil // the read itself will wait
+// readWaiter waits until a connection has bytes (or an end, or an error) to
+// read, without reading them: a connection that waits holds no buffer. Made once
+// per connection, a wait allocates nothing.
+type readWaiter struct {
+	rc      syscall.RawConn // nil: not a socket, the read itself will wait
+	fn      func(fd uintptr) bool
+	b       [1]byte
+	peekErr error
+}
+
+func newReadWaiter(c net.Conn) *readWaiter {
+	w := new(readWaiter)
+	if rc, ok := rawConn(c); ok {
+		w.rc = rc
+		w.fn = w.peek
 	}
-	var b [1]byte
-	var peekErr error
-	err := rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch err {
-		case syscall.EAGAIN:
-			return false
-		case nil, syscall.EINTR:
-		default:
-			// The kernel reports a socket error (a reset) once: to this peek.
-			peekErr = os.NewSyscallError("recvfrom", err)
-		}
-		return true
-	})
-	if err != nil {
+	return w
+}
+
+// wait blocks until the connection is readable. It honours read deadlines and
+// returns when the connection is closed.
+func (w *readWaiter) wait() error {
+	if w.rc == nil {
+		return nil
+	}
+	w.peekErr = nil
+	if err := w.rc.Read(w.fn); err != nil {
 		return err
 	}
-	return peekErr
+	return w.peekErr
+}
+
+func (w *readWaiter) peek(fd uintptr) bool {
+	_, _, err := syscall.Recvfrom(int(fd), w.b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	switch err {
+	case syscall.EAGAIN:
+		return false // RawConn.Read waits for readiness and calls again
+	case nil, syscall.EINTR:
+	default:
+		// The kernel reports a socket error (a reset) once: to this peek.
+		w.peekErr = os.NewSyscallError("recvfrom", err)
+	}
+	return true
 }
 
 func rawConn(c net.Conn) (syscall.RawConn, bool) {

@@ -10,5 +10,9 @@ func (u *upstream) alive() bool { return true }
 // livenessPeek is Linux-only.
 type livenessPeek struct{}
 
-// waitReadable cannot wait portably; the read itself waits.
-func waitReadable(net.Conn) error { return nil }
+// readWaiter cannot wait portably; the read itself waits.
+type readWaiter struct{}
+
+func newReadWaiter(net.Conn) *readWaiter { return nil }
+
+func (*readWaiter) wait() error { return nil }

@@ -23,11 +23,24 @@ type upstream struct {
 }
 
 func newUpstream(c net.Conn, dst netip.AddrPort) *upstream {
-	return &upstream{
-		conn: c,
-		br:   bufio.NewReaderSize(c, connBufSize),
-		bw:   bufio.NewWriterSize(c, connBufSize),
-		dst:  dst,
+	return &upstream{conn: c, br: getReader(c), bw: getWriter(c), dst: dst}
+}
+
+// park lets go of the buffers while u waits in the pool, unless the peer sent
+// something unasked (then alive fails it, and nothing read is lost meanwhile).
+func (u *upstream) park() {
+	if u.br.Buffered() > 0 || u.bw.Buffered() > 0 {
+		return
+	}
+	putReader(u.br)
+	putWriter(u.bw)
+	u.br, u.bw = nil, nil
+}
+
+// unpark gives a connection taken from the pool its buffers back.
+func (u *upstream) unpark() {
+	if u.br == nil {
+		u.br, u.bw = getReader(u.conn), getWriter(u.conn)
 	}
 }
 
@@ -68,6 +81,7 @@ func (p *pool) get(dst netip.AddrPort) *upstream {
 		idle := time.Since(u.idleAt)
 		if idle < p.timeout && (idle < peekAfter || u.alive()) {
 			u.reused = true
+			u.unpark()
 			return u
 		}
 		u.conn.Close()
@@ -86,6 +100,7 @@ func (p *pool) put(u *upstream) {
 		u.conn.Close()
 		return
 	}
+	u.park()
 	p.idle[u.dst] = append(p.idle[u.dst], u)
 	p.n++
 	if p.sweep == nil {

@@ -291,7 +291,7 @@ func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 
 	counted := &countingConn{Conn: c, fl: fl}
 	br := getReader(counted)
-	defer putReader(br)
+	defer func() { putReader(br) }()
 	proto := ProtocolOpaque
 	if p.cfg.SkipDetect == nil || !p.cfg.SkipDetect(dst) {
 		proto, err = detect(counted, br, p.cfg.DetectTimeout)
@@ -303,6 +303,7 @@ func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 	switch proto {
 	case ProtocolHTTP1:
 		hc := newH1Conn(p, counted, br, fl, dst, accepted)
+		br = nil // hc owns it: it lets go of its buffers while the connection idles
 		hc.serve()
 		hc.release()
 	case ProtocolHTTP2:

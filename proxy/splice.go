@@ -89,8 +89,9 @@ func (r *relay) copy() error {
 			return err
 		}
 	}
+	waiter := newReadWaiter(r.src)
 	for {
-		if err := waitReadable(r.src); err != nil {
+		if err := waiter.wait(); err != nil {
 			return err
 		}
 		buf := getCopyBuf()
