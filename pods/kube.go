@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/hoptrace/hoptrace/cgroup2"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -56,7 +55,7 @@ var ErrNoNodeName = errors.New("node name not set (KubeConfig.NodeName or NODE_N
 // not on the node (yet), is left out with a Problem naming it (ErrBadAnnotation,
 // ErrPodNotRunning) and looked at again in every later snapshot.
 type KubeSource struct {
-	client   kubernetes.Interface
+	client   *podClient
 	node     string
 	resync   time.Duration
 	coalesce time.Duration
@@ -84,7 +83,7 @@ func NewKubeSource(cfg KubeConfig) (*KubeSource, error) {
 	if restCfg.UserAgent == "" {
 		restCfg.UserAgent = "hoptrace-agent/" + node
 	}
-	client, err := kubernetes.NewForConfig(restCfg)
+	client, err := newPodClient(restCfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}

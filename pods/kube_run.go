@@ -109,15 +109,14 @@ const pendingRetry = 200 * time.Millisecond
 // the identity may not list pods.
 func (s *KubeSource) informer() (inf cache.SharedIndexInformer, changed chan struct{}, refused chan error, err error) {
 	selector := fields.OneTermEqualSelector("spec.nodeName", s.node).String()
-	pods := s.client.CoreV1().Pods(metav1.NamespaceAll)
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = selector
-			return pods.List(ctx, o)
+			return s.client.list(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = selector
-			return pods.Watch(ctx, o)
+			return s.client.watch(ctx, o)
 		},
 	}
 	// No informer resync: Run's own ticker re-sends snapshots, and informer
