@@ -92,6 +92,14 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("exporter: %w", err)
 	}
 	a.m.reg.MustRegister(newExporterCollector(a.exp.Stats))
+	a.m.redirect.readCounters(func() (redirect.Counters, bool) {
+		rd := a.redirector()
+		if rd == nil {
+			return redirect.Counters{}, false
+		}
+		c, err := rd.Counters()
+		return c, err == nil
+	})
 	return a, nil
 }
 
@@ -444,10 +452,10 @@ func (a *Agent) readEvents() *redirect.EventReader {
 				}
 				return
 			}
-			a.m.redirectEvents.WithLabelValues(ev.Direction.String(), ev.Reason.String()).Inc()
 			if ev.Reason.Redirected() {
-				continue // the proxy reports these flows itself
+				continue // counted by the kernel; the proxy reports these flows itself
 			}
+			a.m.redirect.event(ev.Direction.String(), ev.Reason.String())
 			f := Flow{
 				Pod: a.podName(ev.PodID), Direction: ev.Direction.String(), Dst: ev.Dst.String(),
 				Protocol: "tcp", Reason: ev.Reason.String(), Start: ev.Time, End: ev.Time, PID: ev.PID, Comm: ev.Comm,

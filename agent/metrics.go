@@ -9,6 +9,7 @@ import (
 
 	"github.com/hoptrace/hoptrace/exporter"
 	"github.com/hoptrace/hoptrace/proxy"
+	"github.com/hoptrace/hoptrace/redirect"
 	"github.com/hoptrace/hoptrace/spans"
 )
 
@@ -16,14 +17,14 @@ import (
 var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 type metrics struct {
-	reg            *prometheus.Registry
-	requests       *prometheus.CounterVec
-	legSeconds     *prometheus.HistogramVec
-	flows          *prometheus.CounterVec
-	attached       prometheus.Gauge
-	attachErrors   prometheus.Counter
-	detached       *prometheus.CounterVec
-	redirectEvents *prometheus.CounterVec
+	reg          *prometheus.Registry
+	requests     *prometheus.CounterVec
+	legSeconds   *prometheus.HistogramVec
+	flows        *prometheus.CounterVec
+	attached     prometheus.Gauge
+	attachErrors prometheus.Counter
+	detached     *prometheus.CounterVec
+	redirect     *redirectCollector
 }
 
 func newMetrics() *metrics {
@@ -54,14 +55,69 @@ func newMetrics() *metrics {
 			Name: "hoptrace_pod_detaches_total",
 			Help: "Pods released, by reason (deleted, changed, netns-gone, shutdown).",
 		}, []string{"reason"}),
-		redirectEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "hoptrace_redirect_events_total",
-			Help: "Capture decisions of the BPF programs, by direction and reason (redirected, captured, no-listener, excluded-port, ...).",
-		}, []string{"direction", "reason"}),
+		redirect: newRedirectCollector(),
 	}
-	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.attached, m.attachErrors, m.detached, m.redirectEvents,
+	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.attached, m.attachErrors, m.detached, m.redirect,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// redirectCollector reports the BPF programs' capture decisions. Connections
+// captured as intended are kernel counters, read at scrape time; bypasses
+// arrive as events and are counted here.
+type redirectCollector struct {
+	decisions, lost *prometheus.Desc
+
+	mu       sync.Mutex
+	counters func() (redirect.Counters, bool) // nil or false until BPF is loaded
+	events   map[[2]string]uint64             // direction, reason
+}
+
+func newRedirectCollector() *redirectCollector {
+	return &redirectCollector{
+		decisions: prometheus.NewDesc("hoptrace_redirect_events_total",
+			"Capture decisions of the BPF programs, by direction and reason (redirected, captured, no-listener, excluded-port, ...).",
+			[]string{"direction", "reason"}, nil),
+		lost: prometheus.NewDesc("hoptrace_redirect_events_lost_total",
+			"Bypass events the kernel dropped because the agent fell behind reading them.", nil, nil),
+		events: map[[2]string]uint64{},
+	}
+}
+
+// readCounters sets where the kernel counters come from.
+func (c *redirectCollector) readCounters(f func() (redirect.Counters, bool)) {
+	c.mu.Lock()
+	c.counters = f
+	c.mu.Unlock()
+}
+
+// event counts one decision reported as an event.
+func (c *redirectCollector) event(direction, reason string) {
+	c.mu.Lock()
+	c.events[[2]string{direction, reason}]++
+	c.mu.Unlock()
+}
+
+func (c *redirectCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.decisions
+	ch <- c.lost
+}
+
+func (c *redirectCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counters != nil {
+		if n, ok := c.counters(); ok {
+			ch <- prometheus.MustNewConstMetric(c.decisions, prometheus.CounterValue, float64(n.Redirected),
+				redirect.Outbound.String(), redirect.ReasonRedirected.String())
+			ch <- prometheus.MustNewConstMetric(c.decisions, prometheus.CounterValue, float64(n.Captured),
+				redirect.Inbound.String(), redirect.ReasonInboundCaptured.String())
+			ch <- prometheus.MustNewConstMetric(c.lost, prometheus.CounterValue, float64(n.EventsLost))
+		}
+	}
+	for k, n := range c.events {
+		ch <- prometheus.MustNewConstMetric(c.decisions, prometheus.CounterValue, float64(n), k[0], k[1])
+	}
 }
 
 // exporterCollector reads the exporter's counters at scrape time.

@@ -107,9 +107,15 @@ struct event {
 	char comm[16];
 };
 
-/* Counters indexed by reason; per-CPU so the hot path never contends. */
+/* Counters; per-CPU so the hot path never contends. Connections that are captured
+ * as intended are counted, not reported as events: an event wakes the agent, and at
+ * thousands of new connections per second those wake-ups cost more CPU than the
+ * capture itself. The proxies report those flows themselves anyway. Bypasses stay
+ * events: they are rare, and each one is worth seeing. */
 enum counter {
 	COUNTER_EVENTS_LOST = 0,
+	COUNTER_REDIRECTED = 1, /* outbound connections sent to the proxy */
+	COUNTER_CAPTURED = 2,   /* inbound connections assigned to the proxy */
 	COUNTER_MAX = 16,
 };
 
@@ -178,11 +184,30 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Switches the agent sets at load time. */
+enum setting {
+	SETTING_ALL_EVENTS = 0, /* also report captured connections as events */
+	SETTING_MAX = 4,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SETTING_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} settings SEC(".maps");
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
 	if (v)
 		*v += 1;
+}
+
+static __always_inline int setting(__u32 idx)
+{
+	__u32 *v = bpf_map_lookup_elem(&settings, &idx);
+	return v && *v;
 }
 
 static __always_inline void emit(__u64 netns_cookie, __u64 sock_cookie, __u8 dir, __u8 reason,
@@ -340,7 +365,9 @@ static __always_inline int connect_common(struct bpf_sock_addr *ctx, struct addr
 		ctx->user_ip4 = bpf_htonl(0x7f000001);
 	}
 	ctx->user_port = bpf_htons(pod->listen_port);
-	emit(netns_cookie, sock_cookie, DIR_OUTBOUND, REASON_REDIRECTED, family, dst, port, NULL, 0, 1);
+	count(COUNTER_REDIRECTED);
+	if (setting(SETTING_ALL_EVENTS))
+		emit(netns_cookie, sock_cookie, DIR_OUTBOUND, REASON_REDIRECTED, family, dst, port, NULL, 0, 1);
 	return 1;
 
 bypass:
@@ -447,8 +474,13 @@ int hoptrace_sk_lookup(struct bpf_sk_lookup *ctx)
 	}
 	long err = bpf_sk_assign(ctx, sk, 0);
 	bpf_sk_release(sk);
-	emit(pod->netns_cookie, 0, DIR_INBOUND, err ? REASON_INBOUND_ASSIGN_FAILED : REASON_INBOUND_CAPTURED, family,
-	     &dst, port, &src, sport, 0);
+	if (err)
+		emit(pod->netns_cookie, 0, DIR_INBOUND, REASON_INBOUND_ASSIGN_FAILED, family, &dst, port, &src, sport, 0);
+	else {
+		count(COUNTER_CAPTURED);
+		if (setting(SETTING_ALL_EVENTS))
+			emit(pod->netns_cookie, 0, DIR_INBOUND, REASON_INBOUND_CAPTURED, family, &dst, port, &src, sport, 0);
+	}
 	return SK_PASS;
 }
 

@@ -109,6 +109,7 @@ const (
 	RedirectMapPodPorts          = "pod_ports"
 	RedirectMapPodsIn            = "pods_in"
 	RedirectMapPodsOut           = "pods_out"
+	RedirectMapSettings          = "settings"
 	RedirectMapSkipCidrs         = "skip_cidrs"
 	RedirectProgHoptraceConnect4 = "hoptrace_connect4"
 	RedirectProgHoptraceConnect6 = "hoptrace_connect6"
@@ -180,6 +181,7 @@ type RedirectMapSpecs struct {
 	PodPorts         *ebpf.MapSpec `ebpf:"pod_ports"`
 	PodsIn           *ebpf.MapSpec `ebpf:"pods_in"`
 	PodsOut          *ebpf.MapSpec `ebpf:"pods_out"`
+	Settings         *ebpf.MapSpec `ebpf:"settings"`
 	SkipCidrs        *ebpf.MapSpec `ebpf:"skip_cidrs"`
 }
 
@@ -221,6 +223,7 @@ type RedirectMaps struct {
 	PodPorts         *ebpf.Map `ebpf:"pod_ports"`
 	PodsIn           *ebpf.Map `ebpf:"pods_in"`
 	PodsOut          *ebpf.Map `ebpf:"pods_out"`
+	Settings         *ebpf.Map `ebpf:"settings"`
 	SkipCidrs        *ebpf.Map `ebpf:"skip_cidrs"`
 }
 
@@ -235,6 +238,7 @@ func (m *RedirectMaps) Close() error {
 		m.PodPorts,
 		m.PodsIn,
 		m.PodsOut,
+		m.Settings,
 		m.SkipCidrs,
 	)
 }

@@ -78,14 +78,22 @@ func commString(c [16]int8) string {
 // EventsLost returns how many events the kernel dropped because the ring buffer
 // was full (the reader fell behind).
 func (r *Redirector) EventsLost() (uint64, error) {
-	var per []uint64
-	idx := uint32(0) // COUNTER_EVENTS_LOST
-	if err := r.maps.Counters.Lookup(&idx, &per); err != nil {
-		return 0, fmt.Errorf("read event counters: %w", err)
+	c, err := r.Counters()
+	return c.EventsLost, err
+}
+
+// Counters reads the BPF programs' counters. They live in pinned maps, so they
+// go on counting across agent restarts that adopt the pins.
+func (r *Redirector) Counters() (Counters, error) {
+	var c Counters
+	for idx, dst := range []*uint64{&c.EventsLost, &c.Redirected, &c.Captured} { // enum counter
+		var per []uint64
+		if err := r.maps.Counters.Lookup(uint32(idx), &per); err != nil {
+			return Counters{}, fmt.Errorf("read BPF counters: %w", err)
+		}
+		for _, v := range per {
+			*dst += v
+		}
 	}
-	var n uint64
-	for _, v := range per {
-		n += v
-	}
-	return n, nil
+	return c, nil
 }

@@ -77,6 +77,16 @@ func Open(cfg Config) (*Redirector, error) {
 		return nil, err
 	}
 	r.progs, r.maps = objs.RedirectPrograms, objs.RedirectMaps
+	// Adopted maps keep what the last agent set: set it again.
+	var all uint32
+	if cfg.AllEvents {
+		all = 1
+	}
+	if err := r.maps.Settings.Put(uint32(0), all); err != nil { // SETTING_ALL_EVENTS
+		objs.RedirectPrograms.Close()
+		objs.RedirectMaps.Close()
+		return nil, fmt.Errorf("configure BPF programs: %w", err)
+	}
 	return r, nil
 }
 

@@ -120,7 +120,7 @@ type rig struct {
 	pinDir string
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T, opts ...func(*Config)) *rig {
 	t.Helper()
 	testenv.RequirePrivileged(t)
 	pin := testenv.TempBPFFS(t)
@@ -133,7 +133,11 @@ func newRig(t *testing.T) *rig {
 			t.Errorf("close node: %v", err)
 		}
 	})
-	r, err := Open(Config{PinDir: pin})
+	cfg := Config{PinDir: pin}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	r, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,6 +57,20 @@ type Config struct {
 	PinDir       string
 	OutboundPort uint16 // DefaultOutboundPort when 0
 	InboundPort  uint16 // DefaultInboundPort when 0
+
+	// AllEvents reports every capture decision as an Event. Without it only
+	// bypasses are events, and connections captured as intended are counted
+	// (Counters): an event costs a ring-buffer record and a wake-up of the
+	// reader per connection, which at thousands of new connections per second
+	// is more CPU than the capture itself.
+	AllEvents bool
+}
+
+// Counters are the BPF programs' running totals, summed over CPUs.
+type Counters struct {
+	Redirected uint64 // outbound connections sent to the proxy
+	Captured   uint64 // inbound connections assigned to the proxy
+	EventsLost uint64 // events dropped because the ring buffer was full
 }
 
 func (c Config) withDefaults() Config {

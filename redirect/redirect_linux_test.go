@@ -641,16 +641,29 @@ func TestPodDialerErrors(t *testing.T) {
 	}
 }
 
-// Shown: every decision reaches the event ring buffer with pod, pid, comm,
-// original destination and reason.
+// Shown: bypasses reach the event ring buffer with pod, pid, comm, original
+// destination and reason; connections captured as intended are counted; with
+// AllEvents they are events too.
 func TestRedirectEvents(t *testing.T) {
-	g := newRig(t)
+	for _, all := range []bool{false, true} {
+		t.Run(fmt.Sprintf("AllEvents=%v", all), func(t *testing.T) {
+			testRedirectEvents(t, all)
+		})
+	}
+}
+
+func testRedirectEvents(t *testing.T, all bool) {
+	g := newRig(t, func(c *Config) { c.AllEvents = all })
 	a, b := g.pod(t, "a"), g.pod(t, "b")
 	er, err := g.r.Events()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer er.Close()
+	before, err := g.r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
 	attA := g.attach(t, a, func(p *Pod) { p.SkipOutboundPorts = []uint16{9999} })
 	attB := g.attach(t, b, nil)
 	go serveOrigDst(attA.Outbound, attA.OutboundResolver(), "proxy")
@@ -672,22 +685,39 @@ func TestRedirectEvents(t *testing.T) {
 			events <- ev
 		}
 	}()
-	want := map[string]bool{"redirected": false, "excluded-port": false, "captured": false}
-	for !want["redirected"] || !want["excluded-port"] || !want["captured"] {
+	want := map[string]bool{"excluded-port": false}
+	if all {
+		want["redirected"], want["captured"] = false, false
+	}
+	seen := func() bool {
+		for _, ok := range want {
+			if !ok {
+				return false
+			}
+		}
+		return true
+	}
+	for !seen() {
 		select {
 		case ev := <-events:
 			switch {
 			case ev.Reason == ReasonRedirected && ev.Dst.String() == hostPort(b.IPv4, 8080):
+				if !all {
+					t.Errorf("redirected event without AllEvents: %+v", ev)
+				}
 				if ev.PodID != "test/a" || ev.Direction != Outbound || ev.PID == 0 || ev.Comm == "" {
 					t.Errorf("redirected event: %+v", ev)
 				}
 				want["redirected"] = true
 			case ev.Reason == ReasonExcludedPort && ev.Dst.String() == hostPort(b.IPv4, 9999):
-				if ev.PodID != "test/a" || ev.Reason.Redirected() {
+				if ev.PodID != "test/a" || ev.Reason.Redirected() || ev.PID == 0 || ev.Comm == "" {
 					t.Errorf("excluded-port event: %+v", ev)
 				}
 				want["excluded-port"] = true
 			case ev.Reason == ReasonInboundCaptured && ev.Dst.String() == hostPort(b.IPv4, 7070):
+				if !all {
+					t.Errorf("captured event without AllEvents: %+v", ev)
+				}
 				if ev.PodID != "test/b" || ev.Direction != Inbound || ev.Src.Addr() != a.IPv4 {
 					t.Errorf("inbound event: %+v", ev)
 				}
@@ -697,8 +727,21 @@ func TestRedirectEvents(t *testing.T) {
 			t.Fatalf("events seen: %v", want)
 		}
 	}
-	if lost, err := g.r.EventsLost(); err != nil || lost != 0 {
-		t.Errorf("EventsLost = %d, %v", lost, err)
+	after, err := g.r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a→b:8080 is redirected to a's proxy stub, which dials nothing; a→b:9999
+	// bypasses a's proxy and, like the test process's dial to b:7070, is
+	// captured at b.
+	if got := after.Redirected - before.Redirected; got != 1 {
+		t.Errorf("Redirected counted %d, want 1", got)
+	}
+	if got := after.Captured - before.Captured; got != 2 {
+		t.Errorf("Captured counted %d, want 2", got)
+	}
+	if after.EventsLost != 0 {
+		t.Errorf("EventsLost = %d", after.EventsLost)
 	}
 }
 

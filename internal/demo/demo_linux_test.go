@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -181,6 +185,52 @@ func TestDemoTopologyTraces(t *testing.T) {
 			t.Errorf("flows: no redirected %s flow to %s in %s", key, dst, out)
 		}
 	}
+
+	// Captured connections are kernel counters, not events: the metric must
+	// still count them (three hops: three redirected, three captured at least).
+	metrics := adminMetrics(t, env.AdminSocket)
+	for _, series := range []string{
+		`hoptrace_redirect_events_total{direction="outbound",reason="redirected"}`,
+		`hoptrace_redirect_events_total{direction="inbound",reason="captured"}`,
+	} {
+		if n := metricValue(metrics, series); n < 3 {
+			t.Errorf("%s = %v, want >= 3", series, n)
+		}
+	}
+	if n := metricValue(metrics, "hoptrace_redirect_events_lost_total"); n != 0 {
+		t.Errorf("hoptrace_redirect_events_lost_total = %v", n)
+	}
+}
+
+// adminMetrics scrapes the agent's /metrics over its admin socket.
+func adminMetrics(t *testing.T, socket string) string {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}}
+	resp, err := c.Get("http://agent/metrics")
+	if err != nil {
+		t.Fatalf("scrape metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+// metricValue finds one series in a Prometheus text exposition (-1: absent).
+func metricValue(exposition, series string) float64 {
+	for _, line := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 func checkChain(t *testing.T, env *Env, tr jaegertest.Trace) {
