@@ -6,7 +6,8 @@ import (
 	"os"
 )
 
-// Result is one measured run: one load scenario against one setup.
+// Result is one measured run: one load scenario against one setup, in one
+// round (results.runs.json). Summary embeds it for the medians (results.json).
 type Result struct {
 	Scenario  string  `json:"scenario"`   // e.g. "http-1k", "grpc-max", "http-close-max"
 	Setup     string  `json:"setup"`      // e.g. "direct", "hoptrace-100"
@@ -34,6 +35,37 @@ type Result struct {
 	// Load1 is the machine's 1-minute load average when the run began: on a
 	// shared machine, what else was competing for the cores.
 	Load1 float64 `json:"load1"`
+	// Round is the round (1, 2, …) the run belongs to; 0 in a Summary.
+	Round int `json:"round,omitempty"`
+}
+
+// Summary is one (scenario, setup) over all rounds: every field of the
+// embedded Result is the median of that field over the rounds, taken field by
+// field (so p50 and p99 may come from different rounds), plus the spread of
+// the throughput and the tail.
+type Summary struct {
+	Result
+	Runs     int     `json:"runs"` // rounds that measured this cell
+	RPSMin   float64 `json:"rps_min"`
+	RPSMax   float64 `json:"rps_max"`
+	P99MinUs float64 `json:"p99_min_us"`
+	P99MaxUs float64 `json:"p99_max_us"`
+}
+
+// Round says when one round of the matrix ran and how busy the machine was.
+type Round struct {
+	Round   int    `json:"round"`
+	Began   string `json:"began"`   // RFC 3339, UTC
+	Elapsed string `json:"elapsed"` // wall time of the round
+	// Load1 is the 1-minute load average when the round began; Load1Min and
+	// Load1Max range over the starts of its runs.
+	Load1    float64 `json:"load1"`
+	Load1Min float64 `json:"load1_min"`
+	Load1Max float64 `json:"load1_max"`
+	// Conntrack is the number of conntrack entries in the two pods after each
+	// setup's warm-up: 0 means connection tracking is off there, as it must be
+	// for every setup but iptables.
+	Conntrack map[string]int `json:"conntrack,omitempty"`
 }
 
 // Meta says where and how results were measured.
@@ -45,7 +77,10 @@ type Meta struct {
 	Command  string            `json:"command"`
 	Versions map[string]string `json:"versions"` // go, nginx, caddy, fortio, hoptrace
 	Elapsed  string            `json:"elapsed"`  // wall time of the whole matrix
-	Notes    []string          `json:"notes,omitempty"`
+	// RunSeconds is the length of each measured run (-duration).
+	RunSeconds float64  `json:"run_seconds,omitempty"`
+	Rounds     []Round  `json:"rounds,omitempty"`
+	Notes      []string `json:"notes,omitempty"`
 }
 
 // WriteJSON writes v as indented JSON to path, through a temporary file so a

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # make bench: load benchmarks of hoptrace against the physical limit (no proxy)
-# and its peers (the same proxy behind iptables, nginx, Caddy), in one run on a
-# node in a box. Writes bench/results.json (+ results.meta.json) and the
-# "Load benchmarks (make bench)" section of docs/benchmarks.md. About 10 minutes.
+# and its peers (the same proxy behind iptables, nginx, Caddy) on a node in a
+# box, the whole matrix repeated in rounds (benchrun -rounds), each round on
+# fresh pods. Writes bench/results.json (medians over the rounds),
+# results.runs.json (every run), results.meta.json and the "Load benchmarks
+# (make bench)" section of docs/benchmarks.md. About 10 minutes.
 #
 # Needs root: it creates network namespaces, veths and cgroups, loads BPF and
 # installs iptables rules inside the benchmark pods' own namespaces. Everything
@@ -10,7 +12,10 @@
 #
 # Environment (all optional):
 #   HOPTRACE_CACHE   cache root for fortio and caddy (default ~/.cache/hoptrace)
-#   BENCH_ARGS       extra benchrun flags, e.g. "-duration 2s -setups direct,hoptrace-100"
+#   BENCH_ARGS       extra benchrun flags, e.g. "-duration 2s -rounds 2 -setups direct,hoptrace-100".
+#                    With -out elsewhere than bench/results.json, bench/ and
+#                    docs/ are left alone: the report goes next to the results
+#                    (-out /tmp/r.json: /tmp/r.md).
 #   BENCH_KEEP=1     keep the work dir (logs, configs, fortio JSON) afterwards
 #   BENCH_REPORT_ONLY=1  only regenerate docs/benchmarks.md from bench/results.json
 set -euo pipefail
@@ -24,8 +29,24 @@ TOOLS=$CACHE/bin
 
 log() { echo "bench.sh: $*" >&2; }
 
+# The results file benchrun writes: bench/results.json unless BENCH_ARGS says
+# -out (the flag package takes the last one given).
+RESULTS=bench/results.json
+# shellcheck disable=SC2206 # BENCH_ARGS is a list of flags
+args=(${BENCH_ARGS:-})
+for ((i = 0; i < ${#args[@]}; i++)); do
+	case ${args[i]} in
+	-out | --out) RESULTS=${args[i + 1]:-} ;;
+	-out=* | --out=*) RESULTS=${args[i]#*=} ;;
+	esac
+done
+DOC=docs/benchmarks.md
+if [[ $(realpath -m "$RESULTS") != $(realpath -m bench/results.json) ]]; then
+	DOC=${RESULTS%.json}.md
+fi
+
 report() {
-	go run ./bench/cmd/benchreport -results bench/results.json -doc docs/benchmarks.md
+	go run ./bench/cmd/benchreport -results "$RESULTS" -doc "$DOC"
 }
 
 if [[ ${BENCH_REPORT_ONLY:-} == 1 ]]; then
@@ -108,4 +129,4 @@ done
 	-out bench/results.json -command "make bench${BENCH_ARGS:+ BENCH_ARGS='$BENCH_ARGS'}" ${BENCH_ARGS:-}
 report
 ok=1
-log "done: bench/results.json, docs/benchmarks.md"
+log "done: $RESULTS (+ ${RESULTS%.json}.runs.json, ${RESULTS%.json}.meta.json), $DOC"

@@ -1,13 +1,16 @@
 // Command benchreport writes the "Load benchmarks (make bench)" section of
-// docs/benchmarks.md from bench/results.json and results.meta.json, so a rerun
-// of `make bench` updates the tables and the target verdicts. Only the text
+// docs/benchmarks.md from bench/results.json (medians over the rounds),
+// results.runs.json (every run) and results.meta.json, so a rerun of `make
+// bench` updates the tables and the target verdicts. Only the text
 // between the section's markers is replaced; the rest of the file (other
 // benchmark sections, hand-written analysis) is kept.
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log"
 	"os"
 	"strings"
@@ -33,15 +36,23 @@ func main() {
 }
 
 func run(resultsPath, docPath string) error {
-	var rs []bench.Result
-	if err := bench.ReadJSON(resultsPath, &rs); err != nil {
+	var sums []bench.Summary
+	if err := bench.ReadJSON(resultsPath, &sums); err != nil {
+		return err
+	}
+	base := strings.TrimSuffix(resultsPath, ".json")
+	var runs []bench.Result
+	if err := bench.ReadJSON(base+".runs.json", &runs); errors.Is(err, fs.ErrNotExist) {
+		runs = nil // results of a harness from before rounds: one run per cell
+	} else if err != nil {
 		return err
 	}
 	var meta bench.Meta
-	if err := bench.ReadJSON(strings.TrimSuffix(resultsPath, ".json")+".meta.json", &meta); err != nil {
+	if err := bench.ReadJSON(base+".meta.json", &meta); err != nil {
 		return err
 	}
-	block := beginMarker + "\n" + render(rs, meta) + endMarker
+	x := index(sums, runs)
+	block := beginMarker + "\n" + render(x, meta) + endMarker
 	old, err := os.ReadFile(docPath)
 	if err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("read %s: %w", docPath, err)
@@ -53,7 +64,7 @@ func run(resultsPath, docPath string) error {
 	if err := os.WriteFile(docPath, []byte(out), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", docPath, err)
 	}
-	log.Printf("updated %s from %d runs", docPath, len(rs))
+	log.Printf("updated %s from %d runs (rounds: %d)", docPath, len(x.runs), x.rounds)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -29,15 +30,32 @@ var scenarioInfo = []struct{ name, what string }{
 	{"http-conn1000", "HTTP/1.1 keep-alive, 2,000 req/s spread over 1,000 open connections (agent memory)"},
 }
 
-func render(rs []bench.Result, meta bench.Meta) string {
+func render(x results, meta bench.Meta) string {
 	var b strings.Builder
-	idx := index(rs)
-	fmt.Fprintf(&b, "Measured %s on a **shared 2-core VM**: other engineers' builds and tests ran on the same two cores during the run, so absolute numbers move between runs by tens of percent. Every setup ran in the same invocation, one after the other; read the ratios against **direct** of the same run.\n\n", meta.Date)
-	fmt.Fprintf(&b, "- Machine: %s, %d cores, Linux %s; 1-minute load average (this benchmark included) when runs began: %s\n", meta.CPU, meta.Cores, meta.Kernel, loadRange(rs))
+	multi := x.rounds > 1
+	fmt.Fprintf(&b, "Measured %s on a **shared 2-core VM**: other engineers' builds and tests ran on the same two cores during the run, so absolute numbers move between runs by tens of percent. ", meta.Date)
+	if multi {
+		fmt.Fprintf(&b, "The whole matrix ran %d times (rounds), in one invocation: each round ran every setup once, always in the same order (iptables last), on fresh pods, so slow changes of the machine's load fall on every setup alike. Every number is the median over the rounds, each field on its own; ratios and differences against **direct**, and the comparisons the targets make, are taken within a round and their median given, with the lowest and highest round in brackets.\n\n", x.rounds)
+	} else {
+		b.WriteString("Every setup ran in the same invocation, one after the other; read the ratios against **direct** of the same run.\n\n")
+	}
+	fmt.Fprintf(&b, "- Machine: %s, %d cores, Linux %s; %s\n", meta.CPU, meta.Cores, meta.Kernel, loadAverages(x.runs, meta.Rounds))
 	fmt.Fprintf(&b, "- Versions: %s\n", versions(meta.Versions))
-	fmt.Fprintf(&b, "- Command: `%s` (as root; whole matrix %s)\n", meta.Command, meta.Elapsed)
-	b.WriteString("- Load: fortio `load` in the client pod (its cgroup and netns), fortio `server` in the server pod (HTTP echo on :8080, gRPC ping on :8079); runs of " + runLength(rs) + " each, after a short unrecorded warm-up per setup. Latency percentiles come from fortio's histogram at 1 µs resolution (buckets widen above 1 ms).\n")
-	b.WriteString("- CPU is utime+stime of the setup's proxy processes (the agent; iptproxy; both nginx masters and workers; both Caddy processes) over the run, from `/proc/<pid>/stat`; RSS is their peak resident memory during the run (VmHWM, reset before each run), summed. The OTLP receiver, fortio and the kernel's softirq work are not charged to anyone.\n\n")
+	if multi {
+		fmt.Fprintf(&b, "- Command: `%s` (as root; %d rounds in %s)\n", meta.Command, x.rounds, meta.Elapsed)
+	} else {
+		fmt.Fprintf(&b, "- Command: `%s` (as root; whole matrix %s)\n", meta.Command, meta.Elapsed)
+	}
+	warmup := "per setup"
+	if multi {
+		warmup = "per setup and round"
+	}
+	b.WriteString("- Load: fortio `load` in the client pod (its cgroup and netns), fortio `server` in the server pod (HTTP echo on :8080, gRPC ping on :8079); runs of " + runLength(x.runs, meta) + " each, after a short unrecorded warm-up " + warmup + ". Latency percentiles come from fortio's histogram at 1 µs resolution (buckets widen above 1 ms).\n")
+	b.WriteString("- CPU is utime+stime of the setup's proxy processes (the agent; iptproxy; both nginx masters and workers; both Caddy processes) over the run, from `/proc/<pid>/stat`; RSS is their peak resident memory during the run (VmHWM, reset before each run), summed. The OTLP receiver, fortio and the kernel's softirq work are not charged to anyone.\n")
+	if ct := conntrackLine(meta.Rounds); ct != "" {
+		b.WriteString("- " + ct + "\n")
+	}
+	b.WriteString("\n")
 	for _, n := range meta.Notes {
 		fmt.Fprintf(&b, "> **Run problem:** %s\n\n", n)
 	}
@@ -47,50 +65,91 @@ func render(rs []bench.Result, meta bench.Meta) string {
 		fmt.Fprintf(&b, "| %s | %s |\n", s.name, s.what)
 	}
 	b.WriteString("\n### Targets\n\n")
-	b.WriteString(targetsTable(idx))
+	if multi {
+		b.WriteString("Each verdict is taken on the median over the rounds of the numbers it compares; when some rounds meet the target and others do not, it says *not decided*.\n\n")
+	}
+	b.WriteString(targetsTable(x))
 
 	b.WriteString("\n### Results\n\n")
-	b.WriteString("Latencies in µs. `+p50`/`+p99`: added to direct's percentile by the setup's two proxies (four legs, one hop). `CPU µs/req`: proxy CPU per request. `peak RSS MB`: VmHWM, with the anonymous part (heap, stacks) at the sampled peak in brackets; the rest is mapped files, mostly the binary itself. `threads`: most OS threads seen. `spans/req`: spans the receiver got per request (hoptrace records 4, Caddy 2; fewer means spans were dropped).\n")
+	b.WriteString("Latencies in µs. ")
+	if multi {
+		b.WriteString("Medians over the rounds; for req/s and p99 the lowest and highest round in brackets. `× direct`, `+p50`, `+p99`, `CPU µs/req` and `spans/req` are computed per round (against direct of the same round) and their median shown. ")
+	}
+	b.WriteString("`+p50`/`+p99`: added to direct's percentile by the setup's two proxies (four legs, one hop). `CPU µs/req`: proxy CPU per request. `peak RSS MB`: VmHWM, with the anonymous part (heap, stacks) at the sampled peak in brackets; the rest is mapped files, mostly the binary itself. `threads`: most OS threads seen. `spans/req`: spans the receiver got per request (hoptrace records 4, Caddy 2; fewer means spans were dropped).\n")
 	for _, sc := range scenarioInfo {
-		rows := idx.scenario(sc.name)
+		rows := x.scenario(sc.name)
 		if len(rows) == 0 {
 			continue
 		}
 		fmt.Fprintf(&b, "\n#### %s — %s\n\n", sc.name, sc.what)
 		b.WriteString("| setup | req/s | × direct | p50 | p90 | p99 | p99.9 | +p50 | +p99 | errors | CPU s | CPU µs/req | peak RSS MB | threads | spans/req |\n")
 		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		base, hasBase := idx.get("direct", sc.name)
 		for _, r := range rows {
 			ratio, addP50, addP99 := "", "", ""
-			if hasBase && base.RPS > 0 {
-				ratio = fmt.Sprintf("%.2f", r.RPS/base.RPS)
+			if ratios := x.paired(r.Setup, "direct", sc.name, rpsRatio); len(ratios) > 0 {
+				ratio = fmt.Sprintf("%.2f", bench.Median(ratios))
 				if r.Setup != "direct" {
-					addP50 = fmt.Sprintf("%+.0f", r.P50us-base.P50us)
-					addP99 = fmt.Sprintf("%+.0f", r.P99us-base.P99us)
+					addP50 = fmt.Sprintf("%+.0f", bench.Median(x.paired(r.Setup, "direct", sc.name, func(a, b bench.Result) float64 { return a.P50us - b.P50us })))
+					addP99 = fmt.Sprintf("%+.0f", bench.Median(x.paired(r.Setup, "direct", sc.name, func(a, b bench.Result) float64 { return a.P99us - b.P99us })))
 				}
 			}
 			cpu, perReq, rss, threads, spansPerReq := "–", "–", "–", "–", "–"
 			if r.Setup != "direct" {
 				cpu = fmt.Sprintf("%.2f", r.CPUSeconds)
-				if r.Requests > 0 {
-					perReq = fmt.Sprintf("%.0f", r.CPUSeconds/float64(r.Requests)*1e6)
+				if v := x.each(r.Setup, sc.name, perRequest(func(r bench.Result) float64 { return r.CPUSeconds * 1e6 })); len(v) > 0 {
+					perReq = fmt.Sprintf("%.0f", bench.Median(v))
 				}
 				rss = fmt.Sprintf("%.1f (%.1f)", r.RSSMB, r.AnonMB)
 				threads = fmt.Sprint(r.Threads)
 			}
-			if r.Spans > 0 && r.Requests > 0 {
-				spansPerReq = fmt.Sprintf("%.2f", float64(r.Spans)/float64(r.Requests))
+			if r.Spans > 0 {
+				if v := x.each(r.Setup, sc.name, perRequest(func(r bench.Result) float64 { return float64(r.Spans) })); len(v) > 0 {
+					spansPerReq = fmt.Sprintf("%.2f", bench.Median(v))
+				}
 			}
-			fmt.Fprintf(&b, "| %s | %.0f | %s | %.0f | %.0f | %.0f | %.0f | %s | %s | %d | %s | %s | %s | %s | %s |\n",
-				r.Setup, r.RPS, ratio, r.P50us, r.P90us, r.P99us, r.P999us, addP50, addP99, r.Errors, cpu, perReq, rss, threads, spansPerReq)
+			rps, p99 := fmt.Sprintf("%.0f", r.RPS), fmt.Sprintf("%.0f", r.P99us)
+			if r.Runs > 1 {
+				rps += fmt.Sprintf(" (%.0f–%.0f)", r.RPSMin, r.RPSMax)
+				p99 += fmt.Sprintf(" (%.0f–%.0f)", r.P99MinUs, r.P99MaxUs)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %.0f | %s | %.0f | %s | %s | %d | %s | %s | %s | %s | %s |\n",
+				r.Setup, rps, ratio, r.P50us, r.P90us, p99, r.P999us, addP50, addP99, r.Errors, cpu, perReq, rss, threads, spansPerReq)
 		}
 	}
-	b.WriteString("\nRaw numbers: `bench/results.json` (one object per run) and `bench/results.meta.json`.\n")
+	if multi {
+		b.WriteString("\nRaw numbers: `bench/results.json` (the medians, one object per setup and scenario), `bench/results.runs.json` (every run, with its round) and `bench/results.meta.json` (machine, versions, and the load average and conntrack check of each round).\n")
+	} else {
+		b.WriteString("\nRaw numbers: `bench/results.json` (one object per run) and `bench/results.meta.json`.\n")
+	}
 	return b.String()
 }
 
-// loadRange is the lowest and highest load average runs started at: 2.0 means
-// both cores were already busy with something.
+// perRequest divides f by the run's requests; runs without requests are
+// skipped (NaN is filtered by the caller's Median of what remains).
+func perRequest(f func(bench.Result) float64) func(bench.Result) float64 {
+	return func(r bench.Result) float64 {
+		if r.Requests == 0 {
+			return 0
+		}
+		return f(r) / float64(r.Requests)
+	}
+}
+
+// loadAverages says how busy the machine was: per round when the round began
+// and the range over its runs' starts, else the range over all runs. 2.0
+// means both cores were already busy with something.
+func loadAverages(runs []bench.Result, rounds []bench.Round) string {
+	if len(rounds) > 1 {
+		parts := make([]string, 0, len(rounds))
+		for _, r := range rounds {
+			parts = append(parts, fmt.Sprintf("round %d: %.1f (%.1f–%.1f)", r.Round, r.Load1, r.Load1Min, r.Load1Max))
+		}
+		return "1-minute load average (this benchmark included) when each round began, and in brackets the range over the starts of its runs: " + strings.Join(parts, ", ")
+	}
+	return "1-minute load average (this benchmark included) when runs began: " + loadRange(runs)
+}
+
+// loadRange is the lowest and highest load average runs started at.
 func loadRange(rs []bench.Result) string {
 	if len(rs) == 0 {
 		return "unknown"
@@ -100,6 +159,43 @@ func loadRange(rs []bench.Result) string {
 		lo, hi = min(lo, r.Load1), max(hi, r.Load1)
 	}
 	return fmt.Sprintf("%.1f to %.1f", lo, hi)
+}
+
+// conntrackLine reports the check that connection tracking was off in the
+// pods for every setup but iptables: the entries after each warm-up.
+func conntrackLine(rounds []bench.Round) string {
+	var off []string
+	lo, hi, nat := -1, -1, false
+	bad := false
+	for _, r := range rounds {
+		for setup, n := range r.Conntrack {
+			if setup == "iptables" || strings.HasPrefix(setup, "iptables-") {
+				if !nat || n < lo {
+					lo = n
+				}
+				hi = max(hi, n)
+				nat = true
+				continue
+			}
+			if n > 0 {
+				bad = true
+			}
+			if !slices.Contains(off, setup) {
+				off = append(off, setup)
+			}
+		}
+	}
+	if len(off) == 0 || bad {
+		return "" // a problem is reported as a run problem
+	}
+	s := "Connection tracking in the pods, checked after every warm-up: 0 entries for every setup but iptables"
+	switch {
+	case nat && lo == hi:
+		s += fmt.Sprintf(" (%d, from its REDIRECT rules)", lo)
+	case nat:
+		s += fmt.Sprintf(" (%d to %d, from its REDIRECT rules)", lo, hi)
+	}
+	return s + "."
 }
 
 func versions(v map[string]string) string {
@@ -115,41 +211,14 @@ func versions(v map[string]string) string {
 	return strings.Join(parts, ", ")
 }
 
-func runLength(rs []bench.Result) string {
+func runLength(rs []bench.Result, meta bench.Meta) string {
+	if meta.RunSeconds > 0 {
+		return fmt.Sprintf("%g s", meta.RunSeconds)
+	}
 	for _, r := range rs {
 		if r.QPSTarget > 0 && r.DurationS > 0 {
 			return fmt.Sprintf("%.0f s", r.DurationS)
 		}
 	}
 	return "a few seconds"
-}
-
-// results indexes runs by setup and scenario.
-type results struct {
-	rs []bench.Result
-	by map[[2]string]bench.Result
-}
-
-func index(rs []bench.Result) results {
-	idx := results{rs: rs, by: map[[2]string]bench.Result{}}
-	for _, r := range rs {
-		idx.by[[2]string{r.Setup, r.Scenario}] = r
-	}
-	return idx
-}
-
-func (x results) get(setup, scenario string) (bench.Result, bool) {
-	r, ok := x.by[[2]string{setup, scenario}]
-	return r, ok
-}
-
-// scenario returns the runs of one scenario in setupInfo order.
-func (x results) scenario(name string) []bench.Result {
-	var out []bench.Result
-	for _, s := range setupInfo {
-		if r, ok := x.get(s.name, name); ok {
-			out = append(out, r)
-		}
-	}
-	return out
 }

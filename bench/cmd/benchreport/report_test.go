@@ -41,7 +41,11 @@ func TestTargets(t *testing.T) {
 		{Setup: "iptables", Scenario: "http-close-max", RPS: 2900, Errors: 1},
 		{Setup: "hoptrace-0", Scenario: "http-conn1000", RSSMB: 49},
 	}
-	x := index(rs)
+	var sums []bench.Summary
+	for _, r := range rs {
+		sums = append(sums, bench.Summary{Result: r})
+	}
+	x := index(sums, nil) // results.json from before rounds: no runs file
 	got := map[string]string{}
 	for _, v := range append(append(append(latencyTargets(x), throughputTargets(x)...), captureTarget(x), errorTarget(x)), memoryTargets(x)...) {
 		got[v.target] = v.status()
@@ -60,6 +64,173 @@ func TestTargets(t *testing.T) {
 	for k, w := range want {
 		if got[k] != w {
 			t.Errorf("%s: %q, want %q", k, got[k], w)
+		}
+	}
+}
+
+// rounds builds results of several rounds: vals[setup][i] is what f sets in
+// round i+1.
+func rounds(scenario string, f func(*bench.Result, float64), vals map[string][]float64) results {
+	var runs []bench.Result
+	for setup, vs := range vals {
+		for i, v := range vs {
+			r := bench.Result{Setup: setup, Scenario: scenario, Round: i + 1, RPS: 1000}
+			f(&r, v)
+			runs = append(runs, r)
+		}
+	}
+	return index(bench.Summarize(runs), runs)
+}
+
+func setRPS(r *bench.Result, v float64) { r.RPS = v }
+
+func TestVerdictOverRounds(t *testing.T) {
+	tests := []struct {
+		name         string
+		hop, ipt     []float64 // http-close-max req/s per round
+		status, meas string
+	}{
+		{"met in every round", []float64{5000, 5200, 5100}, []float64{4000, 5000, 4900},
+			"met", "5100 vs 4900 conn/s: 1.04× (1.04–1.25 over 3 rounds)"},
+		{"missed in every round", []float64{4000, 4100, 3900}, []float64{5000, 5000, 5000},
+			"**not met**", "4000 vs 5000 conn/s: 0.80× (0.78–0.82 over 3 rounds)"},
+		// The numbers of the two runs of 2026-11-21: 1.26× then 0.91×, and a
+		// third round in between.
+		{"straddles the threshold", []float64{4137, 4932, 5000}, []float64{3287, 5396, 4800},
+			"not decided (median met; met in 2 of 3 rounds)", "4932 vs 4800 conn/s: 1.04× (0.91–1.26 over 3 rounds)"},
+		{"straddles, median below", []float64{4137, 4932, 4000}, []float64{3287, 5396, 4800},
+			"not decided (median not met; met in 1 of 3 rounds)", "4137 vs 4800 conn/s: 0.91× (0.83–1.26 over 3 rounds)"},
+		{"one round", []float64{4932}, []float64{5396}, "**not met**", "4932 vs 5396 conn/s (0.91×)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			x := rounds("http-close-max", setRPS, map[string][]float64{"hoptrace-0": tt.hop, "iptables": tt.ipt})
+			v := captureTarget(x)
+			if v.status() != tt.status || v.measured != tt.meas {
+				t.Errorf("got %q: %q\nwant %q: %q", v.status(), v.measured, tt.status, tt.meas)
+			}
+		})
+	}
+}
+
+// Latency targets compare with direct of the same round, and need both
+// percentiles to hold in a round for it to count as met.
+func TestLatencyVerdictPairsRounds(t *testing.T) {
+	run := func(setup string, round int, p50, p99 float64) bench.Result {
+		return bench.Result{Setup: setup, Scenario: "http-1k", Round: round, RPS: 1000, P50us: p50, P99us: p99}
+	}
+	tests := []struct {
+		name   string
+		runs   []bench.Result
+		status string
+		meas   string
+	}{
+		{
+			// Direct's p99 drifts from 1.2 to 1.95 ms and the proxy's with
+			// it: each round is compared with its own direct.
+			name: "drift within a round",
+			runs: []bench.Result{
+				run("direct", 1, 150, 1200), run("hoptrace-0", 1, 260, 1500),
+				run("direct", 2, 160, 1950), run("hoptrace-0", 2, 280, 2600),
+				run("direct", 3, 150, 1300), run("hoptrace-0", 3, 270, 1950),
+			},
+			status: "met",
+			meas:   "+120 µs p50 (+110 to +120), +650 µs p99 (+300 to +650) over 3 rounds (270/1950 vs direct 150/1300)",
+		},
+		{
+			// Each round misses one of the two, never the same: no round
+			// meets the target, though both medians would.
+			name: "every round misses something",
+			runs: []bench.Result{
+				run("direct", 1, 100, 1000), run("hoptrace-0", 1, 280, 1100),
+				run("direct", 2, 100, 1000), run("hoptrace-0", 2, 200, 2500),
+				run("direct", 3, 100, 1000), run("hoptrace-0", 3, 200, 2500),
+				run("direct", 4, 100, 1000), run("hoptrace-0", 4, 280, 1100),
+			},
+			status: "not decided (median met; met in 0 of 4 rounds)",
+			meas:   "+140 µs p50 (+100 to +180), +800 µs p99 (+100 to +1500) over 4 rounds (240/1800 vs direct 100/1000)",
+		},
+		{
+			name: "p99 straddles",
+			runs: []bench.Result{
+				run("direct", 1, 100, 1000), run("hoptrace-0", 1, 200, 1500),
+				run("direct", 2, 100, 1000), run("hoptrace-0", 2, 200, 2200),
+				run("direct", 3, 100, 1000), run("hoptrace-0", 3, 200, 2100),
+			},
+			status: "not decided (median not met; met in 1 of 3 rounds)",
+			meas:   "+100 µs p50 (+100 to +100), +1100 µs p99 (+500 to +1200) over 3 rounds (200/2100 vs direct 100/1000)",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			x := index(bench.Summarize(tt.runs), tt.runs)
+			var v verdict
+			for _, l := range latencyTargets(x) {
+				if strings.HasPrefix(l.target, "hoptrace-0, http-1k") {
+					v = l
+				}
+			}
+			if v.status() != tt.status || v.measured != tt.meas {
+				t.Errorf("got %q: %q\nwant %q: %q", v.status(), v.measured, tt.status, tt.meas)
+			}
+		})
+	}
+}
+
+func TestMemoryAndErrorsOverRounds(t *testing.T) {
+	x := rounds("http-conn1000", func(r *bench.Result, v float64) { r.RSSMB = v }, map[string][]float64{
+		"hoptrace-0": {48, 52, 49}, "hoptrace-100": {60, 61, 59}})
+	got := map[string]string{}
+	for _, v := range memoryTargets(x) {
+		got[v.target] = v.status() + ": " + v.measured
+	}
+	for k, w := range map[string]string{
+		"hoptrace-0: agent peak RSS < 50 MB with 1,000 connections":   "not decided (median met; met in 2 of 3 rounds): 49.0 MB (48.0–52.0 over 3 rounds; anonymous 0.0 MB, mapped files 0.0 MB; 0 threads)",
+		"hoptrace-100: agent peak RSS < 50 MB with 1,000 connections": "**not met**: 60.0 MB (59.0–61.0 over 3 rounds; anonymous 0.0 MB, mapped files 0.0 MB; 0 threads)",
+	} {
+		if got[k] != w {
+			t.Errorf("%s:\n got %q\nwant %q", k, got[k], w)
+		}
+	}
+	// Errors count in every run, not in the median: one bad round fails it.
+	x = rounds("http-1k", func(r *bench.Result, v float64) { r.Errors = int64(v) }, map[string][]float64{"nginx": {0, 2, 0}})
+	if v := errorTarget(x); v.status() != "**not met**" || v.measured != "nginx/http-1k (round 2): 2" {
+		t.Errorf("errors: %s: %s", v.status(), v.measured)
+	}
+	if s := x.by[[2]string{"nginx", "http-1k"}]; s.Errors != 0 {
+		t.Errorf("median errors %d, want 0", s.Errors)
+	}
+}
+
+func TestRenderRounds(t *testing.T) {
+	var runs []bench.Result
+	for round := 1; round <= 3; round++ {
+		f := float64(round)
+		runs = append(runs,
+			bench.Result{Round: round, Setup: "direct", Scenario: "http-max", RPS: 30000 + 1000*f, P50us: 300, P99us: 4000 + 100*f, Requests: 300000, DurationS: 3},
+			bench.Result{Round: round, Setup: "hoptrace-100", Scenario: "http-max", RPS: 7000 + 100*f, P50us: 1800, P99us: 7000, Requests: 70000, CPUSeconds: 8, Spans: 280000, DurationS: 3},
+		)
+	}
+	meta := bench.Meta{Date: "2026-11-22T00:00:00Z", Elapsed: "9m50s", RunSeconds: 3, Command: "make bench",
+		Rounds: []bench.Round{
+			{Round: 1, Load1: 1.5, Load1Min: 1.2, Load1Max: 2.5, Conntrack: map[string]int{"direct": 0, "hoptrace-100": 0, "iptables": 40}},
+			{Round: 2, Load1: 2.5, Load1Min: 2.0, Load1Max: 3.1, Conntrack: map[string]int{"direct": 0, "hoptrace-100": 0, "iptables": 38}},
+			{Round: 3, Load1: 3.0, Load1Min: 2.2, Load1Max: 4.0, Conntrack: map[string]int{"direct": 0, "hoptrace-100": 0, "iptables": 41}},
+		}}
+	out := render(index(bench.Summarize(runs), runs), meta)
+	for _, want := range []string{
+		"The whole matrix ran 3 times (rounds)",
+		"round 1: 1.5 (1.2–2.5), round 2: 2.5 (2.0–3.1), round 3: 3.0 (2.2–4.0)",
+		"(as root; 3 rounds in 9m50s)",
+		"runs of 3 s each",
+		"0 entries for every setup but iptables (38 to 41, from its REDIRECT rules)",
+		"| direct | 32000 (31000–33000) | 1.00 | 300 | 0 | 4200 (4100–4300) |",
+		// × direct per round: 7100/31000, 7200/32000, 7300/33000 → median 0.225.
+		"| hoptrace-100 | 7200 (7100–7300) | 0.23 | 1800 | 0 | 7000 (7000–7000) | 0 | +1500 | +2800 | 0 | 8.00 | 114 | 0.0 (0.0) | 0 | 4.00 |",
+		"`bench/results.runs.json` (every run, with its round)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
 }

@@ -3,24 +3,72 @@ package main
 import (
 	"fmt"
 	"strings"
+
+	"github.com/hoptrace/hoptrace/bench"
 )
 
 // A verdict on one target: what was compared and whether it holds.
+//
+// A target is decided on the medians over the rounds of its deciding numbers
+// (conds). When the rounds fall on both sides of the threshold, the medians
+// alone would call it on noise, so it is reported as not decided.
 type verdict struct {
 	target   string
 	measured string
-	met      bool
-	missing  bool // the runs it needs are not in the results
+	missing  bool   // the runs it needs are not in the results
+	conds    []cond // all must hold; empty: met decides
+	met      bool   // for targets without conds
+}
+
+// cond is one deciding number, measured once per round, and its threshold.
+// The conds of a verdict have their values in the same rounds, in the same
+// order.
+type cond struct {
+	vals []float64
+	ok   func(float64) bool
+}
+
+// holds is whether every cond holds for the medians, and in how many of the
+// rounds all of them held.
+func (v verdict) holds() (median bool, rounds, of int) {
+	median = true
+	for _, c := range v.conds {
+		median = median && c.ok(bench.Median(c.vals))
+	}
+	of = len(v.conds[0].vals)
+	for i := range of {
+		all := true
+		for _, c := range v.conds {
+			all = all && c.ok(c.vals[i])
+		}
+		if all {
+			rounds++
+		}
+	}
+	return median, rounds, of
 }
 
 func (v verdict) status() string {
 	switch {
 	case v.missing:
 		return "not measured"
-	case v.met:
+	case len(v.conds) == 0 && v.met:
 		return "met"
+	case len(v.conds) == 0:
+		return "**not met**"
 	}
-	return "**not met**"
+	median, rounds, of := v.holds()
+	switch {
+	case median && rounds == of:
+		return "met"
+	case !median && rounds == 0:
+		return "**not met**"
+	}
+	lean := "met"
+	if !median {
+		lean = "not met"
+	}
+	return fmt.Sprintf("not decided (median %s; met in %d of %d rounds)", lean, rounds, of)
 }
 
 func targetsTable(x results) string {
@@ -38,8 +86,41 @@ func targetsTable(x results) string {
 	return b.String()
 }
 
+// spreadOf is " (lo–hi)" of values measured in more than one round, else "".
+// signed writes "+lo to +hi" for differences.
+func spreadOf(vals []float64, format string, signed bool) string {
+	s := bench.SpreadOf(vals)
+	if s.N < 2 {
+		return ""
+	}
+	sep := "–"
+	if signed {
+		sep = " to "
+	}
+	return " (" + fmt.Sprintf(format, s.Min) + sep + fmt.Sprintf(format, s.Max) + ")"
+}
+
+// overRounds is " over N rounds" when there was more than one.
+func overRounds(vals []float64) string {
+	if len(vals) < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" over %d rounds", len(vals))
+}
+
+// ratioMeasured is "a vs b unit: 0.91× (0.85–1.10 over 3 rounds)", or with one
+// round "a vs b unit (0.91×)".
+func ratioMeasured(a, b float64, unit string, ratios []float64) string {
+	m := bench.Median(ratios)
+	if len(ratios) < 2 {
+		return fmt.Sprintf("%.0f vs %.0f %s (%.2f×)", a, b, unit, m)
+	}
+	s := bench.SpreadOf(ratios)
+	return fmt.Sprintf("%.0f vs %.0f %s: %.2f× (%.2f–%.2f over %d rounds)", a, b, unit, m, s.Min, s.Max, s.N)
+}
+
 // latencyTargets: added latency per hop (four legs) at 1,000 req/s, p50 <
-// 150 µs and p99 < 1 ms over direct, for the traced agent.
+// 150 µs and p99 < 1 ms over direct of the same round.
 func latencyTargets(x results) []verdict {
 	var out []verdict
 	for _, sc := range []string{"http-1k", "grpc-1k"} {
@@ -47,14 +128,20 @@ func latencyTargets(x results) []verdict {
 			v := verdict{target: fmt.Sprintf("%s, %s: added p50 < 150 µs, p99 < 1 ms per hop", setup, sc)}
 			base, ok1 := x.get("direct", sc)
 			r, ok2 := x.get(setup, sc)
-			if !ok1 || !ok2 {
+			d50 := x.paired(setup, "direct", sc, func(a, b bench.Result) float64 { return a.P50us - b.P50us })
+			d99 := x.paired(setup, "direct", sc, func(a, b bench.Result) float64 { return a.P99us - b.P99us })
+			if !ok1 || !ok2 || len(d50) == 0 {
 				v.missing = true
 				out = append(out, v)
 				continue
 			}
-			d50, d99 := r.P50us-base.P50us, r.P99us-base.P99us
-			v.measured = fmt.Sprintf("+%.0f µs p50, +%.0f µs p99 (%.0f/%.0f vs direct %.0f/%.0f)", d50, d99, r.P50us, r.P99us, base.P50us, base.P99us)
-			v.met = d50 < 150 && d99 < 1000
+			v.measured = fmt.Sprintf("%+.0f µs p50%s, %+.0f µs p99%s%s (%.0f/%.0f vs direct %.0f/%.0f)",
+				bench.Median(d50), spreadOf(d50, "%+.0f", true), bench.Median(d99), spreadOf(d99, "%+.0f", true), overRounds(d50),
+				r.P50us, r.P99us, base.P50us, base.P99us)
+			v.conds = []cond{
+				{d50, func(d float64) bool { return d < 150 }},
+				{d99, func(d float64) bool { return d < 1000 }},
+			}
 			out = append(out, v)
 		}
 	}
@@ -73,17 +160,27 @@ func throughputTargets(x results) []verdict {
 			v := verdict{target: fmt.Sprintf("%s: hoptrace-100 ≥ %g× %s", sc, peer.factor, peer.name)}
 			h, ok1 := x.get("hoptrace-100", sc)
 			p, ok2 := x.get(peer.name, sc)
-			if !ok1 || !ok2 || p.RPS == 0 {
+			ratios := x.paired("hoptrace-100", peer.name, sc, rpsRatio)
+			if !ok1 || !ok2 || len(ratios) == 0 {
 				v.missing = true
 				out = append(out, v)
 				continue
 			}
-			v.measured = fmt.Sprintf("%.0f vs %.0f req/s (%.2f×)", h.RPS, p.RPS, h.RPS/p.RPS)
-			v.met = h.RPS >= peer.factor*p.RPS
+			v.measured = ratioMeasured(h.RPS, p.RPS, "req/s", ratios)
+			factor := peer.factor
+			v.conds = []cond{{ratios, func(r float64) bool { return r >= factor }}}
 			out = append(out, v)
 		}
 	}
 	return out
+}
+
+// rpsRatio is a's throughput over b's; 0 when b has none.
+func rpsRatio(a, b bench.Result) float64 {
+	if b.RPS == 0 {
+		return 0
+	}
+	return a.RPS / b.RPS
 }
 
 // captureTarget: eBPF capture accepts at least as many new connections per
@@ -92,12 +189,13 @@ func captureTarget(x results) verdict {
 	v := verdict{target: "http-close-max: eBPF capture (hoptrace-0) ≥ iptables capture in new connections/s"}
 	h, ok1 := x.get("hoptrace-0", "http-close-max")
 	i, ok2 := x.get("iptables", "http-close-max")
-	if !ok1 || !ok2 || i.RPS == 0 {
+	ratios := x.paired("hoptrace-0", "iptables", "http-close-max", rpsRatio)
+	if !ok1 || !ok2 || len(ratios) == 0 {
 		v.missing = true
 		return v
 	}
-	v.measured = fmt.Sprintf("%.0f vs %.0f conn/s (%.2f×)", h.RPS, i.RPS, h.RPS/i.RPS)
-	v.met = h.RPS >= i.RPS
+	v.measured = ratioMeasured(h.RPS, i.RPS, "conn/s", ratios)
+	v.conds = []cond{{ratios, func(r float64) bool { return r >= 1 }}}
 	return v
 }
 
@@ -107,33 +205,43 @@ func memoryTargets(x results) []verdict {
 	for _, setup := range []string{"hoptrace-100", "hoptrace-0"} {
 		v := verdict{target: fmt.Sprintf("%s: agent peak RSS < 50 MB with 1,000 connections", setup)}
 		r, ok := x.get(setup, "http-conn1000")
-		if !ok {
+		rss := x.each(setup, "http-conn1000", func(r bench.Result) float64 { return r.RSSMB })
+		if !ok || len(rss) == 0 {
 			v.missing = true
 			out = append(out, v)
 			continue
 		}
-		v.measured = fmt.Sprintf("%.1f MB (anonymous %.1f MB, mapped files %.1f MB; %d threads)", r.RSSMB, r.AnonMB, r.FileMB, r.Threads)
-		v.met = r.RSSMB < 50
+		spread := ""
+		if s := bench.SpreadOf(rss); s.N > 1 {
+			spread = fmt.Sprintf("%.1f–%.1f over %d rounds; ", s.Min, s.Max, s.N)
+		}
+		v.measured = fmt.Sprintf("%.1f MB (%sanonymous %.1f MB, mapped files %.1f MB; %d threads)", r.RSSMB, spread, r.AnonMB, r.FileMB, r.Threads)
+		v.conds = []cond{{rss, func(mb float64) bool { return mb < 50 }}}
 		out = append(out, v)
 	}
 	return out
 }
 
+// errorTarget holds for every single run, not for the medians.
 func errorTarget(x results) verdict {
 	v := verdict{target: "zero errors in every run"}
-	if len(x.rs) == 0 {
+	if len(x.runs) == 0 {
 		v.missing = true
 		return v
 	}
 	var bad []string
-	for _, r := range x.rs {
+	for _, r := range x.runs {
 		if r.Errors > 0 {
-			bad = append(bad, fmt.Sprintf("%s/%s: %d", r.Setup, r.Scenario, r.Errors))
+			where := fmt.Sprintf("%s/%s", r.Setup, r.Scenario)
+			if x.rounds > 1 {
+				where += fmt.Sprintf(" (round %d)", r.Round)
+			}
+			bad = append(bad, fmt.Sprintf("%s: %d", where, r.Errors))
 		}
 	}
 	v.met = len(bad) == 0
 	if v.met {
-		v.measured = fmt.Sprintf("0 errors in %d runs", len(x.rs))
+		v.measured = fmt.Sprintf("0 errors in %d runs", len(x.runs))
 	} else {
 		v.measured = strings.Join(bad, "; ")
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ const (
 // fortio server and the OTLP receiver.
 type env struct {
 	cfg    config
+	round  int // 1, 2, …
 	node   *nodebox.Node
 	client *nodebox.Pod
 	server *nodebox.Pod
@@ -50,7 +52,7 @@ func newEnv(ctx context.Context, cfg config) (_ *env, err error) {
 	}
 	// scripts/bench.sh removes what this id names if this process dies
 	// without cleaning up (SIGKILL, OOM).
-	if err := os.WriteFile(filepath.Join(cfg.workDir, "node-id"), []byte(e.node.ID+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg.nodeIDFile, []byte(e.node.ID+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	if e.client, err = e.node.AddPod("client"); err != nil {
@@ -103,6 +105,32 @@ func newEnv(ctx context.Context, cfg config) (_ *env, err error) {
 // serverAddr is the server pod's address on port, as the client dials it.
 func (e *env) serverAddr(port int) string {
 	return netip.AddrPortFrom(e.server.IPv4, uint16(port)).String()
+}
+
+// conntrackEntries is the number of connection tracking entries in the
+// client and server pods' namespaces: 0 after traffic means conntrack is off
+// there. Without the nf_conntrack module there is no count, and no tracking.
+func (e *env) conntrackEntries() (int, error) {
+	total := 0
+	for _, p := range []*nodebox.Pod{e.client, e.server} {
+		err := p.Do(func() error {
+			// /proc/sys/net belongs to the netns of the thread that opens it.
+			b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_count")
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			total += n
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("conntrack count: %w", err)
+		}
+	}
+	return total, nil
 }
 
 // spans returns how many spans the OTLP receiver has got so far.

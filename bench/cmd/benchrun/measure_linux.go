@@ -23,6 +23,15 @@ type tracer interface {
 	traces() bool
 }
 
+// natSetup is a setup that needs connection tracking in the pods (iptables
+// REDIRECT): the only one allowed to have it on.
+type natSetup interface {
+	nat()
+}
+
+// warmupDuration is the length of each warm-up run.
+const warmupDuration = 2 * time.Second
+
 // Warm-ups run before a setup's measured runs and are not recorded: they open
 // the proxies' upstream connections and let the Go runtimes size their heaps.
 var warmups = []scenario{
@@ -31,25 +40,37 @@ var warmups = []scenario{
 }
 
 // runSetup starts st, warms it up, checks it captures, runs every scenario that
-// applies to it and stops it.
-func runSetup(ctx context.Context, e *env, st setup, scns []scenario) (results []bench.Result, err error) {
-	log.Printf("== %s", st.name())
+// applies to it and stops it. conntrack is the number of conntrack entries in
+// the pods after the warm-up (-1: not read).
+func runSetup(ctx context.Context, e *env, st setup, scns []scenario) (results []bench.Result, conntrack int, err error) {
+	log.Printf("== %s (round %d of %d)", st.name(), e.round, e.cfg.rounds)
+	conntrack = -1
+	t0 := time.Now()
+	var tStarted, tWarm, tRuns time.Time
 	if err := st.start(ctx, e); err != nil {
-		return nil, fmt.Errorf("start: %w", err)
+		return nil, conntrack, fmt.Errorf("start: %w", err)
 	}
+	tStarted = time.Now()
 	defer func() {
 		if serr := st.stop(); serr != nil {
 			err = errors.Join(err, fmt.Errorf("stop: %w", serr))
 		}
+		if err == nil {
+			done := time.Now()
+			log.Printf("   %s in %s: start %s, warm-up %s, runs %s, stop %s", st.name(), done.Sub(t0).Round(100*time.Millisecond),
+				tStarted.Sub(t0).Round(100*time.Millisecond), tWarm.Sub(tStarted).Round(100*time.Millisecond),
+				tRuns.Sub(tWarm).Round(100*time.Millisecond), done.Sub(tRuns).Round(100*time.Millisecond))
+		}
 	}()
 	spans0, err := e.spans(ctx)
 	if err != nil {
-		return nil, err
+		return nil, conntrack, err
 	}
 	for _, w := range warmups {
-		r, err := measure(ctx, e, st, w, 2*time.Second)
+		// Not recorded: no settling needed (awaitSpans waits for the spans).
+		r, err := measure(ctx, e, st, w, warmupDuration, 0)
 		if err != nil {
-			return nil, fmt.Errorf("warm-up: %w", err)
+			return nil, conntrack, fmt.Errorf("warm-up: %w", err)
 		}
 		if r.Errors > 0 {
 			log.Printf("   %s: %d errors in %d requests", w.name, r.Errors, r.Requests)
@@ -57,33 +78,57 @@ func runSetup(ctx context.Context, e *env, st setup, scns []scenario) (results [
 	}
 	if v, ok := st.(verifier); ok {
 		if err := v.verify(ctx, e); err != nil {
-			return nil, err
+			return nil, conntrack, err
 		}
 	}
 	if t, ok := st.(tracer); ok && t.traces() {
 		if err := awaitSpans(ctx, e, spans0, 10*time.Second); err != nil {
-			return nil, err
+			return nil, conntrack, err
 		}
 	}
+	// The warm-up opened connections: were they tracked?
+	if conntrack, err = e.conntrackEntries(); err != nil {
+		return nil, -1, err
+	}
+	log.Printf("   conntrack entries in the pods after the warm-up: %d", conntrack)
+	tWarm = time.Now()
 	for _, sc := range scns {
 		// Scenarios named on the command line run on every setup.
 		if len(e.cfg.scenarios) == 0 && !sc.runsOn(st.name()) {
 			continue
 		}
-		r, err := measure(ctx, e, st, sc, e.cfg.duration)
+		r, err := measure(ctx, e, st, sc, e.cfg.duration, settleTime(e, st))
 		if err != nil {
-			return results, fmt.Errorf("%s: %w", sc.name, err)
+			return results, conntrack, fmt.Errorf("%s: %w", sc.name, err)
 		}
 		log.Printf("   %-15s %8.0f rps  p50 %6.0fµs  p90 %6.0fµs  p99 %7.0fµs  p99.9 %7.0fµs  err %d  cpu %5.2fs  rss %5.1fMB (anon %.1f)  threads %d  spans %d",
 			sc.name, r.RPS, r.P50us, r.P90us, r.P99us, r.P999us, r.Errors, r.CPUSeconds, r.RSSMB, r.AnonMB, r.Threads, r.Spans)
 		results = append(results, r)
 	}
-	return results, nil
+	tRuns = time.Now()
+	return results, conntrack, nil
 }
 
-// measure runs one fortio load in the client pod and what the setup's
-// processes spent on it.
-func measure(ctx context.Context, e *env, st setup, sc scenario, d time.Duration) (bench.Result, error) {
+// drainTime is how long a setup that exports nothing gets after a run to
+// finish its work (closing connections) before its CPU is read.
+const drainTime = 200 * time.Millisecond
+
+// settleTime is the pause between the end of a run and reading its CPU and
+// span counts: -settle for a setup that exports spans in batches, drainTime for
+// other proxies, nothing for direct (no process to read).
+func settleTime(e *env, st setup) time.Duration {
+	switch t, ok := st.(tracer); {
+	case ok && t.traces():
+		return e.cfg.settle
+	case len(st.pids()) > 0:
+		return min(drainTime, e.cfg.settle)
+	}
+	return 0
+}
+
+// measure runs one fortio load of length d in the client pod and what the
+// setup's processes spent on it, read settle after the load ended.
+func measure(ctx context.Context, e *env, st setup, sc scenario, d, settle time.Duration) (bench.Result, error) {
 	r := bench.Result{Scenario: sc.name, Setup: st.name(), QPSTarget: sc.qps, Conns: sc.conns}
 	r.Load1, _ = bench.LoadAvg1()
 	pids := st.pids()
@@ -119,7 +164,7 @@ func measure(ctx context.Context, e *env, st setup, sc scenario, d time.Duration
 	}
 	// Batched spans and deferred work of this run belong to it.
 	select {
-	case <-time.After(e.cfg.settle):
+	case <-time.After(settle):
 	case <-ctx.Done():
 		return r, ctx.Err()
 	}

@@ -48,8 +48,12 @@ COMMIT
 // same proxy as hoptrace-0 with the other capture; "iptables-100" exports every
 // span, for profiling the traced path with Go's profiler.
 //
-// It runs last: a nat table, even emptied, keeps conntrack on in the pod's
-// namespace, which would tax every setup after it.
+// It runs last in a round: its REDIRECT rules turn connection tracking on in
+// the pods' namespaces, which would tax every setup after it. On Linux 6.18
+// (iptables-nft and -legacy alike) deleting the rules turns it off again for
+// new connections; other kernels may keep it on. Each round starts on fresh
+// pods, and after every setup's warm-up runRound checks that conntrack is off
+// for all but this one.
 type iptablesSetup struct {
 	sampleRate float64
 	proxy      *proc
@@ -64,6 +68,7 @@ func (s *iptablesSetup) name() string {
 }
 
 func (s *iptablesSetup) traces() bool                      { return s.sampleRate > 0 }
+func (s *iptablesSetup) nat()                              {}
 func (s *iptablesSetup) target(e *env, sc scenario) string { return transparentTarget(e, sc) }
 func (s *iptablesSetup) pids() []int                       { return []int{s.proxy.pid()} }
 
@@ -85,7 +90,11 @@ func (s *iptablesSetup) start(ctx context.Context, e *env) error {
 	if e.cfg.profileDir != "" {
 		// The CPU profile covers the setup's whole life; heap profiles are
 		// taken mid-run from the pprof address.
-		args = append(args, "-cpuprofile", filepath.Join(e.cfg.profileDir, s.name()+".cpu.pprof"),
+		prof := s.name()
+		if e.cfg.rounds > 1 {
+			prof += fmt.Sprintf(".round-%d", e.round)
+		}
+		args = append(args, "-cpuprofile", filepath.Join(e.cfg.profileDir, prof+".cpu.pprof"),
 			"-pprof-addr", "127.0.0.1:6061")
 	}
 	var err error
