@@ -118,7 +118,8 @@ cleanup() {
 trap cleanup EXIT
 
 log "building hoptrace and the bench programs into $WORK/bin"
-go build -trimpath -ldflags "-X main.version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)" -o "$WORK/bin/hoptrace" ./cmd/hoptrace
+# The agent is built as the image ships it (scripts/image.sh): static, stripped.
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)" -o "$WORK/bin/hoptrace" ./cmd/hoptrace
 for c in benchrun otlpsink iptproxy; do
 	go build -o "$WORK/bin/$c" "./bench/cmd/$c"
 done
