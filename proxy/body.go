@@ -57,6 +57,24 @@ type bodyCopy struct {
 	n       int64
 }
 
+// copy moves the body. One whose bytes have all arrived (most small bodies come
+// in the same segment as their head) goes out straight from the reader's buffer;
+// only a body still on its way takes a copy buffer. A node with thousands of
+// requests in flight would otherwise hold a 32 KiB buffer for each.
+func (b *bodyCopy) copy() (readErr, writeErr error) {
+	if l, ok := b.src.(*lengthReader); ok && !b.chunked && l.n <= int64(l.br.Buffered()) {
+		p, _ := l.br.Peek(int(l.n))
+		_, writeErr = b.dst.Write(p)
+		l.br.Discard(len(p))
+		l.n -= int64(len(p))
+		b.n += int64(len(p))
+		return nil, writeErr
+	}
+	buf := getCopyBuf()
+	defer putCopyBuf(buf)
+	return b.run(*buf)
+}
+
 // run copies until src ends and reports which side failed. The writer is flushed
 // (the head before it too) whenever the source is about to wait: a streamed body (server-sent events,
 // gRPC-Web, a slow upload) moves as it arrives, while a body that arrived in one
@@ -112,9 +130,7 @@ func (bp *bodyPump) start() {
 }
 
 func (bp *bodyPump) run() {
-	buf := getCopyBuf()
-	bp.readErr, bp.writeErr = bp.copy.run(*buf)
-	putCopyBuf(buf)
+	bp.readErr, bp.writeErr = bp.copy.copy()
 	if bp.readErr == nil && bp.writeErr == nil {
 		if bp.copy.chunked {
 			var trailer []byte

@@ -437,9 +437,7 @@ func (hc *h1Conn) respond() bool {
 		default:
 			bc.src = untilCloseReader{u.br}
 		}
-		buf := getCopyBuf()
-		readErr, writeErr = bc.run(*buf)
-		putCopyBuf(buf)
+		readErr, writeErr = bc.copy()
 		if readErr == nil && writeErr == nil && out.kind == bodyChunked {
 			var trailer []byte
 			if in.kind == bodyChunked {
