@@ -151,8 +151,8 @@ func BenchmarkEncode(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += len(batch) {
-		enc.prepare(batch)
-		buf = enc.appendRequest(buf[:0])
+		buf = enc.encode(buf[:0], batch)
+		enc.release()
 	}
 	b.ReportMetric(float64(len(buf))/float64(len(batch)), "bytes/span")
 }
@@ -166,7 +166,7 @@ func BenchmarkProtoMarshal(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i += len(batch) {
 		var err error
-		req := &coltracepb.ExportTraceServiceRequest{ResourceSpans: ToResourceSpans(batch)}
+		req := &coltracepb.ExportTraceServiceRequest{ResourceSpans: toResourceSpans(batch)}
 		buf, err = proto.MarshalOptions{}.MarshalAppend(buf[:0], req)
 		if err != nil {
 			b.Fatal(err)

@@ -22,7 +22,7 @@ func TestToResourceSpansGroupsByResourcePointer(t *testing.T) {
 	batch = append(batch, &spans.Span{TraceID: spans.NewTraceID(), SpanID: spans.NewSpanID(), Name: "no resource"})
 	batch = append(batch, hop(a, b, time.Now(), 200)...)
 
-	rss := ToResourceSpans(batch)
+	rss := toResourceSpans(batch)
 	type want struct {
 		pod   string
 		spans int
@@ -57,7 +57,7 @@ func TestToResourceSpansGroupsByResourcePointer(t *testing.T) {
 func TestToResourceSpansFields(t *testing.T) {
 	start := time.Unix(1700000000, 123456789)
 	batch := hop(podResource("a", "a-1"), podResource("b", "b-1"), start, 503)
-	rss := ToResourceSpans(batch)
+	rss := toResourceSpans(batch)
 
 	// batch[3] is the outbound-server root span of pod a.
 	src := batch[3]
@@ -113,7 +113,7 @@ func TestToResourceSpansFields(t *testing.T) {
 		if s.ParentID.IsValid() != (len(c.ParentSpanId) > 0) || (s.ParentID.IsValid() && !bytes.Equal(c.ParentSpanId, s.ParentID[:])) {
 			t.Errorf("span %d: parent %x, want %x", i, c.ParentSpanId, s.ParentID)
 		}
-		if c.Kind != spanKind(s.Kind) {
+		if c.Kind != tracepb.Span_SpanKind(spanKind(s.Kind)) {
 			t.Errorf("span %d: kind %v, want %v", i, c.Kind, s.Kind)
 		}
 	}
@@ -128,7 +128,7 @@ func TestSpanKindAndStatusMapping(t *testing.T) {
 		spans.Kind(99):        tracepb.Span_SPAN_KIND_UNSPECIFIED,
 	}
 	for k, want := range kinds {
-		if got := spanKind(k); got != want {
+		if got := tracepb.Span_SpanKind(spanKind(k)); got != want {
 			t.Errorf("spanKind(%d) = %v, want %v", k, got, want)
 		}
 	}
@@ -138,7 +138,7 @@ func TestSpanKindAndStatusMapping(t *testing.T) {
 		spans.StatusError: tracepb.Status_STATUS_CODE_ERROR,
 	}
 	for s, want := range statuses {
-		if got := statusCode(s); got != want {
+		if got := tracepb.Status_StatusCode(statusCode(s)); got != want {
 			t.Errorf("statusCode(%d) = %v, want %v", s, got, want)
 		}
 	}

@@ -2,7 +2,6 @@ package exporter
 
 import (
 	"math"
-	"strings"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -13,26 +12,36 @@ import (
 // encoder writes an OTLP ExportTraceServiceRequest in protobuf wire format
 // straight from span records. Building go.opentelemetry.io/proto/otlp messages and
 // marshalling them cost three quarters of the exporter's CPU (reflection-driven
-// sizing and encoding of ~40 small messages per span); this does the same in one
-// sizing pass and one append pass, without allocating. ToResourceSpans is the
-// reference it is tested against (encode_test.go decodes both and compares).
+// sizing and encoding of ~40 small messages per span); this does the same without
+// allocating. The reference it is tested against is toResourceSpans in
+// reference_test.go (encode_test.go decodes both and compares).
+//
+// It is a single append pass that also checks every string for UTF-8: a nested
+// message's length is not known before its body is written, so openLen reserves
+// room for it and closeLen fills it in afterwards. The room is the exact width
+// wherever the size is cheap to predict (attributes, status) and a guess that
+// holds for nearly every message elsewhere (spans, events, resources); a length
+// that turns out shorter than its room is written as a padded varint (0x85 0x00
+// for 5), which protobuf decoders accept, and a longer one moves the body up. A
+// sizing pass first, as this encoder once did, took as long as this whole pass:
+// the moves are rare and the padding costs a few bytes per resource.
 //
 // Field numbers are those of opentelemetry/proto/collector/trace/v1 and
 // trace/v1, common/v1, resource/v1. Zero-valued scalar fields are omitted as
 // proto3 does; oneof members (AnyValue) are always written.
 type encoder struct {
-	index  map[*spans.Resource]int
+	index  map[*spans.Resource]int32
 	groups []encGroup
+	group  []int32       // group of each span of the batch
 	order  []*spans.Span // the batch, grouped by resource
-	sizes  []int         // encoded size of order[i]'s Span message
+	// perSpan is the bytes per span of the last request, to size the next one's buffer.
+	perSpan int
 }
 
 type encGroup struct {
-	res        *spans.Resource // with valid UTF-8 (see sanitizeResource)
-	start, n   int             // window of order
-	resource   int             // size of the Resource message
-	scopeSpans int             // size of the ScopeSpans message
-	resSpans   int             // size of the ResourceSpans message
+	res      *spans.Resource
+	spans    []*spans.Span // a window of order, or the batch when it is one group
+	start, n int
 }
 
 // Field numbers.
@@ -78,81 +87,61 @@ const (
 	fAnyDouble = 4
 )
 
-// scopeSize is the size of the InstrumentationScope message every ScopeSpans carries.
-var scopeSize = protowire.SizeTag(fScopeName) + protowire.SizeBytes(len(ScopeName))
+// Room reserved for lengths that are not predicted. A ResourceSpans or
+// ScopeSpans holds a whole batch, which must never move; 5 bytes count to 32 GiB.
+// Spans and resources are mostly 128 bytes to 16 KiB long, events shorter.
+const (
+	groupLenRoom    = 5
+	spanLenRoom     = 2
+	resourceLenRoom = 2
+	eventLenRoom    = 1
+)
 
-// prepare groups batch by resource pointer (order of first appearance, batch order
-// within a group) and sizes every message; it returns the request's size.
-func (e *encoder) prepare(batch []*spans.Span) int {
-	if e.index == nil {
-		e.index = make(map[*spans.Resource]int)
-	}
-	clear(e.index)
-	e.groups = e.groups[:0]
-	for _, s := range batch {
-		gi, ok := e.index[s.Resource]
-		if !ok {
-			gi = len(e.groups)
-			e.index[s.Resource] = gi
-			e.groups = append(e.groups, encGroup{res: sanitizeResource(s.Resource)})
-		}
-		e.groups[gi].n++
-	}
-	off := 0
-	for i := range e.groups {
-		e.groups[i].start = off
-		off += e.groups[i].n
-		e.groups[i].n = 0 // counts again while placing
-	}
-	e.order = grow(e.order, len(batch))
-	e.sizes = grow(e.sizes, len(batch))
-	for _, s := range batch {
-		g := &e.groups[e.index[s.Resource]]
-		i := g.start + g.n
-		s = sanitizeSpan(s)
-		e.order[i] = s
-		e.sizes[i] = spanSize(s)
-		g.n++
-	}
+// scopeField is the ScopeSpans.scope field, the same in every request.
+var scopeField = func() []byte {
+	scope := protowire.AppendString(protowire.AppendTag(nil, fScopeName, protowire.BytesType), ScopeName)
+	b := protowire.AppendTag(nil, fSSScope, protowire.BytesType)
+	return protowire.AppendBytes(b, scope)
+}()
 
-	total := 0
-	for i := range e.groups {
-		g := &e.groups[i]
-		g.resource = 0
-		if g.res != nil {
-			g.resource = attrsSize(fResAttributes, g.res.Attrs)
-		}
-		g.scopeSpans = protowire.SizeTag(fSSScope) + protowire.SizeBytes(scopeSize)
-		for _, n := range e.sizes[g.start : g.start+g.n] {
-			g.scopeSpans += protowire.SizeTag(fSSSpans) + protowire.SizeBytes(n)
-		}
-		g.resSpans = protowire.SizeTag(fRSResource) + protowire.SizeBytes(g.resource) +
-			protowire.SizeTag(fRSScopeSpans) + protowire.SizeBytes(g.scopeSpans)
-		total += protowire.SizeTag(fReqResourceSpans) + protowire.SizeBytes(g.resSpans)
-	}
-	return total
-}
-
-// appendRequest appends the request prepared by the last prepare. The size and
-// append functions below trust their strings to be valid UTF-8: prepare checked
-// each span once.
-func (e *encoder) appendRequest(b []byte) []byte {
-	for i := range e.groups {
-		g := &e.groups[i]
-		b = appendLen(b, fReqResourceSpans, g.resSpans)
-		b = appendLen(b, fRSResource, g.resource)
+// encode appends batch to b as an ExportTraceServiceRequest: one ResourceSpans
+// per distinct *spans.Resource in order of first appearance, with one ScopeSpans
+// holding the group's spans in batch order.
+func (e *encoder) encode(b []byte, batch []*spans.Span) []byte {
+	start := len(b)
+	groups := e.groupByResource(batch)
+	for i := range groups {
+		g := &groups[i]
+		var rs, res, ss int
+		b, rs = openLen(b, fReqResourceSpans, groupLenRoom)
+		b, res = openLen(b, fRSResource, resourceLenRoom)
 		if g.res != nil {
 			b = appendAttrs(b, fResAttributes, g.res.Attrs)
 		}
-		b = appendLen(b, fRSScopeSpans, g.scopeSpans)
-		b = appendLen(b, fSSScope, scopeSize)
-		b = appendString(b, fScopeName, ScopeName)
-		for j := g.start; j < g.start+g.n; j++ {
-			b = appendLen(b, fSSSpans, e.sizes[j])
-			b = appendSpan(b, e.order[j])
+		b = closeLen(b, res, resourceLenRoom)
+		b, ss = openLen(b, fRSScopeSpans, groupLenRoom)
+		b = append(b, scopeField...)
+		for _, s := range g.spans {
+			var sp int
+			b, sp = openLen(b, fSSSpans, spanLenRoom)
+			b = appendSpan(b, s)
+			b = closeLen(b, sp, spanLenRoom)
 		}
+		b = closeLen(b, ss, groupLenRoom)
+		b = closeLen(b, rs, groupLenRoom)
+	}
+	if len(batch) > 0 {
+		e.perSpan = (len(b) - start + len(batch) - 1) / len(batch)
 	}
 	return b
+}
+
+// sizeHint is a buffer size likely to hold a request of n spans.
+func (e *encoder) sizeHint(n int) int {
+	if e.perSpan == 0 {
+		return n * 512
+	}
+	return n * e.perSpan
 }
 
 // release drops the encoder's references to the last batch's spans and resources,
@@ -163,77 +152,106 @@ func (e *encoder) release() {
 	clear(e.groups)
 }
 
-func spanSize(s *spans.Span) int {
-	n := protowire.SizeTag(fSpanTraceID) + protowire.SizeBytes(len(s.TraceID)) +
-		protowire.SizeTag(fSpanSpanID) + protowire.SizeBytes(len(s.SpanID)) +
-		stringSize(fSpanTraceState, s.TraceState) +
-		stringSize(fSpanName, s.Name) +
-		attrsSize(fSpanAttributes, s.Attrs)
-	if s.ParentID.IsValid() {
-		n += protowire.SizeTag(fSpanParentSpanID) + protowire.SizeBytes(len(s.ParentID))
+// groupByResource groups batch by resource pointer: groups in order of first
+// appearance, spans in batch order within a group.
+func (e *encoder) groupByResource(batch []*spans.Span) []encGroup {
+	if e.index == nil {
+		e.index = make(map[*spans.Resource]int32)
 	}
-	if k := spanKind(s.Kind); k != 0 {
-		n += protowire.SizeTag(fSpanKind) + protowire.SizeVarint(uint64(k))
+	clear(e.index)
+	e.groups = e.groups[:0]
+	e.group = grow(e.group, len(batch))
+	// Spans of one pod tend to come in runs: look up only when the resource changes.
+	var last *spans.Resource
+	lastGroup := int32(-1)
+	for i, s := range batch {
+		if s.Resource != last || lastGroup < 0 {
+			gi, ok := e.index[s.Resource]
+			if !ok {
+				gi = int32(len(e.groups))
+				e.index[s.Resource] = gi
+				e.groups = append(e.groups, encGroup{res: s.Resource})
+			}
+			last, lastGroup = s.Resource, gi
+		}
+		e.groups[lastGroup].n++
+		e.group[i] = lastGroup
 	}
-	if unixNano(s.Start) != 0 {
-		n += protowire.SizeTag(fSpanStart) + protowire.SizeFixed64()
+	if len(e.groups) == 1 {
+		e.groups[0].spans = batch
+		return e.groups
 	}
-	if unixNano(s.End) != 0 {
-		n += protowire.SizeTag(fSpanEnd) + protowire.SizeFixed64()
+	off := 0
+	for i := range e.groups {
+		e.groups[i].start = off
+		off += e.groups[i].n
+		e.groups[i].n = 0 // counts again while placing
 	}
-	for i := range s.Events {
-		n += protowire.SizeTag(fSpanEvents) + protowire.SizeBytes(eventSize(&s.Events[i]))
+	e.order = grow(e.order, len(batch))
+	for i, s := range batch {
+		g := &e.groups[e.group[i]]
+		e.order[g.start+g.n] = s
+		g.n++
 	}
-	if hasStatus(s) {
-		n += protowire.SizeTag(fSpanStatus) + protowire.SizeBytes(statusSize(s))
+	for i := range e.groups {
+		g := &e.groups[i]
+		g.spans = e.order[g.start : g.start+g.n]
 	}
-	if s.Flags != 0 {
-		n += protowire.SizeTag(fSpanFlags) + protowire.SizeFixed32()
-	}
-	return n
+	return e.groups
 }
 
+// key is the one-byte tag of fields 1 to 15.
+func key(num protowire.Number, typ protowire.Type) byte { return byte(num)<<3 | byte(typ) }
+
 func appendSpan(b []byte, s *spans.Span) []byte {
-	b = protowire.AppendTag(b, fSpanTraceID, protowire.BytesType)
-	b = protowire.AppendBytes(b, s.TraceID[:])
-	b = protowire.AppendTag(b, fSpanSpanID, protowire.BytesType)
-	b = protowire.AppendBytes(b, s.SpanID[:])
+	b = append(b, key(fSpanTraceID, protowire.BytesType), byte(len(s.TraceID)))
+	b = append(b, s.TraceID[:]...)
+	b = append(b, key(fSpanSpanID, protowire.BytesType), byte(len(s.SpanID)))
+	b = append(b, s.SpanID[:]...)
 	b = appendString(b, fSpanTraceState, s.TraceState)
 	if s.ParentID.IsValid() {
-		b = protowire.AppendTag(b, fSpanParentSpanID, protowire.BytesType)
-		b = protowire.AppendBytes(b, s.ParentID[:])
+		b = append(b, key(fSpanParentSpanID, protowire.BytesType), byte(len(s.ParentID)))
+		b = append(b, s.ParentID[:]...)
 	}
 	b = appendString(b, fSpanName, s.Name)
 	if k := spanKind(s.Kind); k != 0 {
-		b = protowire.AppendTag(b, fSpanKind, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(k))
+		b = append(b, key(fSpanKind, protowire.VarintType), byte(k))
 	}
 	if t := unixNano(s.Start); t != 0 {
-		b = protowire.AppendTag(b, fSpanStart, protowire.Fixed64Type)
+		b = append(b, key(fSpanStart, protowire.Fixed64Type))
 		b = protowire.AppendFixed64(b, t)
 	}
 	if t := unixNano(s.End); t != 0 {
-		b = protowire.AppendTag(b, fSpanEnd, protowire.Fixed64Type)
+		b = append(b, key(fSpanEnd, protowire.Fixed64Type))
 		b = protowire.AppendFixed64(b, t)
 	}
 	b = appendAttrs(b, fSpanAttributes, s.Attrs)
 	for i := range s.Events {
 		ev := &s.Events[i]
-		b = appendLen(b, fSpanEvents, eventSize(ev))
+		var body int
+		b, body = openLen(b, fSpanEvents, eventLenRoom)
 		if t := unixNano(ev.Time); t != 0 {
-			b = protowire.AppendTag(b, fEventTime, protowire.Fixed64Type)
+			b = append(b, key(fEventTime, protowire.Fixed64Type))
 			b = protowire.AppendFixed64(b, t)
 		}
 		b = appendString(b, fEventName, ev.Name)
 		b = appendAttrs(b, fEventAttributes, ev.Attrs)
+		b = closeLen(b, body, eventLenRoom)
 	}
-	if hasStatus(s) {
-		b = appendLen(b, fSpanStatus, statusSize(s))
-		b = appendString(b, fStatusMessage, s.StatusMessage)
-		if c := statusCode(s.Status); c != 0 {
-			b = protowire.AppendTag(b, fStatusCode, protowire.VarintType)
-			b = protowire.AppendVarint(b, uint64(c))
+	if s.Status != spans.StatusUnset || s.StatusMessage != "" {
+		n := stringSize(fStatusMessage, s.StatusMessage)
+		c := statusCode(s.Status)
+		if c != 0 {
+			n += 2
 		}
+		room := lenRoom(n)
+		var body int
+		b, body = openLen(b, fSpanStatus, room)
+		b = appendString(b, fStatusMessage, s.StatusMessage)
+		if c != 0 {
+			b = append(b, key(fStatusCode, protowire.VarintType), byte(c))
+		}
+		b = closeLen(b, body, room)
 	}
 	if s.Flags != 0 {
 		b = protowire.AppendTag(b, fSpanFlags, protowire.Fixed32Type)
@@ -242,75 +260,56 @@ func appendSpan(b []byte, s *spans.Span) []byte {
 	return b
 }
 
-func hasStatus(s *spans.Span) bool { return s.Status != spans.StatusUnset || s.StatusMessage != "" }
-
-func statusSize(s *spans.Span) int {
-	n := stringSize(fStatusMessage, s.StatusMessage)
-	if c := statusCode(s.Status); c != 0 {
-		n += protowire.SizeTag(fStatusCode) + protowire.SizeVarint(uint64(c))
-	}
-	return n
-}
-
-func eventSize(ev *spans.Event) int {
-	n := stringSize(fEventName, ev.Name) + attrsSize(fEventAttributes, ev.Attrs)
-	if unixNano(ev.Time) != 0 {
-		n += protowire.SizeTag(fEventTime) + protowire.SizeFixed64()
-	}
-	return n
-}
-
-// attrsSize is the size of attrs as repeated KeyValue field num.
-func attrsSize(num protowire.Number, attrs []spans.Attr) int {
-	n := 0
-	for i := range attrs {
-		n += protowire.SizeTag(num) + protowire.SizeBytes(keyValueSize(&attrs[i]))
-	}
-	return n
-}
-
+// appendAttrs appends attrs as repeated KeyValue field num. Their sizes are
+// predicted from the strings' lengths, which hold unless a string needs repair.
 func appendAttrs(b []byte, num protowire.Number, attrs []spans.Attr) []byte {
 	for i := range attrs {
 		a := &attrs[i]
-		b = appendLen(b, num, keyValueSize(a))
-		b = appendString(b, fKVKey, a.Key)
-		b = appendLen(b, fKVValue, anyValueSize(a))
+		var value int
 		switch a.Type {
 		case spans.AttrInt:
-			b = protowire.AppendTag(b, fAnyInt, protowire.VarintType)
-			b = protowire.AppendVarint(b, uint64(a.Int))
+			value = 1 + protowire.SizeVarint(uint64(a.Int))
 		case spans.AttrBool:
-			b = protowire.AppendTag(b, fAnyBool, protowire.VarintType)
-			b = protowire.AppendVarint(b, protowire.EncodeBool(a.Bool))
+			value = 2
 		case spans.AttrFloat:
-			b = protowire.AppendTag(b, fAnyDouble, protowire.Fixed64Type)
+			value = 9
+		default:
+			value = 1 + protowire.SizeBytes(len(a.Str))
+		}
+		valueRoom := lenRoom(value)
+		kvRoom := lenRoom(stringSize(fKVKey, a.Key) + 1 + valueRoom + value)
+		var kv, v int
+		b, kv = openLen(b, num, kvRoom)
+		b = appendString(b, fKVKey, a.Key)
+		b, v = openLen(b, fKVValue, valueRoom)
+		switch a.Type {
+		case spans.AttrInt:
+			b = append(b, key(fAnyInt, protowire.VarintType))
+			b = appendVarint(b, uint64(a.Int))
+		case spans.AttrBool:
+			b = append(b, key(fAnyBool, protowire.VarintType), byte(protowire.EncodeBool(a.Bool)))
+		case spans.AttrFloat:
+			b = append(b, key(fAnyDouble, protowire.Fixed64Type))
 			b = protowire.AppendFixed64(b, math.Float64bits(a.Float))
 		default:
 			// A oneof member is written even when empty: "" is a value.
-			b = protowire.AppendTag(b, fAnyString, protowire.BytesType)
-			b = protowire.AppendString(b, a.Str)
+			b = appendStringField(b, fAnyString, a.Str)
 		}
+		b = closeLen(b, v, valueRoom)
+		b = closeLen(b, kv, kvRoom)
 	}
 	return b
 }
 
-func keyValueSize(a *spans.Attr) int {
-	return stringSize(fKVKey, a.Key) + protowire.SizeTag(fKVValue) + protowire.SizeBytes(anyValueSize(a))
-}
-
-func anyValueSize(a *spans.Attr) int {
-	switch a.Type {
-	case spans.AttrInt:
-		return protowire.SizeTag(fAnyInt) + protowire.SizeVarint(uint64(a.Int))
-	case spans.AttrBool:
-		return protowire.SizeTag(fAnyBool) + 1
-	case spans.AttrFloat:
-		return protowire.SizeTag(fAnyDouble) + protowire.SizeFixed64()
+// lenRoom is the size of length n as a varint.
+func lenRoom(n int) int {
+	if n < 0x80 {
+		return 1
 	}
-	return protowire.SizeTag(fAnyString) + protowire.SizeBytes(len(a.Str))
+	return protowire.SizeVarint(uint64(n))
 }
 
-// stringSize is the size of a proto3 string field: nothing when empty.
+// stringSize is the size of a valid proto3 string field: nothing when empty.
 func stringSize(num protowire.Number, s string) int {
 	if s == "" {
 		return 0
@@ -318,87 +317,133 @@ func stringSize(num protowire.Number, s string) int {
 	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
 }
 
+// appendString appends a proto3 string field, omitted when empty.
 func appendString(b []byte, num protowire.Number, s string) []byte {
 	if s == "" {
 		return b
 	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendString(b, s)
+	return appendStringField(b, num, s)
 }
 
-func appendLen(b []byte, num protowire.Number, n int) []byte {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendVarint(b, uint64(n))
-}
-
+// appendStringField appends a string field (1 to 15), even an empty one.
+//
 // Protobuf strings must be UTF-8 and a collector rejects the whole request
 // otherwise, while paths and header values the proxy copies from the wire may
-// hold any bytes. prepare checks each string once and encodes a repaired copy of
-// the rare span or resource that needs it (U+FFFD for invalid bytes).
-
-// validUTF8 returns s with invalid UTF-8 replaced by U+FFFD.
-func validUTF8(s string) string {
-	if utf8.ValidString(s) {
-		return s
+// hold any bytes. Invalid UTF-8 is written repaired (U+FFFD for each run of
+// invalid bytes, as strings.ToValidUTF8), leaving the span record as it is.
+func appendStringField(b []byte, num protowire.Number, s string) []byte {
+	if !validUTF8(s) {
+		room := protowire.SizeVarint(uint64(len(s)))
+		var body int
+		b, body = openLen(b, num, room)
+		b = appendRepairedUTF8(b, s)
+		return closeLen(b, body, room)
 	}
-	return strings.ToValidUTF8(s, "\uFFFD")
+	b = append(b, key(num, protowire.BytesType))
+	b = appendVarint(b, uint64(len(s)))
+	return append(b, s...)
 }
 
-func sanitizeSpan(s *spans.Span) *spans.Span {
-	if spanValid(s) {
-		return s
+// validUTF8 is utf8.ValidString with a faster path for ASCII, which nearly all
+// span strings are: eight bytes at a time, then byte by byte.
+func validUTF8(s string) bool {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		if w&0x8080808080808080 != 0 {
+			return utf8.ValidString(s[i:])
+		}
 	}
-	c := *s
-	c.TraceState = validUTF8(s.TraceState)
-	c.Name = validUTF8(s.Name)
-	c.StatusMessage = validUTF8(s.StatusMessage)
-	c.Attrs = sanitizeAttrs(s.Attrs)
-	c.Events = make([]spans.Event, len(s.Events))
-	for i, ev := range s.Events {
-		c.Events[i] = spans.Event{Name: validUTF8(ev.Name), Time: ev.Time, Attrs: sanitizeAttrs(ev.Attrs)}
-	}
-	return &c
-}
-
-func sanitizeResource(r *spans.Resource) *spans.Resource {
-	if r == nil || attrsValid(r.Attrs) {
-		return r
-	}
-	return &spans.Resource{Attrs: sanitizeAttrs(r.Attrs)}
-}
-
-func spanValid(s *spans.Span) bool {
-	if !utf8.ValidString(s.TraceState) || !utf8.ValidString(s.Name) || !utf8.ValidString(s.StatusMessage) || !attrsValid(s.Attrs) {
-		return false
-	}
-	for i := range s.Events {
-		if !utf8.ValidString(s.Events[i].Name) || !attrsValid(s.Events[i].Attrs) {
-			return false
+	for ; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return utf8.ValidString(s[i:])
 		}
 	}
 	return true
 }
 
-func attrsValid(attrs []spans.Attr) bool {
-	for i := range attrs {
-		if !utf8.ValidString(attrs[i].Key) || (attrs[i].Type == spans.AttrString && !utf8.ValidString(attrs[i].Str)) {
-			return false
+// appendRepairedUTF8 appends s with each run of invalid UTF-8 replaced by U+FFFD,
+// as strings.ToValidUTF8(s, "\uFFFD") but without allocating.
+func appendRepairedUTF8(b []byte, s string) []byte {
+	invalid := false // the previous byte was invalid
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			b = append(b, c)
+			i++
+			invalid = false
+			continue
 		}
+		_, n := utf8.DecodeRuneInString(s[i:])
+		if n == 1 {
+			if !invalid {
+				b = append(b, "\uFFFD"...)
+				invalid = true
+			}
+			i++
+			continue
+		}
+		b = append(b, s[i:i+n]...)
+		i += n
+		invalid = false
 	}
-	return true
+	return b
 }
 
-func sanitizeAttrs(attrs []spans.Attr) []spans.Attr {
-	if attrsValid(attrs) {
-		return attrs
+func appendVarint(b []byte, v uint64) []byte {
+	if v < 0x80 {
+		return append(b, byte(v))
 	}
-	out := make([]spans.Attr, len(attrs))
-	for i, a := range attrs {
-		a.Key = validUTF8(a.Key)
-		if a.Type == spans.AttrString {
-			a.Str = validUTF8(a.Str)
+	return protowire.AppendVarint(b, v)
+}
+
+// openLen appends the tag of length-delimited field num (1 to 15) and room bytes
+// for its length, which closeLen fills in once the body is written. It returns
+// where the body starts.
+func openLen(b []byte, num protowire.Number, room int) ([]byte, int) {
+	b = append(b, key(num, protowire.BytesType))
+	switch room {
+	case 1:
+		b = append(b, 0)
+	case 2:
+		b = append(b, 0, 0)
+	default:
+		for range room {
+			b = append(b, 0)
 		}
-		out[i] = a
 	}
-	return out
+	return b, len(b)
+}
+
+// closeLen writes the length of the body from start to the end of b into the
+// room bytes before start: padded when it is shorter, and moving the body up when
+// it does not fit.
+func closeLen(b []byte, start, room int) []byte {
+	n := uint64(len(b) - start)
+	if room == 1 && n < 0x80 {
+		b[start-1] = byte(n)
+		return b
+	}
+	if n < 1<<(7*uint(room)) {
+		putPaddedVarint(b[start-room:start], n)
+		return b
+	}
+	extra := protowire.SizeVarint(n) - room
+	for range extra {
+		b = append(b, 0)
+	}
+	copy(b[start+extra:], b[start:len(b)-extra])
+	putPaddedVarint(b[start-room:start+extra], n)
+	return b
+}
+
+// putPaddedVarint writes v as a varint of exactly len(dst) bytes, which it must fit.
+func putPaddedVarint(dst []byte, v uint64) {
+	last := len(dst) - 1
+	for i := range last {
+		dst[i] = byte(v) | 0x80
+		v >>= 7
+	}
+	dst[last] = byte(v)
 }

@@ -2,10 +2,12 @@ package exporter
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hoptrace/hoptrace/spans"
@@ -15,11 +17,7 @@ import (
 // OTLP protobuf types.
 func encodeBatch(t *testing.T, enc *encoder, batch []*spans.Span) *coltracepb.ExportTraceServiceRequest {
 	t.Helper()
-	size := enc.prepare(batch)
-	b := enc.appendRequest(nil)
-	if len(b) != size {
-		t.Fatalf("encoded %d bytes, prepare said %d", len(b), size)
-	}
+	b := enc.encode(nil, batch)
 	var req coltracepb.ExportTraceServiceRequest
 	if err := proto.Unmarshal(b, &req); err != nil {
 		t.Fatalf("the encoding does not decode as ExportTraceServiceRequest: %v", err)
@@ -52,12 +50,12 @@ func TestEncoderMatchesReference(t *testing.T) {
 		"many groups": append(hops(3, podResource("x", "x"), podResource("y", "y")), hops(2, a, b)...),
 	} {
 		t.Run(name, func(t *testing.T) {
-			want := &coltracepb.ExportTraceServiceRequest{ResourceSpans: ToResourceSpans(batch)}
+			want := &coltracepb.ExportTraceServiceRequest{ResourceSpans: toResourceSpans(batch)}
 			var fresh encoder
 			for _, enc := range []*encoder{&fresh, &reused} {
 				got := encodeBatch(t, enc, batch)
 				if !proto.Equal(got, want) {
-					t.Fatalf("encoder output differs from ToResourceSpans:\n got %v\nwant %v", got, want)
+					t.Fatalf("encoder output differs from toResourceSpans:\n got %v\nwant %v", got, want)
 				}
 			}
 		})
@@ -74,7 +72,7 @@ func TestEncoderReplacesInvalidUTF8(t *testing.T) {
 	batch := []*spans.Span{s, ok}
 	var enc encoder
 	req := encodeBatch(t, &enc, batch)
-	want := &coltracepb.ExportTraceServiceRequest{ResourceSpans: ToResourceSpans(batch)}
+	want := &coltracepb.ExportTraceServiceRequest{ResourceSpans: toResourceSpans(batch)}
 	if !proto.Equal(req, want) {
 		t.Errorf("encoder and reference repair differently:\n got %v\nwant %v", req, want)
 	}
@@ -99,12 +97,105 @@ func TestEncoderReplacesInvalidUTF8(t *testing.T) {
 func TestEncoderDoesNotAllocateWhenWarm(t *testing.T) {
 	batch := hops(128, podResource("a", "a-1"), podResource("b", "b-1"))
 	var enc encoder
-	buf := enc.appendRequest(make([]byte, 0, enc.prepare(batch)))
+	buf := enc.encode(nil, batch)
 	allocs := testing.AllocsPerRun(20, func() {
-		enc.prepare(batch)
-		buf = enc.appendRequest(buf[:0])
+		buf = enc.encode(buf[:0], batch)
+		enc.release()
 	})
 	if allocs != 0 {
 		t.Errorf("encoding a warm batch allocates %.1f times", allocs)
 	}
+}
+
+// Lengths on both sides of each varint size, where closeLen pads a length that is
+// shorter than its room or moves the body up for a longer one.
+func TestEncoderLengthForms(t *testing.T) {
+	res := podResource("a", "a-1")
+	var batch []*spans.Span
+	for _, n := range []int{0, 1, 100, 117, 118, 119, 120, 127, 128, 129, 300, 16250, 16383, 16384, 16500, 1 << 21} {
+		s := strings.Repeat("x", n)
+		bad := strings.Repeat("\xff", n) // each byte a run of its own would be 3n bytes; one run is 3
+		batch = append(batch,
+			&spans.Span{TraceID: spans.NewTraceID(), SpanID: spans.NewSpanID(), Name: s, Resource: res},
+			&spans.Span{TraceID: spans.NewTraceID(), SpanID: spans.NewSpanID(), Resource: res,
+				Attrs:  []spans.Attr{spans.String("k", s), spans.String(s, "v"), spans.String("bad", bad)},
+				Events: []spans.Event{{Name: s, Attrs: []spans.Attr{spans.String("e", s)}}},
+				Status: spans.StatusError, StatusMessage: s},
+			&spans.Span{TraceID: spans.NewTraceID(), SpanID: spans.NewSpanID(), Name: "alternating", Resource: res,
+				Attrs: []spans.Attr{spans.String("alternating", strings.Repeat("\xffa", n/2))}},
+		)
+	}
+	// A resource over 127 bytes, and one of none.
+	batch = append(batch, &spans.Span{Name: "big resource", Resource: &spans.Resource{Attrs: []spans.Attr{spans.String("k", strings.Repeat("r", 200))}}},
+		&spans.Span{Name: "empty resource", Resource: &spans.Resource{}})
+	var enc encoder
+	got := encodeBatch(t, &enc, batch)
+	want := &coltracepb.ExportTraceServiceRequest{ResourceSpans: toResourceSpans(batch)}
+	if !proto.Equal(got, want) {
+		t.Fatal("encoder output differs from toResourceSpans")
+	}
+}
+
+// Padded lengths cost a few bytes per resource, not per span.
+func TestEncoderPaddingOverhead(t *testing.T) {
+	batch := hops(128, podResource("a", "a-1"), podResource("b", "b-1"))
+	var enc encoder
+	b := enc.encode(nil, batch)
+	minimal, err := proto.Marshal(&coltracepb.ExportTraceServiceRequest{ResourceSpans: toResourceSpans(batch)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > len(minimal)+2*2*(groupLenRoom-1) {
+		t.Errorf("encoded %d bytes, the minimal encoding is %d", len(b), len(minimal))
+	}
+}
+
+func TestPaddedVarint(t *testing.T) {
+	for _, tt := range []struct {
+		v    uint64
+		room int
+	}{{0, 1}, {127, 1}, {0, 2}, {5, 2}, {127, 2}, {128, 2}, {16383, 2}, {0, 5}, {1 << 20, 5}, {1<<35 - 1, 5}} {
+		b := make([]byte, tt.room)
+		putPaddedVarint(b, tt.v)
+		v, n := protowire.ConsumeVarint(b)
+		if n != tt.room || v != tt.v {
+			t.Errorf("putPaddedVarint(%d) in %d bytes = % x: decodes as %d in %d bytes", tt.v, tt.room, b, v, n)
+		}
+	}
+}
+
+// FuzzEncoder holds the wire encoder to the reference for arbitrary strings and
+// values: the bytes must decode with the OTLP types into what toResourceSpans builds.
+func FuzzEncoder(f *testing.F) {
+	f.Add("GET /users/{id}", "url.path", "/users/42", int64(200), 0.25, uint8(3), uint16(1))
+	f.Add("caf\xe9", "k\xc3", "\xff\xfe", int64(-1), math.Inf(1), uint8(0xff), uint16(200))
+	f.Add("", "", "", int64(0), 0.0, uint8(0), uint16(16400))
+	f.Fuzz(func(t *testing.T, name, key, value string, i int64, fl float64, shape uint8, repeat uint16) {
+		long := strings.Repeat(value, int(repeat)%20000/max(len(value), 1))
+		resources := []*spans.Resource{nil, {Attrs: []spans.Attr{spans.String(key, value)}}, {Attrs: []spans.Attr{spans.String("service.name", long)}}}
+		var batch []*spans.Span
+		for n := range int(shape&7) + 1 {
+			s := &spans.Span{
+				TraceID: spans.TraceID{byte(n), 1}, SpanID: spans.SpanID{byte(n)}, TraceState: key,
+				Flags: shape, Name: name, Kind: spans.Kind(shape % 5), Status: spans.Status(shape % 3), StatusMessage: value,
+				Start: time.Unix(0, i), End: time.Unix(0, i).Add(time.Duration(repeat)),
+				Attrs: []spans.Attr{spans.String(key, value), spans.Int(key, i), spans.Float(value, fl),
+					spans.Bool(name, shape&1 == 0), spans.String("long", long)},
+				Resource: resources[(int(shape)+n)%len(resources)],
+			}
+			if shape&8 != 0 {
+				s.ParentID = spans.SpanID{1}
+			}
+			for range int(shape>>4) % 4 {
+				s.Events = append(s.Events, spans.Event{Name: value, Time: time.Unix(1, i), Attrs: s.Attrs[:int(shape)%5]})
+			}
+			batch = append(batch, s)
+		}
+		var enc encoder
+		got := encodeBatch(t, &enc, batch)
+		want := &coltracepb.ExportTraceServiceRequest{ResourceSpans: toResourceSpans(batch)}
+		if !proto.Equal(got, want) {
+			t.Fatalf("encoder output differs from toResourceSpans:\n got %v\nwant %v", got, want)
+		}
+	})
 }

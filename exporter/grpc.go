@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -17,11 +15,13 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // userAgent identifies the exporter to collectors, as the SDK exporters do.
 const userAgent = "hoptrace-otlp-exporter"
+
+// exportMethod is opentelemetry.proto.collector.trace.v1.TraceService's Export.
+const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 type grpcSender struct {
 	conn     *grpc.ClientConn
@@ -69,19 +69,18 @@ func (s *grpcSender) send(ctx context.Context, p *payload) (partialSuccess, erro
 	if len(s.md) > 0 {
 		ctx = metadata.NewOutgoingContext(ctx, s.md)
 	}
-	var resp coltracepb.ExportTraceServiceResponse
-	err := s.conn.Invoke(ctx, coltracepb.TraceService_Export_FullMethodName, p, &resp, s.callOpts...)
-	if err != nil {
+	var resp partialSuccess
+	if err := s.conn.Invoke(ctx, exportMethod, p, &resp, s.callOpts...); err != nil {
 		return partialSuccess{}, grpcError(err)
 	}
-	ps := resp.GetPartialSuccess()
-	return partialSuccess{rejected: ps.GetRejectedSpans(), message: ps.GetErrorMessage()}, nil
+	return resp, nil
 }
 
 func (s *grpcSender) close() error { return s.conn.Close() }
 
-// payloadCodec sends an encoded payload as it is and decodes the response with
-// protobuf. It is named "proto" so that the content type is application/grpc+proto.
+// payloadCodec sends an encoded payload as it is and decodes the response's
+// partial success. It is named "proto" so that the content type is
+// application/grpc+proto.
 type payloadCodec struct{}
 
 func (payloadCodec) Marshal(v any) (mem.BufferSlice, error) {
@@ -94,13 +93,15 @@ func (payloadCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (payloadCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	m, ok := v.(proto.Message)
+	ps, ok := v.(*partialSuccess)
 	if !ok {
 		return fmt.Errorf("payload codec cannot unmarshal into %T", v)
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
-	return proto.Unmarshal(buf.ReadOnlyData(), m)
+	var err error
+	*ps, err = decodeExportResponse(buf.ReadOnlyData())
+	return err
 }
 
 func (payloadCodec) Name() string { return "proto" }
@@ -109,15 +110,8 @@ func (payloadCodec) Name() string { return "proto" }
 func grpcError(err error) error {
 	st := status.Convert(err)
 	xe := &exportError{err: fmt.Errorf("otlp grpc export: %w", err)}
-	var retryInfo *errdetails.RetryInfo
-	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok {
-			retryInfo = ri
-		}
-	}
-	if retryInfo != nil {
-		xe.throttle = retryInfo.GetRetryDelay().AsDuration()
-	}
+	delay, hasRetryInfo := retryDelay(st.Proto().GetDetails())
+	xe.throttle = delay
 	switch st.Code() {
 	case codes.Canceled, codes.DeadlineExceeded, codes.Aborted, codes.OutOfRange,
 		codes.Unavailable, codes.DataLoss:
@@ -125,7 +119,7 @@ func grpcError(err error) error {
 	case codes.ResourceExhausted:
 		// Only a server that says when to come back expects us to: without RetryInfo
 		// the exhaustion may be permanent (a message too large).
-		xe.retryable = retryInfo != nil
+		xe.retryable = hasRetryInfo
 	}
 	return xe
 }

@@ -9,10 +9,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // maxResponseBody bounds what we read of a collector's response: enough for a
@@ -89,13 +85,12 @@ func (s *httpSender) send(ctx context.Context, p *payload) (partialSuccess, erro
 	respBody, readErr := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBody)) // keep the connection reusable
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		var r coltracepb.ExportTraceServiceResponse
-		if readErr != nil || proto.Unmarshal(respBody, &r) != nil {
+		ps, err := decodeExportResponse(respBody)
+		if readErr != nil || err != nil {
 			// Accepted; a body we cannot read only loses the partial-success detail.
 			return partialSuccess{}, nil
 		}
-		ps := r.GetPartialSuccess()
-		return partialSuccess{rejected: ps.GetRejectedSpans(), message: ps.GetErrorMessage()}, nil
+		return ps, nil
 	}
 	return partialSuccess{}, httpError(resp, respBody, time.Now())
 }
@@ -127,9 +122,8 @@ func (s *httpSender) close() error {
 // and 504 are retryable, honouring Retry-After; anything else is final.
 func httpError(resp *http.Response, body []byte, now time.Time) error {
 	msg := ""
-	var st status.Status
-	if len(body) > 0 && proto.Unmarshal(body, &st) == nil && st.GetMessage() != "" {
-		msg = ": " + st.GetMessage()
+	if m := decodeStatusMessage(body); m != "" {
+		msg = ": " + m
 	}
 	xe := &exportError{err: fmt.Errorf("otlp http export: %s%s", resp.Status, msg)}
 	switch resp.StatusCode {

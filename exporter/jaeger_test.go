@@ -67,6 +67,94 @@ func TestJaegerReceivesSpans(t *testing.T) {
 	}
 }
 
+// TestJaegerDecodesEveryLengthForm sends what the encoder writes in its less
+// common forms: lengths padded to their reserved room (a span under 128 bytes,
+// every ResourceSpans), bodies moved up for a longer length (attributes over 127
+// bytes, a span over 16 KiB) and repaired UTF-8; Jaeger must read all of it back.
+func TestJaegerDecodesEveryLengthForm(t *testing.T) {
+	j := jaegertest.Start(t)
+	long, huge := strings.Repeat("l", 200), strings.Repeat("h", 20000)
+	for _, tt := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"grpc", Config{Protocol: ProtocolGRPC, Endpoint: "http://" + j.OTLPGRPCAddr}},
+		{"http", Config{Protocol: ProtocolHTTPProtobuf, Endpoint: j.OTLPHTTPURL}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res := podResource("length-forms-"+tt.name, "length-forms-1")
+			now := time.Now()
+			mk := func(name string, attrs ...spans.Attr) *spans.Span {
+				return &spans.Span{TraceID: spans.NewTraceID(), SpanID: spans.NewSpanID(), Name: name, Kind: spans.KindServer,
+					Start: now, End: now.Add(time.Millisecond), Attrs: attrs, Resource: res}
+			}
+			tiny := mk("tiny")
+			big := mk("big", spans.String("long", long), spans.String("huge", huge), spans.Int("n", -1))
+			big.Events = []spans.Event{{Name: "ev", Time: now, Attrs: []spans.Attr{spans.String("long", long)}}}
+			big.Status, big.StatusMessage = spans.StatusError, long
+			bad := mk("bad \xff utf-8", spans.String("url.path", "/caf\xe9"), spans.String("k\xc3", "v"))
+			batch := []*spans.Span{tiny, big, bad}
+
+			cfg := tt.cfg
+			cfg.Logger = quiet
+			e, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range batch {
+				e.Record(s)
+			}
+			if err := e.Shutdown(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if s := e.Stats(); s.Exported != uint64(len(batch)) {
+				t.Fatalf("stats %+v: want %d exported", s, len(batch))
+			}
+			if _, err := j.WaitForSpans(res.ServiceName(), len(batch), 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				span *spans.Span
+				name string
+				tags map[string]string
+			}{
+				{tiny, "tiny", nil},
+				{big, "big", map[string]string{"long": long, "huge": huge, "n": "-1"}},
+				{bad, "bad \uFFFD utf-8", map[string]string{"url.path": "/caf\uFFFD", "k\uFFFD": "v"}},
+			} {
+				tr, err := j.Trace(c.span.TraceID.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, ok := tr.Span(c.span.SpanID.String())
+				if !ok {
+					t.Fatalf("span %q missing from its trace", c.name)
+				}
+				if got.OperationName != c.name {
+					t.Errorf("operation %q, want %q", got.OperationName, c.name)
+				}
+				for k, want := range c.tags {
+					if v, _ := got.Tag(k); v != want {
+						t.Errorf("%s: tag %q is %d bytes %.20q..., want %d bytes %.20q...", c.name, k, len(v), v, len(want), want)
+					}
+				}
+				if v, _ := tr.Process(got).Tag("k8s.pod.uid"); v != "uid-length-forms-1" {
+					t.Errorf("%s: resource k8s.pod.uid %q", c.name, v)
+				}
+				if c.span == big {
+					ev, ok := got.Event("ev")
+					if v, _ := ev.Field("long"); !ok || v != long {
+						t.Errorf("event attribute long: %d bytes (event found: %t), want %d", len(v), ok, len(long))
+					}
+					if v, _ := got.Tag("otel.status_description"); v != long {
+						t.Errorf("status message: %.20q... (%d bytes), want %d bytes", v, len(v), len(long))
+					}
+				}
+			}
+		})
+	}
+}
+
 func checkHopInJaeger(t *testing.T, j *jaegertest.Jaeger, hop []*spans.Span) {
 	t.Helper()
 	tr, err := j.Trace(hop[0].TraceID.String())

@@ -1,10 +1,11 @@
 package exporter
 
 import (
-	"fmt"
 	"sync"
 
 	"google.golang.org/grpc/mem"
+
+	"github.com/hoptrace/hoptrace/spans"
 )
 
 // payload is one encoded export request. The exporter holds a reference for the
@@ -16,15 +17,11 @@ type payload struct {
 	buf mem.Buffer
 }
 
-// encodePayload encodes the batch prepared in enc into a pooled buffer.
-func encodePayload(enc *encoder, size int) *payload {
-	bp := payloadPool.Get(size)
-	b := enc.appendRequest((*bp)[:0])
-	if len(b) != size {
-		// The sizing and append passes disagree: a bug that would send garbage.
-		panic(fmt.Sprintf("exporter: encoded %d bytes, sized %d", len(b), size))
-	}
-	*bp = b
+// encodePayload encodes batch with enc into a pooled buffer. The payload keeps
+// no reference to the spans.
+func encodePayload(enc *encoder, batch []*spans.Span) *payload {
+	bp := payloadPool.Get(enc.sizeHint(len(batch)))
+	*bp = enc.encode((*bp)[:0], batch)
 	enc.release()
 	return &payload{buf: mem.NewBuffer(bp, payloadPool)}
 }
@@ -38,8 +35,12 @@ var payloadPool mem.BufferPool = &bufferPool{}
 
 type bufferPool struct{ pool sync.Pool }
 
+// oversized is when a pooled buffer is not worth its memory for a request of n
+// bytes: one burst of large spans must not pin a large buffer for good.
+func oversized(capacity, n int) bool { return capacity > 1<<20 && capacity > 4*n }
+
 func (p *bufferPool) Get(n int) *[]byte {
-	if bp, ok := p.pool.Get().(*[]byte); ok && cap(*bp) >= n {
+	if bp, ok := p.pool.Get().(*[]byte); ok && cap(*bp) >= n && !oversized(cap(*bp), n) {
 		*bp = (*bp)[:n]
 		return bp
 	}

@@ -62,16 +62,18 @@ func (e *Exporter) exportQueued(n int) {
 func (e *Exporter) exportNext() int {
 	e.batch = e.q.take(e.batch[:0], e.cfg.MaxBatchSize)
 	n := len(e.batch)
-	if n > 0 {
-		e.export(n)
+	if n == 0 {
+		return 0
 	}
-	clear(e.batch) // let exported spans be collected before the next batch
+	p := encodePayload(&e.enc, e.batch)
+	clear(e.batch) // the payload has it all: let the spans be collected while it is sent
+	e.export(n, p)
 	return n
 }
 
-// export sends the taken batch, retrying as the OTLP spec says, and settles it.
-func (e *Exporter) export(n int) {
-	p := encodePayload(&e.enc, e.enc.prepare(e.batch))
+// export sends the payload of n spans, retrying as the OTLP spec says, and
+// settles it.
+func (e *Exporter) export(n int, p *payload) {
 	defer p.free()
 	start := time.Now()
 	bo := newBackoff(e.cfg.Retry)
