@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -13,6 +12,7 @@ import (
 	"net/http/httptrace"
 	"net/netip"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +40,12 @@ func (p *Proxy) initH2() error {
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
 		return fmt.Errorf("configure http/2 server: %w", err)
 	}
+	// Relayed connections get theirs from the same Shutdown.
+	p.h2relays = make(map[*h2Relay]struct{})
+	p.h2base.RegisterOnShutdown(p.drainH2Relays)
+	for _, c := range p.capture {
+		p.h2capture = append(p.h2capture, strings.ToLower(c.key))
+	}
 	p.h2t = &http2.Transport{
 		// Prior knowledge over cleartext: the client spoke h2c to this
 		// destination, so the destination speaks it.
@@ -55,10 +61,15 @@ func (p *Proxy) initH2() error {
 	return nil
 }
 
-// serveH2 serves an HTTP/2 connection; br holds its preface.
-func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrPort) {
+// serveH2Terminated serves an HTTP/2 connection by terminating it: every stream
+// becomes a request of its own on the shared upstream transport. It serves the
+// connections the relay cannot (see serveH2): their upstream could not be dialed,
+// or did not answer in HTTP/2, and each stream gets a 503 or 502 (gRPC:
+// UNAVAILABLE) for as long as that lasts. prefix holds what was read from c
+// already, its preface first.
+func (p *Proxy) serveH2Terminated(c net.Conn, prefix []byte, fl *flow, dst netip.AddrPort) {
 	h := &h2Handler{p: p, fl: fl, dst: dst, dstStr: dst.String()}
-	p.h2srv.ServeConn(&prefixConn{Conn: c, prefix: take(br)}, &http2.ServeConnOpts{
+	p.h2srv.ServeConn(&prefixConn{Conn: c, prefix: prefix}, &http2.ServeConnOpts{
 		BaseConfig: p.h2base,
 		Handler:    h,
 	})

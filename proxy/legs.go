@@ -136,7 +136,7 @@ func (l *legs) finish(end time.Time, fl *flow) {
 		fl.trace.Store(&id)
 		if p.cfg.Recorder != nil {
 			p.cfg.Recorder.Record(l.serverSpan(end))
-			p.cfg.Recorder.Record(l.clientSpan())
+			p.cfg.Recorder.Record(l.clientSpan(end))
 		}
 	}
 	if p.cfg.Observer != nil {
@@ -211,14 +211,17 @@ func (l *legs) serverSpan(end time.Time) *spans.Span {
 	return s
 }
 
-func (l *legs) clientSpan() *spans.Span {
+// clientSpan is the client leg; srvEnd is the server leg's end, which it never
+// outlasts: a leg that broke off before the response ended (a reset, a vanished
+// upstream) ends with the request.
+func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 	start := l.cliStart
 	if start.IsZero() {
 		start = l.dialStart // it never got as far as writing
 	}
 	end := l.cliEnd
-	if end.IsZero() {
-		end = time.Now()
+	if end.IsZero() || end.After(srvEnd) {
+		end = srvEnd
 	}
 	s := &spans.Span{
 		TraceID:    l.ctx.TraceID,

@@ -146,6 +146,9 @@ type Proxy struct {
 	h2srv                *http2.Server
 	h2base               *http.Server // carries h2 graceful shutdown and header limits
 	h2t                  *http2.Transport
+	h2mu                 sync.Mutex
+	h2relays             map[*h2Relay]struct{} // relayed HTTP/2 connections, for Shutdown's GOAWAY
+	h2capture            []string              // capture's header names as HTTP/2 fields (lower case)
 	closing              atomic.Bool
 	nextFlow             atomic.Uint64
 	mu                   sync.Mutex

@@ -1,0 +1,1363 @@
+package proxy
+
+// The HTTP/2 relay: one upstream connection per client connection, frames passed
+// through as they are except request header blocks, which are decoded, given their
+// trace context and re-encoded.
+//
+// Terminating HTTP/2 on both sides (x/net's Server and Transport) cost about three
+// times the CPU of HTTP/1 per gRPC call: a goroutine per frame write, one per
+// request, and the wake-ups between them. With the connections paired 1:1, stream
+// ids, SETTINGS and their ACKs, WINDOW_UPDATE, PING, PRIORITY, RST_STREAM, GOAWAY
+// and DATA mean the same on both sides, so they go through untouched: flow control
+// stays end to end and nothing is buffered beyond a frame. Two goroutines per
+// connection each read one direction and write the other, flushing only when their
+// input has nothing more buffered, so back-to-back frames leave in one write.
+//
+// Frames are parsed here, not with x/net's Framer: only header blocks and SETTINGS
+// need their payload read, and everything else (DATA above all) is copied from the
+// reader's buffer to the writer's without being materialised as a frame.
+// BenchmarkH2FrameRelay compares the two.
+//
+// HPACK: the client's encoder pairs with our request decoder and our encoder with
+// the upstream's decoder. Responses pass raw, so the upstream's encoder pairs with
+// the client's decoder; a second decoder follows along to read statuses, and the
+// few header blocks the relay writes to the client itself use only the static table
+// and literals without indexing, which leave the client's dynamic table as the
+// upstream's encoder believes it is.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/hoptrace/hoptrace/spans"
+)
+
+const (
+	h2FrameHeaderLen = 9
+	h2MinFrameSize   = 16384 // SETTINGS_MAX_FRAME_SIZE's initial value and floor
+	h2MaxFrameSize   = 1<<24 - 1
+	h2MaxStreamID    = 1<<31 - 1
+	// h2TableSize is HPACK's initial dynamic table size, and the most our own
+	// encoder ever uses.
+	h2TableSize = 4096
+	// h2TableCap bounds the dynamic table either peer may make the other keep: a
+	// larger SETTINGS_HEADER_TABLE_SIZE is lowered on its way through, so neither
+	// our decoders nor the peers' grow beyond it.
+	h2TableCap = 64 << 10
+	// h2MaxSettingsLen bounds a SETTINGS payload; there are a handful of settings.
+	h2MaxSettingsLen = 16 << 10
+	// h2MaxResponseBlock bounds a response header block (all its frames), which
+	// is held whole so that nothing the relay writes can land inside it.
+	h2MaxResponseBlock = 1 << 20
+	// h2Linger is how long a closing connection keeps reading its client, so
+	// that the client sees the last frames instead of a reset.
+	h2Linger = time.Second
+	// h2MaxLocal bounds the streams answered by the relay itself that the client
+	// may still send frames on.
+	h2MaxLocal = 128
+	// h2MaxQueue bounds the frames waiting for the relaying goroutine to let go
+	// of a writer; a client that makes more is abusive.
+	h2MaxQueue = 64 << 10
+)
+
+// serveH2 relays an HTTP/2 connection whose preface br holds. When the upstream
+// cannot be reached, or does not answer the preface with its SETTINGS, the
+// connection is served by the terminating path instead, which answers every
+// stream itself (503 or 502, or gRPC UNAVAILABLE) and keeps trying the upstream
+// for each new one, as before the relay: a client is not made to reconnect in a
+// loop to an upstream that will never speak HTTP/2.
+func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrPort) {
+	uc, err := p.dial(context.Background(), dst.String())
+	if err != nil {
+		p.log.Debug("http/2 upstream unreachable, answering locally", "dst", dst, "err", err)
+		p.serveH2Terminated(c, take(br), fl, dst)
+		return
+	}
+	fl.upstream.Store(&uc) // Close closes it too
+	r := newH2Relay(p, fl, dst, c, br, uc)
+	fallback := r.run()
+	r.release()
+	if fallback {
+		p.log.Debug("http/2 upstream did not answer the preface, answering locally", "dst", dst, "err", r.spokeErr)
+		fl.upstream.Store(nil)
+		c.SetReadDeadline(time.Time{})
+		prefix := append([]byte(h2Preface), r.firstFrame...)
+		p.serveH2Terminated(c, append(prefix, take(br)...), fl, dst)
+	}
+}
+
+// h2FrameHeader is the fixed 9-byte head of every frame (RFC 9113 §4.1).
+type h2FrameHeader struct {
+	length uint32
+	typ    http2.FrameType
+	flags  http2.Flags
+	stream uint32
+}
+
+func parseH2FrameHeader(b []byte) h2FrameHeader {
+	return h2FrameHeader{
+		length: uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2]),
+		typ:    http2.FrameType(b[3]),
+		flags:  http2.Flags(b[4]),
+		stream: binary.BigEndian.Uint32(b[5:9]) & h2MaxStreamID,
+	}
+}
+
+func appendH2FrameHeader(dst []byte, length int, typ http2.FrameType, flags http2.Flags, stream uint32) []byte {
+	return append(dst, byte(length>>16), byte(length>>8), byte(length), byte(typ), byte(flags),
+		byte(stream>>24), byte(stream>>16), byte(stream>>8), byte(stream))
+}
+
+func appendRSTStream(dst []byte, stream uint32, code http2.ErrCode) []byte {
+	dst = appendH2FrameHeader(dst, 4, http2.FrameRSTStream, 0, stream)
+	return binary.BigEndian.AppendUint32(dst, uint32(code))
+}
+
+func appendGoAway(dst []byte, last uint32, code http2.ErrCode, debug string) []byte {
+	dst = appendH2FrameHeader(dst, 8+len(debug), http2.FrameGoAway, 0, 0)
+	dst = binary.BigEndian.AppendUint32(dst, last)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(code))
+	return append(dst, debug...)
+}
+
+func appendWindowUpdate(dst []byte, stream, incr uint32) []byte {
+	dst = appendH2FrameHeader(dst, 4, http2.FrameWindowUpdate, 0, stream)
+	return binary.BigEndian.AppendUint32(dst, incr)
+}
+
+// h2ConnError is a connection error (RFC 9113 §5.4.1) a peer committed.
+type h2ConnError struct {
+	code http2.ErrCode
+	msg  string
+}
+
+func (e *h2ConnError) Error() string { return "http2: " + e.msg + " (" + e.code.String() + ")" }
+
+func h2Error(code http2.ErrCode, msg string) error { return &h2ConnError{code: code, msg: msg} }
+
+// h2WriteError is a failure to write to the peer a direction relays to: it is gone.
+type h2WriteError struct{ err error }
+
+func (e *h2WriteError) Error() string { return "write: " + e.err.Error() }
+func (e *h2WriteError) Unwrap() error { return e.err }
+
+var (
+	errH2Fallback       = errors.New("upstream does not speak HTTP/2")
+	errH2ClientReset    = errors.New("client reset the stream")
+	errH2UpstreamGoAway = errors.New("upstream went away before processing the stream")
+)
+
+// h2Out is the writing end toward one peer. One goroutine relays frames into it;
+// others (a stream the relay answers itself, a GOAWAY on shutdown) add whole frames
+// between the relayed ones, never inside one.
+type h2Out struct {
+	mu       sync.Mutex
+	bw       *bufio.Writer // nil once the connection is released
+	owned    bool          // the relaying goroutine is writing: others queue
+	gated    bool          // the peer has not had its server preface yet: everyone else waits
+	queue    []byte        // whole frames from other goroutines
+	midFrame bool          // owner only: a frame is partly written
+	hdr      [h2FrameHeaderLen]byte
+}
+
+// own is called by the relaying goroutine before it writes.
+func (o *h2Out) own() {
+	o.mu.Lock()
+	o.owned = true
+	o.mu.Unlock()
+}
+
+// release writes what others queued, flushes, and lets others write directly
+// until the next own. The relaying goroutine calls it before it blocks between
+// frames.
+func (o *h2Out) release() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.owned = false
+	if len(o.queue) > 0 && !o.gated {
+		o.bw.Write(o.queue)
+		o.queue = o.queue[:0]
+	}
+	return o.bw.Flush()
+}
+
+// send adds whole frames from a goroutine other than the owner. It reports false
+// when too much is waiting already.
+func (o *h2Out) send(frames []byte) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case o.bw == nil:
+	case o.owned || o.gated:
+		if len(o.queue)+len(frames) > h2MaxQueue {
+			return false
+		}
+		o.queue = append(o.queue, frames...)
+	default:
+		o.bw.Write(frames)
+		o.bw.Flush()
+	}
+	return true
+}
+
+// writeHeader writes a frame header; the owner only.
+func (o *h2Out) writeHeader(length int, typ http2.FrameType, flags http2.Flags, stream uint32) {
+	appendH2FrameHeader(o.hdr[:0], length, typ, flags, stream)
+	o.bw.Write(o.hdr[:])
+}
+
+// h2Stream is a request in flight on a relayed connection.
+type h2Stream struct {
+	l         legs
+	id        uint32
+	grpc      bool
+	responded bool // a final response head went to the client
+}
+
+var h2StreamPool = sync.Pool{New: func() any { return new(h2Stream) }}
+
+// h2Relay is one client connection and its upstream connection.
+type h2Relay struct {
+	p      *Proxy
+	fl     *flow
+	dst    netip.AddrPort
+	cc, uc net.Conn
+	cr, ur *bufio.Reader
+	cw, uw h2Out // toward the client and toward the upstream
+
+	// Settings seen passing by, for the other direction's goroutine.
+	upFrameSize    atomic.Uint32 // the upstream's latest MAX_FRAME_SIZE: our header blocks are cut to it
+	clientFrameMax atomic.Uint32 // largest frame the client may send: the upstream's largest MAX_FRAME_SIZE
+	upFrameMax     atomic.Uint32 // largest frame the upstream may send: the client's largest MAX_FRAME_SIZE
+	upTableSize    atomic.Uint32 // the upstream decoder's HEADER_TABLE_SIZE: our encoder's limit
+	reqTableMax    atomic.Uint32 // what the client's encoder may use, as forwarded: our request decoder's limit
+	respTableMax   atomic.Uint32 // what the upstream's encoder may use, as forwarded: our response decoder's limit
+	upWriteFailed  atomic.Bool
+
+	// Before relaying streams, the upstream must answer with its SETTINGS:
+	// toClient closes spoke once it knows (upSpoke, spokeErr), and waits for
+	// toUpstream to close decided (fallback) if it did not.
+	spoke, decided chan struct{}
+	upSpoke        bool
+	spokeErr       error
+	fallback       bool
+	decidedClosed  bool
+	firstFrame     []byte // the client's SETTINGS as it came, for the fallback
+
+	// The client-to-upstream goroutine's own.
+	reqDec        *hpack.Decoder
+	enc           *hpack.Encoder
+	encBuf        bytes.Buffer
+	reqTable      uint32 // limits applied to reqDec and enc
+	encTable      uint32
+	reqFields     []hpack.HeaderField
+	prio          [5]byte // the request's priority fields, passed on
+	prioLen       int
+	reqSize       uint32
+	reqTruncated  bool
+	reqInvalid    bool
+	maxHeaderList uint32
+	lastClientID  uint32              // highest stream the client opened, forwarded or not
+	local         map[uint32]struct{} // streams answered here that the client may still send on
+	hdr           http.Header         // the request's trace headers, for the legs machinery
+	vals          []string            // backing for hdr's values
+	canon         map[string]string   // field name to canonical header key, for SkipTrace
+	req           http.Request        // for SkipTrace
+	reqURL        url.URL
+	peerStr       string
+	cscratch      []byte
+	cframes       []byte
+
+	// The upstream-to-client goroutine's own.
+	respDec      *hpack.Decoder
+	respTable    uint32
+	resp         h2ResponseHead
+	respHdr      http.Header
+	block        []byte
+	settingsSent bool // the upstream's first SETTINGS went to the client
+	uscratch     []byte
+	ended        []h2Ended
+
+	mu          sync.Mutex
+	streams     map[uint32]*h2Stream
+	maxSeen     uint32 // highest stream forwarded upstream; written by the client goroutine only
+	refuseAbove uint32 // streams above it are not forwarded: the client was told by a GOAWAY
+	goAwayLast  uint32 // lowest last-stream-id the client has been sent
+	sentGoAway  bool   // the relay itself sent the client a GOAWAY
+	draining    bool
+	closing     bool // the connection is going down: no new streams
+	clientGone  bool
+	idleSince   time.Time
+	idle        *time.Timer
+}
+
+// h2ResponseHead is what the relay reads from a response header block.
+type h2ResponseHead struct {
+	status     int // 0: none (trailers)
+	grpcStatus int // -1: none
+	grpcMsg    string
+	captured   []hpack.HeaderField
+}
+
+func newH2Relay(p *Proxy, fl *flow, dst netip.AddrPort, cc net.Conn, cr *bufio.Reader, uc net.Conn) *h2Relay {
+	r := &h2Relay{
+		p: p, fl: fl, dst: dst, cc: cc, uc: uc, cr: cr,
+		ur:            getReader(uc),
+		maxHeaderList: uint32(p.cfg.MaxHeaderBytes) + 10*32, // as x/net's server: 32 bytes per field, ~10 fields
+		reqTable:      h2TableSize,
+		encTable:      h2TableSize,
+		respTable:     h2TableSize,
+		hdr:           make(http.Header, 4),
+		vals:          make([]string, 0, 8),
+		streams:       make(map[uint32]*h2Stream),
+		refuseAbove:   h2MaxStreamID,
+		goAwayLast:    h2MaxStreamID,
+		idleSince:     time.Now(),
+	}
+	r.spoke, r.decided = make(chan struct{}), make(chan struct{})
+	r.cw.bw = getWriter(cc)
+	r.uw.bw = getWriter(uc)
+	r.cw.gated = true
+	r.upFrameSize.Store(h2MinFrameSize)
+	r.clientFrameMax.Store(h2MinFrameSize)
+	r.upFrameMax.Store(h2MinFrameSize)
+	r.upTableSize.Store(h2TableSize)
+	r.reqTableMax.Store(h2TableSize)
+	r.respTableMax.Store(h2TableSize)
+	r.reqDec = hpack.NewDecoder(h2TableSize, r.requestField)
+	r.reqDec.SetMaxStringLength(int(r.maxHeaderList))
+	r.respDec = hpack.NewDecoder(h2TableSize, r.responseField)
+	r.enc = hpack.NewEncoder(&r.encBuf)
+	return r
+}
+
+// run relays until both directions are done: this goroutine carries the client's
+// frames upstream, toClient the upstream's back. It reports whether the upstream
+// failed to speak HTTP/2 before anything but the client's preface and SETTINGS
+// went to it, which the terminating path can take over.
+func (r *h2Relay) run() (fallback bool) {
+	if !r.p.trackH2Relay(r, true) {
+		return false // shutting down
+	}
+	defer r.p.trackH2Relay(r, false)
+	r.mu.Lock()
+	r.idle = time.AfterFunc(r.p.cfg.IdleTimeout, r.checkIdle)
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.idle.Stop()
+		r.mu.Unlock()
+	}()
+	// A server sends its SETTINGS at once: one that does not is not HTTP/2.
+	r.uc.SetReadDeadline(time.Now().Add(r.p.cfg.HeaderTimeout))
+	done := make(chan struct{})
+	go r.toClient(done)
+	err := r.toUpstream()
+	if errors.Is(err, errH2Fallback) {
+		<-done
+		return true
+	}
+	r.decide(false)
+	r.clientDone(err)
+	var ce *h2ConnError
+	if errors.As(err, &ce) {
+		// Linger, so the client reads its GOAWAY before the close: toClient's
+		// end sets the deadline.
+		io.Copy(io.Discard, r.cr)
+	}
+	<-done
+	return false
+}
+
+// decide tells toClient, waiting after the upstream failed to speak, whether the
+// terminating path takes over; toUpstream's goroutine only.
+func (r *h2Relay) decide(fallback bool) {
+	if !r.decidedClosed {
+		r.decidedClosed, r.fallback = true, fallback
+		close(r.decided)
+	}
+}
+
+// release returns the buffers; nothing may write after it.
+func (r *h2Relay) release() {
+	r.uc.Close()
+	for _, o := range []*h2Out{&r.cw, &r.uw} {
+		o.mu.Lock()
+		putWriter(o.bw)
+		o.bw = nil
+		o.mu.Unlock()
+	}
+	putReader(r.ur)
+	r.ur = nil
+}
+
+// readH2FrameHeader returns the next frame header from br, still buffered there.
+// Before waiting for input it lets go of o, flushing it; a failure to write is an
+// *h2WriteError.
+func readH2FrameHeader(br *bufio.Reader, o *h2Out) (h2FrameHeader, error) {
+	if br.Buffered() < h2FrameHeaderLen {
+		if err := o.release(); err != nil {
+			return h2FrameHeader{}, &h2WriteError{err}
+		}
+		_, err := br.Peek(h2FrameHeaderLen)
+		o.own()
+		if err != nil {
+			return h2FrameHeader{}, err
+		}
+	}
+	b, _ := br.Peek(h2FrameHeaderLen)
+	return parseH2FrameHeader(b), nil
+}
+
+// peekH2FrameHeader is readH2FrameHeader inside a header block, where o is not let
+// go: nothing may come between the block's frames.
+func peekH2FrameHeader(br *bufio.Reader, o *h2Out) (h2FrameHeader, error) {
+	if br.Buffered() < h2FrameHeaderLen {
+		o.bw.Flush()
+	}
+	b, err := br.Peek(h2FrameHeaderLen)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return h2FrameHeader{}, err
+	}
+	return parseH2FrameHeader(b), nil
+}
+
+// copyN relays the next n bytes of br to o, flushing o before waiting for more.
+func copyN(br *bufio.Reader, o *h2Out, n int) error {
+	o.midFrame = true
+	for n > 0 {
+		if br.Buffered() == 0 {
+			o.bw.Flush() // an error stays in bw, for release to report
+			if n >= br.Size() {
+				// Large: read past the reader's buffer, one read per piece.
+				buf := getCopyBuf()
+				k, err := br.Read((*buf)[:min(n, len(*buf))])
+				o.bw.Write((*buf)[:k])
+				putCopyBuf(buf)
+				n -= k
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			if _, err := br.Peek(1); err != nil {
+				return err
+			}
+		}
+		b, _ := br.Peek(min(n, br.Buffered()))
+		o.bw.Write(b)
+		br.Discard(len(b))
+		n -= len(b)
+	}
+	o.midFrame = false
+	return nil
+}
+
+// readFull reads len(dst) bytes from br, flushing o first if that means waiting.
+func readFull(br *bufio.Reader, o *h2Out, dst []byte) error {
+	if br.Buffered() < len(dst) {
+		o.bw.Flush()
+	}
+	_, err := io.ReadFull(br, dst)
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b) < n {
+		return make([]byte, n, max(n, 2*cap(b)))
+	}
+	return b[:n]
+}
+
+// headerFragment strips a HEADERS or PUSH_PROMISE payload to its header block
+// fragment, returning the priority fields when present.
+func headerFragment(fh h2FrameHeader, payload []byte) (frag, prio []byte, err error) {
+	padded := fh.flags.Has(http2.FlagHeadersPadded) // same bit for PUSH_PROMISE
+	pad := 0
+	if padded {
+		if len(payload) < 1 {
+			return nil, nil, h2Error(http2.ErrCodeFrameSize, "padded frame too short")
+		}
+		pad = int(payload[0])
+		payload = payload[1:]
+	}
+	switch {
+	case fh.typ == http2.FramePushPromise:
+		if len(payload) < 4 {
+			return nil, nil, h2Error(http2.ErrCodeFrameSize, "PUSH_PROMISE too short")
+		}
+		payload = payload[4:]
+	case fh.typ == http2.FrameHeaders && fh.flags.Has(http2.FlagHeadersPriority):
+		if len(payload) < 5 {
+			return nil, nil, h2Error(http2.ErrCodeFrameSize, "HEADERS priority too short")
+		}
+		prio, payload = payload[:5], payload[5:]
+	}
+	if pad > len(payload) {
+		return nil, nil, h2Error(http2.ErrCodeProtocol, "padding longer than the payload")
+	}
+	return payload[:len(payload)-pad], prio, nil
+}
+
+// ---- client to upstream ----
+
+// toUpstream relays the client's frames upstream until the client connection
+// ends or breaks the protocol.
+func (r *h2Relay) toUpstream() error {
+	br, o := r.cr, &r.uw
+	o.own()
+	if err := copyN(br, o, len(h2Preface)); err != nil {
+		return err
+	}
+	// The preface and the client's first frame (its SETTINGS) go upstream, and
+	// nothing more until the upstream answered with its own. The frame is kept for
+	// the terminating path, should the upstream not answer.
+	fh, err := r.nextClientFrame()
+	if err != nil {
+		return err
+	}
+	if n := h2FrameHeaderLen + int(fh.length); fh.typ == http2.FrameSettings && n <= br.Size() {
+		if b, err := br.Peek(n); err == nil {
+			r.firstFrame = append(r.firstFrame[:0], b...)
+		}
+	}
+	if err := r.clientFrame(fh); err != nil {
+		return err
+	}
+	if err := o.release(); err != nil {
+		r.upstreamWriteFailed()
+	}
+	<-r.spoke
+	if !r.upSpoke {
+		r.decide(r.firstFrame != nil)
+		if r.fallback {
+			return errH2Fallback
+		}
+	}
+	o.own()
+	for {
+		fh, err := r.nextClientFrame()
+		if err != nil {
+			return err
+		}
+		if err := r.clientFrame(fh); err != nil {
+			return err
+		}
+	}
+}
+
+// nextClientFrame reads the next frame header from the client.
+func (r *h2Relay) nextClientFrame() (h2FrameHeader, error) {
+	fh, err := readH2FrameHeader(r.cr, &r.uw)
+	if _, ok := err.(*h2WriteError); ok {
+		r.upstreamWriteFailed()
+		fh, err = readH2FrameHeader(r.cr, &r.uw)
+	}
+	if err == nil && fh.length > r.clientFrameMax.Load() {
+		err = h2Error(http2.ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+	}
+	return fh, err
+}
+
+// clientFrame relays one frame from the client.
+func (r *h2Relay) clientFrame(fh h2FrameHeader) error {
+	br, o := r.cr, &r.uw
+	var err error
+	switch fh.typ {
+	case http2.FrameData:
+		err = r.clientData(fh)
+	case http2.FrameHeaders:
+		err = r.clientHeaders(fh)
+	case http2.FrameRSTStream:
+		err = r.clientReset(fh)
+	case http2.FrameSettings:
+		err = r.clientSettings(fh)
+	case http2.FrameWindowUpdate, http2.FramePriority:
+		if fh.stream != 0 && r.dropped(fh.stream) {
+			br.Discard(h2FrameHeaderLen)
+			err = discardN(br, o, int(fh.length))
+			break
+		}
+		err = copyN(br, o, h2FrameHeaderLen+int(fh.length))
+	case http2.FrameContinuation:
+		err = h2Error(http2.ErrCodeProtocol, "CONTINUATION without HEADERS")
+	case http2.FramePushPromise:
+		err = h2Error(http2.ErrCodeProtocol, "PUSH_PROMISE from a client")
+	default: // PING, GOAWAY, extensions
+		err = copyN(br, o, h2FrameHeaderLen+int(fh.length))
+	}
+	return err
+}
+
+// upstreamWriteFailed notes that the upstream cannot be written to: toClient is
+// woken to end the streams, and what the client still sends goes nowhere until
+// the connection is closed.
+func (r *h2Relay) upstreamWriteFailed() {
+	if r.upWriteFailed.CompareAndSwap(false, true) {
+		r.uc.Close()
+	}
+	r.uw.mu.Lock()
+	r.uw.bw.Reset(io.Discard)
+	r.uw.mu.Unlock()
+}
+
+func discardN(br *bufio.Reader, o *h2Out, n int) error {
+	if br.Buffered() < n {
+		o.bw.Flush()
+	}
+	_, err := br.Discard(n)
+	return err
+}
+
+// dropped reports whether a stream never reached the upstream, so its frames
+// must not either.
+func (r *h2Relay) dropped(id uint32) bool {
+	if id > r.maxSeen {
+		return true
+	}
+	_, ok := r.local[id]
+	return ok
+}
+
+func (r *h2Relay) clientData(fh h2FrameHeader) error {
+	br, o := r.cr, &r.uw
+	end := fh.flags.Has(http2.FlagDataEndStream)
+	if r.dropped(fh.stream) {
+		br.Discard(h2FrameHeaderLen)
+		if err := discardN(br, o, int(fh.length)); err != nil {
+			return err
+		}
+		if end {
+			delete(r.local, fh.stream)
+		}
+		if fh.length > 0 {
+			// The upstream never sees these bytes and so never gives the
+			// connection window back for them: the relay does.
+			r.cframes = appendWindowUpdate(r.cframes[:0], 0, fh.length)
+			return r.sendClient(r.cframes)
+		}
+		return nil
+	}
+	if err := copyN(br, o, h2FrameHeaderLen+int(fh.length)); err != nil {
+		return err
+	}
+	if end {
+		now := time.Now()
+		r.mu.Lock()
+		if st := r.streams[fh.stream]; st != nil {
+			st.l.sent = now
+		}
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// sendClient sends frames the relay makes itself to the client.
+func (r *h2Relay) sendClient(frames []byte) error {
+	if !r.cw.send(frames) {
+		return h2Error(http2.ErrCodeEnhanceYourCalm, "too many streams answered locally")
+	}
+	return nil
+}
+
+func (r *h2Relay) clientReset(fh h2FrameHeader) error {
+	br, o := r.cr, &r.uw
+	if fh.length != 4 {
+		return h2Error(http2.ErrCodeFrameSize, "RST_STREAM length")
+	}
+	if fh.stream == 0 {
+		return h2Error(http2.ErrCodeProtocol, "RST_STREAM on stream 0")
+	}
+	if r.dropped(fh.stream) {
+		delete(r.local, fh.stream)
+		br.Discard(h2FrameHeaderLen)
+		return discardN(br, o, 4)
+	}
+	b, err := br.Peek(h2FrameHeaderLen + 4)
+	if err != nil {
+		return err
+	}
+	code := http2.ErrCode(binary.BigEndian.Uint32(b[h2FrameHeaderLen:]))
+	if err := copyN(br, o, len(b)); err != nil {
+		return err
+	}
+	now := time.Now()
+	if st := r.take(fh.stream, now); st != nil {
+		st.l.fail("client", fmt.Errorf("%w (%v)", errH2ClientReset, code))
+		r.finish(st, now)
+	}
+	return nil
+}
+
+func (r *h2Relay) clientSettings(fh h2FrameHeader) error {
+	br, o := r.cr, &r.uw
+	payload, err := r.readSettings(fh, br, o, &r.cscratch)
+	if err != nil || payload == nil {
+		return err
+	}
+	for i := 0; i < len(payload); i += 6 {
+		v := binary.BigEndian.Uint32(payload[i+2:])
+		switch http2.SettingID(binary.BigEndian.Uint16(payload[i:])) {
+		case http2.SettingHeaderTableSize:
+			// The client's decoder: the upstream's encoder, and our response
+			// decoder following it, may use this much.
+			v = min(v, h2TableCap)
+			binary.BigEndian.PutUint32(payload[i+2:], v)
+			r.respTableMax.Store(v)
+		case http2.SettingMaxFrameSize:
+			raiseTo(&r.upFrameMax, v)
+		}
+	}
+	o.writeHeader(len(payload), http2.FrameSettings, fh.flags, 0)
+	o.bw.Write(payload)
+	return nil
+}
+
+// readSettings reads a SETTINGS payload into *scratch after checking the frame;
+// an ACK is relayed at once and gives a nil payload.
+func (r *h2Relay) readSettings(fh h2FrameHeader, br *bufio.Reader, o *h2Out, scratch *[]byte) ([]byte, error) {
+	switch {
+	case fh.stream != 0:
+		return nil, h2Error(http2.ErrCodeProtocol, "SETTINGS on a stream")
+	case fh.flags.Has(http2.FlagSettingsAck):
+		if fh.length != 0 {
+			return nil, h2Error(http2.ErrCodeFrameSize, "SETTINGS ACK with a payload")
+		}
+		return nil, copyN(br, o, h2FrameHeaderLen)
+	case fh.length%6 != 0:
+		return nil, h2Error(http2.ErrCodeFrameSize, "SETTINGS length")
+	case fh.length > h2MaxSettingsLen:
+		return nil, h2Error(http2.ErrCodeEnhanceYourCalm, "SETTINGS too large")
+	}
+	br.Discard(h2FrameHeaderLen)
+	// Room for two settings the relay may add.
+	*scratch = grow(*scratch, int(fh.length)+12)
+	payload := (*scratch)[:fh.length]
+	return payload, readFull(br, o, payload)
+}
+
+// raiseTo raises a to v if v is a valid frame size above it.
+func raiseTo(a *atomic.Uint32, v uint32) {
+	if v < h2MinFrameSize || v > h2MaxFrameSize {
+		return // the receiving peer rejects it
+	}
+	for {
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+// ---- upstream to client ----
+
+// toClient relays the upstream's frames to the client until either connection
+// ends, then ends the streams still open.
+func (r *h2Relay) toClient(done chan<- struct{}) {
+	defer close(done)
+	err := r.relayResponses()
+	if !r.upSpoke {
+		r.spokeErr = err
+		// toUpstream decides once it has the client's first frame; a client
+		// that does not send one is not waited for long.
+		r.cc.SetReadDeadline(time.Now().Add(h2Linger))
+		close(r.spoke)
+		<-r.decided
+		if r.fallback {
+			return // nothing went to the client: the terminating path serves it
+		}
+	}
+	r.upstreamDone(err)
+}
+
+func (r *h2Relay) relayResponses() error {
+	br, o := r.ur, &r.cw
+	o.own()
+	first := true
+	for {
+		if br.Buffered() < h2FrameHeaderLen {
+			if err := o.release(); err != nil {
+				return &h2WriteError{err}
+			}
+			// Spans are made once the responses are on their way, not before.
+			r.finishEnded()
+			_, err := br.Peek(h2FrameHeaderLen)
+			o.own()
+			if err != nil {
+				return err
+			}
+		}
+		b, _ := br.Peek(h2FrameHeaderLen)
+		fh := parseH2FrameHeader(b)
+		if first {
+			if fh.typ != http2.FrameSettings || fh.flags.Has(http2.FlagSettingsAck) || fh.length > h2MaxSettingsLen {
+				return h2Error(http2.ErrCodeProtocol, "upstream did not start with SETTINGS: not HTTP/2")
+			}
+			r.uc.SetReadDeadline(time.Time{})
+			r.upSpoke = true
+			close(r.spoke)
+			first = false
+		}
+		if fh.length > r.upFrameMax.Load() {
+			return h2Error(http2.ErrCodeFrameSize, "upstream frame larger than the client allows")
+		}
+		var err error
+		switch fh.typ {
+		case http2.FrameData:
+			if err = copyN(br, o, h2FrameHeaderLen+int(fh.length)); err != nil {
+				break
+			}
+			if fh.flags.Has(http2.FlagDataEndStream) {
+				now := time.Now()
+				if st := r.take(fh.stream, now); st != nil {
+					st.l.cliEnd = now
+					r.ended = append(r.ended, h2Ended{st, now})
+				}
+			}
+		case http2.FrameHeaders, http2.FramePushPromise:
+			err = r.upstreamHeaders(fh)
+		case http2.FrameSettings:
+			err = r.upstreamSettings(fh)
+		case http2.FrameRSTStream:
+			err = r.upstreamReset(fh)
+		case http2.FrameGoAway:
+			err = r.upstreamGoAway(fh)
+		case http2.FrameContinuation:
+			err = h2Error(http2.ErrCodeProtocol, "upstream sent CONTINUATION without HEADERS")
+		default: // WINDOW_UPDATE, PING, PRIORITY, extensions
+			err = copyN(br, o, h2FrameHeaderLen+int(fh.length))
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// upstreamHeaders relays a response header block (HEADERS or PUSH_PROMISE and
+// their CONTINUATIONs) as it came, decoding it on the way.
+func (r *h2Relay) upstreamHeaders(fh h2FrameHeader) error {
+	br, o := r.ur, &r.cw
+	read := time.Now()
+	if fh.stream == 0 {
+		return h2Error(http2.ErrCodeProtocol, "upstream HEADERS on stream 0")
+	}
+	if v := r.respTableMax.Load(); v != r.respTable {
+		r.respDec.SetAllowedMaxDynamicTableSize(v)
+		r.respTable = v
+	}
+	r.resp = h2ResponseHead{grpcStatus: -1, captured: r.resp.captured[:0]}
+	if h2FrameHeaderLen+int(fh.length) > h2MaxResponseBlock {
+		return h2Error(http2.ErrCodeFrameSize, "upstream header block too large")
+	}
+	r.block = grow(r.block, h2FrameHeaderLen+int(fh.length))
+	if err := readFull(br, o, r.block); err != nil {
+		return err
+	}
+	frag, _, err := headerFragment(fh, r.block[h2FrameHeaderLen:])
+	if err != nil {
+		return err
+	}
+	if _, err := r.respDec.Write(frag); err != nil {
+		return h2Error(http2.ErrCodeCompression, "upstream header block: "+err.Error())
+	}
+	for flags := fh.flags; !flags.Has(http2.FlagHeadersEndHeaders); { // same bit for PUSH_PROMISE
+		next, err := peekH2FrameHeader(br, o)
+		if err != nil {
+			return err
+		}
+		if next.typ != http2.FrameContinuation || next.stream != fh.stream {
+			return h2Error(http2.ErrCodeProtocol, "upstream header block interrupted")
+		}
+		if next.length > r.upFrameMax.Load() || len(r.block)+h2FrameHeaderLen+int(next.length) > h2MaxResponseBlock {
+			return h2Error(http2.ErrCodeFrameSize, "upstream header block too large")
+		}
+		start := len(r.block)
+		r.block = slices.Grow(r.block, h2FrameHeaderLen+int(next.length))[:start+h2FrameHeaderLen+int(next.length)]
+		if err := readFull(br, o, r.block[start:]); err != nil {
+			return err
+		}
+		if _, err := r.respDec.Write(r.block[start+h2FrameHeaderLen:]); err != nil {
+			return h2Error(http2.ErrCodeCompression, "upstream header block: "+err.Error())
+		}
+		flags = next.flags
+	}
+	if err := r.respDec.Close(); err != nil {
+		return h2Error(http2.ErrCodeCompression, "upstream header block: "+err.Error())
+	}
+	o.bw.Write(r.block)
+	if fh.typ == http2.FramePushPromise {
+		return nil
+	}
+	r.response(fh.stream, fh.flags.Has(http2.FlagHeadersEndStream), read, time.Now())
+	return nil
+}
+
+// responseField notes what spans say about a response.
+func (r *h2Relay) responseField(f hpack.HeaderField) {
+	switch f.Name {
+	case ":status":
+		r.resp.status, _ = strconv.Atoi(f.Value)
+	case "grpc-status":
+		if n, err := strconv.Atoi(f.Value); err == nil {
+			r.resp.grpcStatus = n
+		}
+	case "grpc-message":
+		r.resp.grpcMsg = f.Value
+	default:
+		if len(r.p.h2capture) > 0 {
+			r.resp.captured = append(r.resp.captured, f)
+		}
+	}
+}
+
+// response applies a response header block, forwarded at written, to its stream.
+func (r *h2Relay) response(id uint32, end bool, read, written time.Time) {
+	r.mu.Lock()
+	st := r.streams[id]
+	if st == nil {
+		r.mu.Unlock()
+		return
+	}
+	l := &st.l
+	if l.firstByte.IsZero() {
+		l.firstByte = read
+	}
+	if rs := &r.resp; rs.status >= 200 {
+		l.status = rs.status
+		if !st.responded {
+			st.responded = true
+			l.respHeader = written
+		}
+	}
+	if st.grpc && r.resp.grpcStatus >= 0 {
+		l.grpcStatus, l.grpcMsg = r.resp.grpcStatus, r.resp.grpcMsg
+	}
+	if l.sampled && len(r.resp.captured) > 0 {
+		l.resAttrs = r.captureResponse(l.resAttrs)
+	}
+	if !end {
+		r.mu.Unlock()
+		return
+	}
+	drained := r.removeLocked(id, written)
+	r.mu.Unlock()
+	if drained {
+		r.uc.Close()
+	}
+	l.cliEnd = read
+	r.ended = append(r.ended, h2Ended{st, written})
+}
+
+// h2Ended is a stream whose response went to the client at end, to be finished
+// once it has been flushed.
+type h2Ended struct {
+	st  *h2Stream
+	end time.Time
+}
+
+func (r *h2Relay) finishEnded() {
+	for i, e := range r.ended {
+		r.finish(e.st, e.end)
+		r.ended[i] = h2Ended{}
+	}
+	r.ended = r.ended[:0]
+}
+
+func (r *h2Relay) captureResponse(dst []spans.Attr) []spans.Attr {
+	if r.respHdr == nil {
+		r.respHdr = make(http.Header)
+	}
+	clear(r.respHdr)
+	for _, f := range r.resp.captured {
+		for i, name := range r.p.h2capture {
+			if name == f.Name {
+				k := r.p.capture[i].key
+				r.respHdr[k] = append(r.respHdr[k], f.Value)
+			}
+		}
+	}
+	return r.p.captureHeaders(dst, r.respHdr, false)
+}
+
+func (r *h2Relay) upstreamSettings(fh h2FrameHeader) error {
+	br, o := r.ur, &r.cw
+	payload, err := r.readSettings(fh, br, o, &r.uscratch)
+	if err != nil || payload == nil {
+		return err
+	}
+	haveStreams, haveList := false, false
+	for i := 0; i < len(payload); i += 6 {
+		v := binary.BigEndian.Uint32(payload[i+2:])
+		switch http2.SettingID(binary.BigEndian.Uint16(payload[i:])) {
+		case http2.SettingHeaderTableSize:
+			// The upstream's decoder: our encoder may use this much, and the
+			// client's encoder, followed by our request decoder, what we pass on.
+			r.upTableSize.Store(v)
+			v = min(v, h2TableCap)
+			r.reqTableMax.Store(v)
+		case http2.SettingMaxFrameSize:
+			if v >= h2MinFrameSize && v <= h2MaxFrameSize {
+				r.upFrameSize.Store(v)
+				raiseTo(&r.clientFrameMax, v)
+			}
+		case http2.SettingMaxConcurrentStreams:
+			v, haveStreams = min(v, h2MaxStreams), true
+		case http2.SettingMaxHeaderListSize:
+			v, haveList = min(v, r.maxHeaderList), true
+		}
+		binary.BigEndian.PutUint32(payload[i+2:], v)
+	}
+	if !r.settingsSent {
+		// The relay's own limits, announced with the upstream's first settings
+		// as a terminating server would.
+		if !haveStreams {
+			payload = appendSetting(payload, http2.SettingMaxConcurrentStreams, h2MaxStreams)
+		}
+		if !haveList {
+			payload = appendSetting(payload, http2.SettingMaxHeaderListSize, r.maxHeaderList)
+		}
+	}
+	o.writeHeader(len(payload), http2.FrameSettings, fh.flags, 0)
+	o.bw.Write(payload)
+	if !r.settingsSent {
+		r.settingsSent = true
+		o.mu.Lock()
+		o.gated = false // the client has its server preface: others may write
+		o.mu.Unlock()
+	}
+	return nil
+}
+
+func appendSetting(dst []byte, id http2.SettingID, v uint32) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(id))
+	return binary.BigEndian.AppendUint32(dst, v)
+}
+
+func (r *h2Relay) upstreamReset(fh h2FrameHeader) error {
+	br, o := r.ur, &r.cw
+	if fh.length != 4 {
+		return h2Error(http2.ErrCodeFrameSize, "upstream RST_STREAM length")
+	}
+	if fh.stream == 0 {
+		return h2Error(http2.ErrCodeProtocol, "upstream RST_STREAM on stream 0")
+	}
+	b, err := br.Peek(h2FrameHeaderLen + 4)
+	if err != nil {
+		return err
+	}
+	code := http2.ErrCode(binary.BigEndian.Uint32(b[h2FrameHeaderLen:]))
+	if err := copyN(br, o, len(b)); err != nil {
+		return err
+	}
+	now := time.Now()
+	if st := r.take(fh.stream, now); st != nil {
+		st.l.fail("upstream", fmt.Errorf("upstream reset the stream (%v)", code))
+		r.finish(st, now)
+	}
+	return nil
+}
+
+// upstreamGoAway relays the upstream's GOAWAY and ends the streams it did not
+// process: the client retries those by itself.
+func (r *h2Relay) upstreamGoAway(fh h2FrameHeader) error {
+	br, o := r.ur, &r.cw
+	if fh.length < 8 {
+		return h2Error(http2.ErrCodeFrameSize, "upstream GOAWAY length")
+	}
+	if fh.stream != 0 {
+		return h2Error(http2.ErrCodeProtocol, "upstream GOAWAY on a stream")
+	}
+	b, err := br.Peek(h2FrameHeaderLen + 4)
+	if err != nil {
+		return err
+	}
+	last := binary.BigEndian.Uint32(b[h2FrameHeaderLen:]) & h2MaxStreamID
+	// A client must never see the last-stream-id of GOAWAYs go up (grpc-go
+	// drops the whole connection when it does): if the relay already sent a
+	// lower one (draining on shutdown), or the upstream did, the frame goes on
+	// with that. It is rewritten in the reader's buffer, on its way through.
+	r.mu.Lock()
+	r.goAwayLast = min(r.goAwayLast, last)
+	r.refuseAbove = min(r.refuseAbove, last)
+	last = r.goAwayLast
+	r.mu.Unlock()
+	binary.BigEndian.PutUint32(b[h2FrameHeaderLen:], last)
+	if err := copyN(br, o, h2FrameHeaderLen+int(fh.length)); err != nil {
+		return err
+	}
+	now := time.Now()
+	var gone []*h2Stream
+	r.mu.Lock()
+	drained := false
+	for id, st := range r.streams {
+		if id > last {
+			gone = append(gone, st)
+			drained = r.removeLocked(id, now) || drained
+		}
+	}
+	r.mu.Unlock()
+	if drained {
+		r.uc.Close()
+	}
+	for _, st := range gone {
+		st.l.fail("upstream", errH2UpstreamGoAway)
+		r.finish(st, now)
+	}
+	return nil
+}
+
+// ---- stream table and the connection's end ----
+
+// take removes a stream from the table, or returns nil when it is not there.
+func (r *h2Relay) take(id uint32, now time.Time) *h2Stream {
+	r.mu.Lock()
+	st := r.streams[id]
+	drained := st != nil && r.removeLocked(id, now)
+	r.mu.Unlock()
+	if drained {
+		r.uc.Close() // toClient's end half-closes the client
+	}
+	return st
+}
+
+// removeLocked deletes a stream and reports whether that completed a drain.
+func (r *h2Relay) removeLocked(id uint32, now time.Time) bool {
+	delete(r.streams, id)
+	if len(r.streams) > 0 {
+		return false
+	}
+	r.idleSince = now
+	return r.draining && !r.closing
+}
+
+// finish ends a stream taken from the table, whose response went to the client
+// at end.
+func (r *h2Relay) finish(st *h2Stream, end time.Time) {
+	st.l.finish(end, r.fl)
+	h2StreamPool.Put(st)
+}
+
+// closeLocked marks the connection closing and takes every open stream.
+func (r *h2Relay) closeLocked() []*h2Stream {
+	r.closing = true
+	open := slices.Collect(maps.Values(r.streams))
+	clear(r.streams)
+	slices.SortFunc(open, func(a, b *h2Stream) int { return int(a.id) - int(b.id) })
+	return open
+}
+
+// clientDone ends the connection after the client's side did: closed, broken,
+// or in breach of the protocol (err is then an *h2ConnError, and the client gets
+// a GOAWAY).
+func (r *h2Relay) clientDone(err error) {
+	now := time.Now()
+	var ce *h2ConnError
+	protocol := errors.As(err, &ce)
+	r.mu.Lock()
+	r.clientGone = r.clientGone || !protocol
+	open := r.closeLocked()
+	last := min(r.maxSeen, r.goAwayLast)
+	r.goAwayLast, r.sentGoAway = last, true
+	r.mu.Unlock()
+	// First the deadline: a client that stopped reading must not hold up the
+	// GOAWAY below (nor toClient's flush it would wait behind) for ever.
+	r.cc.SetWriteDeadline(now.Add(h2Linger))
+	if protocol {
+		r.p.log.Debug("http/2 client broke the protocol", "peer", r.fl.peer, "err", err)
+		r.cw.send(appendGoAway(nil, last, ce.code, ce.msg))
+	}
+	for _, st := range open {
+		st.l.fail("client", err)
+		r.finish(st, now)
+	}
+	r.uc.Close() // toClient ends, flushing and half-closing the client
+}
+
+// upstreamDone ends the connection once the upstream's side ended: the streams
+// still open are answered (gRPC ones with UNAVAILABLE trailers, others with 502 or
+// a reset), the client gets a GOAWAY and a half-close, and has a moment to read
+// them.
+func (r *h2Relay) upstreamDone(err error) {
+	now := time.Now()
+	var we *h2WriteError
+	toClientFailed := errors.As(err, &we)
+	r.mu.Lock()
+	kind := "upstream"
+	if r.clientGone || toClientFailed {
+		kind = "client"
+	}
+	open := r.closeLocked()
+	last := min(r.maxSeen, r.goAwayLast)
+	goAway := !r.sentGoAway
+	r.goAwayLast, r.sentGoAway = last, true
+	r.mu.Unlock()
+
+	o := &r.cw
+	write := kind == "upstream" && !o.midFrame
+	if write {
+		if !r.settingsSent {
+			// The upstream never spoke HTTP/2: the client still gets a server
+			// preface before anything else.
+			o.writeHeader(0, http2.FrameSettings, 0, 0)
+			r.settingsSent = true
+		}
+		r.endStreams(open, err)
+		if goAway {
+			code := http2.ErrCodeNo
+			var ce *h2ConnError
+			if errors.As(err, &ce) {
+				code = http2.ErrCodeInternal // the upstream broke the protocol, not the client
+				r.p.log.Debug("http/2 upstream broke the protocol", "dst", r.dst, "err", err)
+			}
+			o.writeHeader(8, http2.FrameGoAway, 0, 0)
+			o.bw.Write(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(r.uscratch[:0], last), uint32(code)))
+		}
+		o.mu.Lock()
+		o.gated = false
+		o.mu.Unlock()
+		o.release()
+	}
+	r.finishEnded()
+	for _, st := range open {
+		st.l.fail(kind, err)
+		r.finish(st, now)
+	}
+	r.uc.Close()
+	if kind == "client" {
+		r.cc.SetReadDeadline(now)
+		return
+	}
+	closeWrite(r.cc)
+	r.cc.SetReadDeadline(now.Add(h2Linger))
+}
+
+// endStreams answers the streams the upstream left open.
+func (r *h2Relay) endStreams(open []*h2Stream, cause error) {
+	o := &r.cw
+	msg := "upstream broke off"
+	if cause != nil {
+		msg += ": " + cause.Error()
+	}
+	msg = url.PathEscape(msg[:min(len(msg), 256)])
+	for _, st := range open {
+		var block []byte
+		switch {
+		case st.grpc:
+			if !st.responded {
+				block = appendStaticField(block, ":status", "200")
+				block = appendStaticField(block, "content-type", "application/grpc")
+				st.l.status = http.StatusOK
+			}
+			block = appendStaticField(block, "grpc-status", strconv.Itoa(grpcUnavailable))
+			block = appendStaticField(block, "grpc-message", msg)
+			st.l.grpcStatus = grpcUnavailable
+		case !st.responded:
+			block = appendStaticField(block, ":status", strconv.Itoa(http.StatusBadGateway))
+			st.l.status = http.StatusBadGateway
+		default:
+			// Part of a response went out: a reset, so that the client does not
+			// take it for a whole one.
+			o.bw.Write(appendRSTStream(r.uscratch[:0], st.id, http2.ErrCodeInternal))
+			continue
+		}
+		o.writeHeader(len(block), http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, st.id)
+		o.bw.Write(block)
+	}
+}
+
+// drain stops taking streams (GOAWAY with the last stream forwarded) and closes
+// the connection once the open ones are done.
+func (r *h2Relay) drain() {
+	r.mu.Lock()
+	if r.closing || r.draining {
+		r.mu.Unlock()
+		return
+	}
+	r.draining = true
+	last := min(r.maxSeen, r.goAwayLast)
+	r.refuseAbove, r.goAwayLast = last, last
+	goAway := !r.sentGoAway
+	r.sentGoAway = true
+	idle := len(r.streams) == 0
+	r.mu.Unlock()
+	if goAway {
+		r.cw.send(appendGoAway(nil, last, http2.ErrCodeNo, ""))
+	}
+	if idle {
+		r.uc.Close()
+	}
+}
+
+// checkIdle drains a connection that had no stream for the idle timeout.
+func (r *h2Relay) checkIdle() {
+	timeout := r.p.cfg.IdleTimeout
+	r.mu.Lock()
+	if r.closing || r.draining {
+		r.mu.Unlock()
+		return
+	}
+	wait := timeout
+	if len(r.streams) == 0 {
+		idle := time.Since(r.idleSince)
+		if idle >= timeout {
+			r.mu.Unlock()
+			r.drain()
+			return
+		}
+		wait = timeout - idle
+	}
+	r.idle.Reset(wait)
+	r.mu.Unlock()
+}
+
+// trackH2Relay registers a relay for Shutdown's GOAWAY; it reports false when
+// shutdown began already.
+func (p *Proxy) trackH2Relay(r *h2Relay, add bool) bool {
+	p.h2mu.Lock()
+	defer p.h2mu.Unlock()
+	if !add {
+		delete(p.h2relays, r)
+		return true
+	}
+	if p.closing.Load() {
+		return false
+	}
+	p.h2relays[r] = struct{}{}
+	return true
+}
+
+// drainH2Relays sends every relayed connection a GOAWAY; Shutdown runs it.
+func (p *Proxy) drainH2Relays() {
+	p.h2mu.Lock()
+	rs := slices.Collect(maps.Keys(p.h2relays))
+	p.h2mu.Unlock()
+	// In parallel: a client that does not read must not hold up the others'
+	// GOAWAYs until Shutdown's deadline.
+	for _, r := range rs {
+		go r.drain()
+	}
+}
