@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -138,6 +139,11 @@ func appendGoAway(dst []byte, last uint32, code http2.ErrCode, debug string) []b
 	return append(dst, debug...)
 }
 
+func appendPing(dst []byte, data uint64) []byte {
+	dst = appendH2FrameHeader(dst, 8, http2.FramePing, 0, 0)
+	return binary.BigEndian.AppendUint64(dst, data)
+}
+
 func appendWindowUpdate(dst []byte, stream, incr uint32) []byte {
 	dst = appendH2FrameHeader(dst, 4, http2.FrameWindowUpdate, 0, stream)
 	return binary.BigEndian.AppendUint32(dst, incr)
@@ -163,6 +169,7 @@ var (
 	errH2Fallback       = errors.New("upstream does not speak HTTP/2")
 	errH2ClientReset    = errors.New("client reset the stream")
 	errH2UpstreamGoAway = errors.New("upstream went away before processing the stream")
+	errH2UpstreamSilent = errors.New("upstream did not answer a ping")
 )
 
 // h2Out is the writing end toward one peer. One goroutine relays frames into it;
@@ -252,6 +259,16 @@ type h2Relay struct {
 	respTableMax   atomic.Uint32 // what the upstream's encoder may use, as forwarded: our response decoder's limit
 	upWriteFailed  atomic.Bool
 
+	// Upstream liveness (checkLive): the upstream is pinged after a silence with
+	// streams open, and dropped when the ping goes unanswered.
+	upRead     atomic.Int64 // when the last frame from the upstream was read (unix ns)
+	pingSent   atomic.Int64 // when our unanswered ping went out (unix ns), or 0
+	pingData   uint64       // our pings' payload: their ACKs are not the client's
+	upSilent   atomic.Bool  // the upstream was dropped for not answering
+	liveTimer  *time.Timer
+	pingAfter  time.Duration
+	pingWithin time.Duration
+
 	// Before relaying streams, the upstream must answer with its SETTINGS:
 	// toClient closes spoke once it knows (upSpoke, spokeErr), and waits for
 	// toUpstream to close decided (fallback) if it did not.
@@ -331,7 +348,11 @@ func newH2Relay(p *Proxy, fl *flow, dst netip.AddrPort, cc net.Conn, cr *bufio.R
 		refuseAbove:   h2MaxStreamID,
 		goAwayLast:    h2MaxStreamID,
 		idleSince:     time.Now(),
+		pingData:      rand.Uint64(),
+		pingAfter:     h2ReadIdleTimeout,
+		pingWithin:    h2PingTimeout,
 	}
+	r.upRead.Store(time.Now().UnixNano())
 	r.spoke, r.decided = make(chan struct{}), make(chan struct{})
 	r.cw.bw = getWriter(cc)
 	r.uw.bw = getWriter(uc)
@@ -360,10 +381,12 @@ func (r *h2Relay) run() (fallback bool) {
 	defer r.p.trackH2Relay(r, false)
 	r.mu.Lock()
 	r.idle = time.AfterFunc(r.p.cfg.IdleTimeout, r.checkIdle)
+	r.liveTimer = time.AfterFunc(r.pingAfter, r.checkLive)
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
 		r.idle.Stop()
+		r.liveTimer.Stop()
 		r.mu.Unlock()
 	}()
 	// A server sends its SETTINGS at once: one that does not is not HTTP/2.
@@ -780,6 +803,9 @@ func raiseTo(a *atomic.Uint32, v uint32) {
 func (r *h2Relay) toClient(done chan<- struct{}) {
 	defer close(done)
 	err := r.relayResponses()
+	if r.upSilent.Load() {
+		err = errH2UpstreamSilent
+	}
 	if !r.upSpoke {
 		r.spokeErr = err
 		// toUpstream decides once it has the client's first frame; a client
@@ -813,6 +839,7 @@ func (r *h2Relay) relayResponses() error {
 		}
 		b, _ := br.Peek(h2FrameHeaderLen)
 		fh := parseH2FrameHeader(b)
+		r.upRead.Store(time.Now().UnixNano())
 		if first {
 			if fh.typ != http2.FrameSettings || fh.flags.Has(http2.FlagSettingsAck) || fh.length > h2MaxSettingsLen {
 				return h2Error(http2.ErrCodeProtocol, "upstream did not start with SETTINGS: not HTTP/2")
@@ -848,7 +875,13 @@ func (r *h2Relay) relayResponses() error {
 			err = r.upstreamGoAway(fh)
 		case http2.FrameContinuation:
 			err = h2Error(http2.ErrCodeProtocol, "upstream sent CONTINUATION without HEADERS")
-		default: // WINDOW_UPDATE, PING, PRIORITY, extensions
+		case http2.FramePing:
+			if r.ourPingAck(fh) {
+				err = discardN(br, o, h2FrameHeaderLen+8)
+				break
+			}
+			err = copyN(br, o, h2FrameHeaderLen+int(fh.length))
+		default: // WINDOW_UPDATE, PRIORITY, extensions
 			err = copyN(br, o, h2FrameHeaderLen+int(fh.length))
 		}
 		if err != nil {
@@ -1310,6 +1343,76 @@ func (r *h2Relay) drain() {
 	if idle {
 		r.uc.Close()
 	}
+}
+
+// ourPingAck reports whether fh is the ACK of a ping checkLive sent, which the
+// client must not see.
+func (r *h2Relay) ourPingAck(fh h2FrameHeader) bool {
+	if !fh.flags.Has(http2.FlagPingAck) || fh.length != 8 || fh.stream != 0 {
+		return false
+	}
+	if r.ur.Buffered() < h2FrameHeaderLen+8 {
+		r.cw.bw.Flush() // about to wait for the payload: what is written goes out first
+	}
+	b, err := r.ur.Peek(h2FrameHeaderLen + 8)
+	if err != nil {
+		return false // copyN reports the short read
+	}
+	if binary.BigEndian.Uint64(b[h2FrameHeaderLen:]) != r.pingData {
+		return false
+	}
+	r.pingSent.Store(0)
+	return true
+}
+
+// checkLive pings an upstream that was silent for pingAfter while streams are
+// open, and drops it when the ping is not answered within pingWithin: a peer that
+// vanished without a FIN or a reset (its node went away) would otherwise hold the
+// client's calls until TCP gives up, minutes later. Dropping it ends the open
+// streams as any broken upstream does (gRPC: UNAVAILABLE). x/net's Transport,
+// which the relay replaced, did the same.
+func (r *h2Relay) checkLive() {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return
+	}
+	// The timer only fires again once this run re-arms it, so pings are never
+	// sent twice at once; the ping itself goes out without r.mu held (a
+	// stalled upstream may block the write).
+	read := r.upRead.Load()
+	if sent := r.pingSent.Load(); sent != 0 {
+		waited := now.Sub(time.Unix(0, sent))
+		switch {
+		case read >= sent:
+			r.pingSent.Store(0) // anything read since counts as an answer
+		case waited >= r.pingWithin:
+			r.upSilent.Store(true)
+			r.p.log.Debug("http/2 upstream did not answer a ping", "dst", r.dst, "after", waited)
+			r.uc.Close() // toClient's read fails and ends the streams
+			return
+		default:
+			r.liveTimer.Reset(r.pingWithin - waited)
+			return
+		}
+	}
+	silent := now.Sub(time.Unix(0, read))
+	if len(r.streams) > 0 && silent >= r.pingAfter {
+		r.pingSent.Store(now.UnixNano())
+		r.mu.Unlock()
+		r.uw.send(appendPing(nil, r.pingData))
+		r.mu.Lock()
+		if !r.closing {
+			r.liveTimer.Reset(r.pingWithin)
+		}
+		return
+	}
+	wait := r.pingAfter - silent
+	if wait <= 0 {
+		wait = r.pingAfter
+	}
+	r.liveTimer.Reset(wait)
 }
 
 // checkIdle drains a connection that had no stream for the idle timeout.

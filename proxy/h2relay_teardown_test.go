@@ -131,3 +131,89 @@ func TestH2RelayStalledClientTornDown(t *testing.T) {
 		t.Error("upstream connection still open 5s after the client's protocol error")
 	}
 }
+
+// shortPings makes the relay's upstream liveness check fast for one test.
+func shortPings(t *testing.T, after, within time.Duration) {
+	a, w := h2ReadIdleTimeout, h2PingTimeout
+	h2ReadIdleTimeout, h2PingTimeout = after, within
+	t.Cleanup(func() { h2ReadIdleTimeout, h2PingTimeout = a, w })
+}
+
+// An upstream that goes silent with a stream open (its node vanished: no FIN,
+// no reset) is pinged and dropped when the ping goes unanswered: the client
+// gets its 502 within the ping timeouts instead of waiting minutes for TCP.
+func TestH2RelayDropsSilentUpstream(t *testing.T) {
+	shortPings(t, 100*time.Millisecond, 200*time.Millisecond)
+	app := rawH2App(t, func(p *h2Peer) {
+		p.conn.SetDeadline(time.Time{})
+		for {
+			f, err := p.next()
+			if err != nil {
+				return
+			}
+			if _, ok := f.(*http2.MetaHeadersFrame); ok {
+				time.Sleep(5 * time.Second) // reads nothing, answers nothing
+				return
+			}
+		}
+	})
+	_, ln := oneProxy(t, app, &recorder{})
+	c := dialH2(t, ln.Addr().String())
+	start := time.Now()
+	c.get(1, "/")
+	if status, _, _ := c.response(1); status != "502" {
+		t.Errorf("status %q, want 502 from the relay", status)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the silent upstream was dropped after %v", d)
+	}
+}
+
+// An upstream that is slow to answer but alive answers the relay's pings: the
+// stream survives, and the client never sees the relay's ping acknowledgements.
+func TestH2RelayPingsLiveUpstream(t *testing.T) {
+	shortPings(t, 100*time.Millisecond, 200*time.Millisecond)
+	app := rawH2App(t, func(p *h2Peer) {
+		p.conn.SetDeadline(time.Time{})
+		for {
+			f, err := p.next()
+			if err != nil {
+				return
+			}
+			if hf, ok := f.(*http2.MetaHeadersFrame); ok {
+				// A second of work, reading (and answering pings) meanwhile.
+				p.conn.SetReadDeadline(time.Now().Add(time.Second))
+				for {
+					if _, err := p.next(); err != nil {
+						break
+					}
+				}
+				p.conn.SetReadDeadline(time.Time{})
+				p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: hf.StreamID, BlockFragment: p.block(":status", "200"), EndHeaders: true, EndStream: true})
+			}
+		}
+	})
+	_, ln := oneProxy(t, app, &recorder{})
+	c := dialH2(t, ln.Addr().String())
+	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	c.get(1, "/")
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("waiting for the response: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.PingFrame:
+			t.Errorf("the client got a PING (ack %v) it never sent", f.IsAck())
+		case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+			t.Fatalf("stream ended with %v", f)
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == 1 {
+				if s := f.PseudoValue("status"); s != "200" {
+					t.Errorf("status %q, want 200", s)
+				}
+				return
+			}
+		}
+	}
+}

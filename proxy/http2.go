@@ -20,12 +20,14 @@ import (
 )
 
 // Upstream HTTP/2 connections are health-checked with pings after this much
-// silence, so a dead peer fails requests instead of hanging them.
-const (
+// silence, so a dead peer fails requests instead of hanging them. Variables only
+// so that tests can shorten them.
+var (
 	h2ReadIdleTimeout = 30 * time.Second
 	h2PingTimeout     = 10 * time.Second
-	h2MaxStreams      = 1000
 )
+
+const h2MaxStreams = 1000
 
 func (p *Proxy) initH2() error {
 	p.h2base = &http.Server{
