@@ -9,7 +9,7 @@ FUZZTIME ?= 50000x
 
 .PHONY: all build generate verify-generate test unit-test fuzz lint clean demo deps \
 	jaeger jaeger-start jaeger-stop kube-apiserver helm image cluster-up cluster-down \
-	e2e-cluster e2e-kind bench
+	e2e-cluster e2e-kind bench bench-tools
 
 all: build
 
@@ -33,7 +33,7 @@ verify-generate: generate
 ## test: everything CI runs: lint, unit + privileged + end-to-end tests (real BPF,
 ## real Jaeger, real kube-apiserver), bounded fuzzing, and the Kubernetes e2e
 ## suite on a real local cluster
-test: deps jaeger kube-apiserver helm lint unit-test fuzz e2e-cluster
+test: deps jaeger kube-apiserver helm bench-tools lint unit-test fuzz e2e-cluster
 
 unit-test:
 	$(GO) test -count=1 -timeout 30m ./...
@@ -97,6 +97,10 @@ e2e-kind:
 ## bench: load benchmarks against direct, iptables, nginx and Caddy (root, ~10 min); writes bench/results.json and docs/benchmarks.md
 bench:
 	@scripts/bench.sh
+
+## bench-tools: nginx, iptables and fortio for the harness's own test (part of make test)
+bench-tools:
+	@BENCH_TOOLS_ONLY=1 scripts/bench.sh
 
 clean:
 	rm -rf bin

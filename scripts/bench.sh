@@ -18,6 +18,7 @@
 #                    (-out /tmp/r.json: /tmp/r.md).
 #   BENCH_KEEP=1     keep the work dir (logs, configs, fortio JSON) afterwards
 #   BENCH_REPORT_ONLY=1  only regenerate docs/benchmarks.md from bench/results.json
+#   BENCH_TOOLS_ONLY=1   only install nginx, iptables and fortio (make bench-tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
@@ -86,6 +87,11 @@ go_tool() {
 	echo "$version" >"$TOOLS/$name.version"
 }
 go_tool fortio.org/fortio "$FORTIO_VERSION" fortio
+if [[ ${BENCH_TOOLS_ONLY:-} == 1 ]]; then
+	# make test: what the harness's own test (bench/cmd/benchrun) needs. It
+	# leaves Caddy out: a 5-minute build for one of six setups.
+	exit 0
+fi
 go_tool github.com/caddyserver/caddy/v2/cmd/caddy "$CADDY_VERSION" caddy
 
 WORK=$(mktemp -d /tmp/hoptrace-bench.XXXXXX)

@@ -24,8 +24,10 @@ var scenarioInfo = []struct{ name, what string }{
 	{"http-5k", "HTTP/1.1 keep-alive, 5,000 req/s over 16 connections"},
 	{"http-max", "HTTP/1.1 keep-alive, as fast as possible, 16 connections"},
 	{"http-close-1k", "one connection per request (`-keepalive=false`), 1,000 req/s, 4 at a time"},
+	{"http-close-5k", "one connection per request, 5,000 req/s, 16 at a time"},
 	{"http-close-max", "one connection per request, as fast as possible, 16 at a time: new connections per second"},
 	{"grpc-1k", "gRPC unary ping, 1,000 req/s over 4 connections"},
+	{"grpc-5k", "gRPC unary ping, 5,000 req/s over 16 connections"},
 	{"grpc-max", "gRPC unary ping, as fast as possible, 16 connections"},
 	{"http-conn1000", "HTTP/1.1 keep-alive, 2,000 req/s spread over 1,000 open connections (agent memory)"},
 }

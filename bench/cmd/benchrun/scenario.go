@@ -27,8 +27,10 @@ var scenarios = []scenario{
 	{name: "http-5k", keepalive: true, qps: 5000, conns: 16},
 	{name: "http-max", keepalive: true, conns: 16},
 	{name: "http-close-1k", qps: 1000, conns: 4},
+	{name: "http-close-5k", qps: 5000, conns: 16},
 	{name: "http-close-max", conns: 16},
 	{name: "grpc-1k", grpc: true, qps: 1000, conns: 4},
+	{name: "grpc-5k", grpc: true, qps: 5000, conns: 16},
 	{name: "grpc-max", grpc: true, conns: 16},
 	// Memory with many open connections: a modest rate spread over 1,000
 	// keep-alive connections.
