@@ -81,6 +81,14 @@ type Meta struct {
 	RunSeconds float64  `json:"run_seconds,omitempty"`
 	Rounds     []Round  `json:"rounds,omitempty"`
 	Notes      []string `json:"notes,omitempty"`
+	// Scenarios describes the load shapes, in the order they ran.
+	Scenarios []ScenarioInfo `json:"scenarios,omitempty"`
+}
+
+// ScenarioInfo names a load shape and says what it is, for the report.
+type ScenarioInfo struct {
+	Name string `json:"name"`
+	What string `json:"what"`
 }
 
 // WriteJSON writes v as indented JSON to path, through a temporary file so a

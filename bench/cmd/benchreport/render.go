@@ -19,17 +19,17 @@ var setupInfo = []struct{ name, what string }{
 	{"caddy", "two chained Caddy reverse proxies with the `tracing` directive: 2 spans per request over OTLP/gRPC to the same receiver"},
 }
 
-var scenarioInfo = []struct{ name, what string }{
-	{"http-1k", "HTTP/1.1 keep-alive, 1,000 req/s over 4 connections"},
-	{"http-5k", "HTTP/1.1 keep-alive, 5,000 req/s over 16 connections"},
-	{"http-max", "HTTP/1.1 keep-alive, as fast as possible, 16 connections"},
-	{"http-close-1k", "one connection per request (`-keepalive=false`), 1,000 req/s, 4 at a time"},
-	{"http-close-5k", "one connection per request, 5,000 req/s, 16 at a time"},
-	{"http-close-max", "one connection per request, as fast as possible, 16 at a time: new connections per second"},
-	{"grpc-1k", "gRPC unary ping, 1,000 req/s over 4 connections"},
-	{"grpc-5k", "gRPC unary ping, 5,000 req/s over 16 connections"},
-	{"grpc-max", "gRPC unary ping, as fast as possible, 16 connections"},
-	{"http-conn1000", "HTTP/1.1 keep-alive, 2,000 req/s spread over 1,000 open connections (agent memory)"},
+// scenarioOrder lists the scenarios to render: as the meta describes them
+// (benchrun's matrix, in order), then any other scenario the results hold,
+// named only, so that no measured cell is left out of the report.
+func scenarioOrder(x results, meta bench.Meta) []bench.ScenarioInfo {
+	out := slices.Clone(meta.Scenarios)
+	for _, s := range x.sums {
+		if !slices.ContainsFunc(out, func(i bench.ScenarioInfo) bool { return i.Name == s.Scenario }) {
+			out = append(out, bench.ScenarioInfo{Name: s.Scenario, What: s.Scenario})
+		}
+	}
+	return out
 }
 
 func render(x results, meta bench.Meta) string {
@@ -78,34 +78,34 @@ func render(x results, meta bench.Meta) string {
 		b.WriteString("Medians over the rounds; for req/s and p99 the lowest and highest round in brackets. `× direct`, `+p50`, `+p99`, `CPU µs/req` and `spans/req` are computed per round (against direct of the same round) and their median shown. ")
 	}
 	b.WriteString("`+p50`/`+p99`: added to direct's percentile by the setup's two proxies (four legs, one hop). `CPU µs/req`: proxy CPU per request. `peak RSS MB`: VmHWM, with the anonymous part (heap, stacks) at the sampled peak in brackets; the rest is mapped files, mostly the binary itself. `threads`: most OS threads seen. `spans/req`: spans the receiver got per request (hoptrace records 4, Caddy 2; fewer means spans were dropped).\n")
-	for _, sc := range scenarioInfo {
-		rows := x.scenario(sc.name)
+	for _, sc := range scenarioOrder(x, meta) {
+		rows := x.scenario(sc.Name)
 		if len(rows) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "\n#### %s — %s\n\n", sc.name, sc.what)
+		fmt.Fprintf(&b, "\n#### %s — %s\n\n", sc.Name, sc.What)
 		b.WriteString("| setup | req/s | × direct | p50 | p90 | p99 | p99.9 | +p50 | +p99 | errors | CPU s | CPU µs/req | peak RSS MB | threads | spans/req |\n")
 		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range rows {
 			ratio, addP50, addP99 := "", "", ""
-			if ratios := x.paired(r.Setup, "direct", sc.name, rpsRatio); len(ratios) > 0 {
+			if ratios := x.paired(r.Setup, "direct", sc.Name, rpsRatio); len(ratios) > 0 {
 				ratio = fmt.Sprintf("%.2f", bench.Median(ratios))
 				if r.Setup != "direct" {
-					addP50 = fmt.Sprintf("%+.0f", bench.Median(x.paired(r.Setup, "direct", sc.name, func(a, b bench.Result) float64 { return a.P50us - b.P50us })))
-					addP99 = fmt.Sprintf("%+.0f", bench.Median(x.paired(r.Setup, "direct", sc.name, func(a, b bench.Result) float64 { return a.P99us - b.P99us })))
+					addP50 = fmt.Sprintf("%+.0f", bench.Median(x.paired(r.Setup, "direct", sc.Name, func(a, b bench.Result) float64 { return a.P50us - b.P50us })))
+					addP99 = fmt.Sprintf("%+.0f", bench.Median(x.paired(r.Setup, "direct", sc.Name, func(a, b bench.Result) float64 { return a.P99us - b.P99us })))
 				}
 			}
 			cpu, perReq, rss, threads, spansPerReq := "–", "–", "–", "–", "–"
 			if r.Setup != "direct" {
 				cpu = fmt.Sprintf("%.2f", r.CPUSeconds)
-				if v := x.each(r.Setup, sc.name, perRequest(func(r bench.Result) float64 { return r.CPUSeconds * 1e6 })); len(v) > 0 {
+				if v := x.each(r.Setup, sc.Name, perRequest(func(r bench.Result) float64 { return r.CPUSeconds * 1e6 })); len(v) > 0 {
 					perReq = fmt.Sprintf("%.0f", bench.Median(v))
 				}
 				rss = fmt.Sprintf("%.1f (%.1f)", r.RSSMB, r.AnonMB)
 				threads = fmt.Sprint(r.Threads)
 			}
 			if r.Spans > 0 {
-				if v := x.each(r.Setup, sc.name, perRequest(func(r bench.Result) float64 { return float64(r.Spans) })); len(v) > 0 {
+				if v := x.each(r.Setup, sc.Name, perRequest(func(r bench.Result) float64 { return float64(r.Spans) })); len(v) > 0 {
 					spansPerReq = fmt.Sprintf("%.2f", bench.Median(v))
 				}
 			}

@@ -58,6 +58,14 @@ func (x results) scenario(name string) []bench.Summary {
 			out = append(out, r)
 		}
 	}
+	// Setups the report does not describe (a profiling setup run with
+	// -setups) come last rather than not at all.
+	for _, r := range x.sums {
+		known := slices.ContainsFunc(setupInfo, func(i struct{ name, what string }) bool { return i.name == r.Setup })
+		if r.Scenario == name && !known {
+			out = append(out, r)
+		}
+	}
 	return out
 }
 

@@ -167,6 +167,9 @@ func run(ctx context.Context, cfg config) (err error) {
 	meta.RunSeconds = cfg.duration.Seconds()
 	meta.Rounds = rounds
 	meta.Notes = failed
+	for _, s := range scns {
+		meta.Scenarios = append(meta.Scenarios, bench.ScenarioInfo{Name: s.name, What: s.what})
+	}
 	if err := bench.WriteJSON(cfg.runs, runs); err != nil {
 		return err
 	}

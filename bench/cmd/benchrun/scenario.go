@@ -10,6 +10,7 @@ import (
 // scenario is one fortio load shape.
 type scenario struct {
 	name      string
+	what      string  // for the report
 	grpc      bool    // gRPC unary ping instead of HTTP/1.1 GET /echo
 	keepalive bool    // HTTP: reuse connections; false: one connection per request
 	qps       float64 // 0: as fast as the setup answers (closed loop)
@@ -23,18 +24,28 @@ var hoptraceSetups = []string{"hoptrace-100", "hoptrace-0"}
 
 // scenarios is the matrix every setup runs, in order.
 var scenarios = []scenario{
-	{name: "http-1k", keepalive: true, qps: 1000, conns: 4},
-	{name: "http-5k", keepalive: true, qps: 5000, conns: 16},
-	{name: "http-max", keepalive: true, conns: 16},
-	{name: "http-close-1k", qps: 1000, conns: 4},
-	{name: "http-close-5k", qps: 5000, conns: 16},
-	{name: "http-close-max", conns: 16},
-	{name: "grpc-1k", grpc: true, qps: 1000, conns: 4},
-	{name: "grpc-5k", grpc: true, qps: 5000, conns: 16},
-	{name: "grpc-max", grpc: true, conns: 16},
+	{name: "http-1k", what: "HTTP/1.1 keep-alive, 1,000 req/s over 4 connections",
+		keepalive: true, qps: 1000, conns: 4},
+	{name: "http-5k", what: "HTTP/1.1 keep-alive, 5,000 req/s over 16 connections",
+		keepalive: true, qps: 5000, conns: 16},
+	{name: "http-max", what: "HTTP/1.1 keep-alive, as fast as possible, 16 connections",
+		keepalive: true, conns: 16},
+	{name: "http-close-1k", what: "one connection per request (`-keepalive=false`), 1,000 req/s, 4 at a time",
+		qps: 1000, conns: 4},
+	{name: "http-close-5k", what: "one connection per request, 5,000 req/s, 16 at a time",
+		qps: 5000, conns: 16},
+	{name: "http-close-max", what: "one connection per request, as fast as possible, 16 at a time: new connections per second",
+		conns: 16},
+	{name: "grpc-1k", what: "gRPC unary ping, 1,000 req/s over 4 connections",
+		grpc: true, qps: 1000, conns: 4},
+	{name: "grpc-5k", what: "gRPC unary ping, 5,000 req/s over 16 connections",
+		grpc: true, qps: 5000, conns: 16},
+	{name: "grpc-max", what: "gRPC unary ping, as fast as possible, 16 connections",
+		grpc: true, conns: 16},
 	// Memory with many open connections: a modest rate spread over 1,000
 	// keep-alive connections.
-	{name: "http-conn1000", keepalive: true, qps: 2000, conns: 1000, setups: hoptraceSetups},
+	{name: "http-conn1000", what: "HTTP/1.1 keep-alive, 2,000 req/s spread over 1,000 open connections (agent memory)",
+		keepalive: true, qps: 2000, conns: 1000, setups: hoptraceSetups},
 }
 
 func (s scenario) runsOn(setup string) bool {
