@@ -53,8 +53,8 @@ type h1Conn struct {
 	dstStr   string
 	accepted time.Time
 	scratch  []byte
-	peerStr  string      // for SkipTrace's requests, made once
-	waiter   *readWaiter // waits for the next request without a buffer
+	peerStr  string  // for SkipTrace's requests, made once
+	waiter   *peeker // waits for the next request without a buffer
 
 	// Per request, reused.
 	req, res head
@@ -152,7 +152,7 @@ func (hc *h1Conn) awaitNext() bool {
 	// The wait is a peek at the socket; the read that follows cannot block.
 	hc.release()
 	if hc.waiter == nil {
-		hc.waiter = newReadWaiter(hc.conn)
+		hc.waiter = newPeeker(hc.conn)
 	}
 	err := hc.waiter.wait()
 	hc.br, hc.bw = getReader(hc.conn), getWriter(hc.conn)

@@ -4,15 +4,12 @@ package proxy
 
 import "net"
 
-// alive cannot peek portably; a stale connection is caught by the retry instead.
-func (u *upstream) alive() bool { return true }
+// peeker cannot peek portably: the read itself waits, and a stale upstream
+// connection is caught by the retry instead.
+type peeker struct{}
 
-// livenessPeek is Linux-only.
-type livenessPeek struct{}
+func newPeeker(net.Conn) *peeker { return &peeker{} }
 
-// readWaiter cannot wait portably; the read itself waits.
-type readWaiter struct{}
+func (*peeker) wait() error { return nil }
 
-func newReadWaiter(net.Conn) *readWaiter { return nil }
-
-func (*readWaiter) wait() error { return nil }
+func (*peeker) idle() bool { return true }

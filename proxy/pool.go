@@ -18,8 +18,8 @@ type upstream struct {
 	bw     *bufio.Writer
 	dst    netip.AddrPort
 	idleAt time.Time
-	reused bool // it served a request before: it may have gone stale meanwhile
-	peek   *livenessPeek
+	reused bool    // it served a request before: it may have gone stale meanwhile
+	peek   *peeker // made on the first liveness check
 }
 
 func newUpstream(c net.Conn, dst netip.AddrPort) *upstream {
@@ -35,6 +35,15 @@ func (u *upstream) park() {
 	putReader(u.br)
 	putWriter(u.bw)
 	u.br, u.bw = nil, nil
+}
+
+// alive reports whether an idle upstream connection is still usable (see
+// peeker.idle): one non-blocking peek.
+func (u *upstream) alive() bool {
+	if u.peek == nil {
+		u.peek = newPeeker(u.conn)
+	}
+	return u.peek.idle()
 }
 
 // unpark gives a connection taken from the pool its buffers back.

@@ -89,7 +89,7 @@ func (r *relay) copy() error {
 			return err
 		}
 	}
-	waiter := newReadWaiter(r.src)
+	waiter := newPeeker(r.src)
 	for {
 		if err := waiter.wait(); err != nil {
 			return err
