@@ -708,18 +708,33 @@ func (r *h2Relay) sendClient(frames []byte) error {
 }
 
 func (r *h2Relay) clientReset(fh h2FrameHeader) error {
-	br, o := r.cr, &r.uw
-	if fh.length != 4 {
-		return h2Error(http2.ErrCodeFrameSize, "RST_STREAM length")
-	}
-	if fh.stream == 0 {
-		return h2Error(http2.ErrCodeProtocol, "RST_STREAM on stream 0")
+	if err := checkReset(fh, ""); err != nil {
+		return err
 	}
 	if r.dropped(fh.stream) {
 		delete(r.local, fh.stream)
-		br.Discard(h2FrameHeaderLen)
-		return discardN(br, o, 4)
+		r.cr.Discard(h2FrameHeaderLen)
+		return discardN(r.cr, &r.uw, 4)
 	}
+	return r.relayReset(fh, r.cr, &r.uw, "client", func(code http2.ErrCode) error {
+		return fmt.Errorf("%w (%v)", errH2ClientReset, code)
+	})
+}
+
+// checkReset rejects a malformed RST_STREAM; from names the sender in the error.
+func checkReset(fh h2FrameHeader, from string) error {
+	switch {
+	case fh.length != 4:
+		return h2Error(http2.ErrCodeFrameSize, from+"RST_STREAM length")
+	case fh.stream == 0:
+		return h2Error(http2.ErrCodeProtocol, from+"RST_STREAM on stream 0")
+	}
+	return nil
+}
+
+// relayReset passes a RST_STREAM on from br to o and ends the stream's legs
+// with a failure of kind, why the reset's error code.
+func (r *h2Relay) relayReset(fh h2FrameHeader, br *bufio.Reader, o *h2Out, kind string, why func(http2.ErrCode) error) error {
 	b, err := br.Peek(h2FrameHeaderLen + 4)
 	if err != nil {
 		return err
@@ -730,7 +745,7 @@ func (r *h2Relay) clientReset(fh h2FrameHeader) error {
 	}
 	now := time.Now()
 	if st := r.take(fh.stream, now); st != nil {
-		st.l.fail("client", fmt.Errorf("%w (%v)", errH2ClientReset, code))
+		st.l.fail(kind, why(code))
 		r.finish(st, now)
 	}
 	return nil
@@ -1091,27 +1106,12 @@ func appendSetting(dst []byte, id http2.SettingID, v uint32) []byte {
 }
 
 func (r *h2Relay) upstreamReset(fh h2FrameHeader) error {
-	br, o := r.ur, &r.cw
-	if fh.length != 4 {
-		return h2Error(http2.ErrCodeFrameSize, "upstream RST_STREAM length")
-	}
-	if fh.stream == 0 {
-		return h2Error(http2.ErrCodeProtocol, "upstream RST_STREAM on stream 0")
-	}
-	b, err := br.Peek(h2FrameHeaderLen + 4)
-	if err != nil {
+	if err := checkReset(fh, "upstream "); err != nil {
 		return err
 	}
-	code := http2.ErrCode(binary.BigEndian.Uint32(b[h2FrameHeaderLen:]))
-	if err := copyN(br, o, len(b)); err != nil {
-		return err
-	}
-	now := time.Now()
-	if st := r.take(fh.stream, now); st != nil {
-		st.l.fail("upstream", fmt.Errorf("upstream reset the stream (%v)", code))
-		r.finish(st, now)
-	}
-	return nil
+	return r.relayReset(fh, r.ur, &r.cw, "upstream", func(code http2.ErrCode) error {
+		return fmt.Errorf("upstream reset the stream (%v)", code)
+	})
 }
 
 // upstreamGoAway relays the upstream's GOAWAY and ends the streams it did not
