@@ -261,7 +261,7 @@ type h2Relay struct {
 
 	// Upstream liveness (checkLive): the upstream is pinged after a silence with
 	// streams open, and dropped when the ping goes unanswered.
-	upRead     atomic.Int64 // when the last frame from the upstream was read (unix ns)
+	upRead     atomic.Int64 // when bytes last arrived from the upstream after a wait (unix ns)
 	pingSent   atomic.Int64 // when our unanswered ping went out (unix ns), or 0
 	pingData   uint64       // our pings' payload: their ACKs are not the client's
 	upSilent   atomic.Bool  // the upstream was dropped for not answering
@@ -851,10 +851,12 @@ func (r *h2Relay) relayResponses() error {
 			if err != nil {
 				return err
 			}
+			// Stamped when the upstream made us wait, not per frame: frames
+			// that were buffered already prove it alive as well.
+			r.upRead.Store(time.Now().UnixNano())
 		}
 		b, _ := br.Peek(h2FrameHeaderLen)
 		fh := parseH2FrameHeader(b)
-		r.upRead.Store(time.Now().UnixNano())
 		if first {
 			if fh.typ != http2.FrameSettings || fh.flags.Has(http2.FlagSettingsAck) || fh.length > h2MaxSettingsLen {
 				return h2Error(http2.ErrCodeProtocol, "upstream did not start with SETTINGS: not HTTP/2")
