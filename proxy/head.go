@@ -122,7 +122,16 @@ func (h *head) parseRequest(raw string) error {
 		return err
 	}
 	h.method, h.target, h.minor = method, target, minor
-	return h.parseFields(rest, errHeaderField)
+	if err := h.parseFields(rest, errHeaderField); err != nil {
+		return err
+	}
+	// RFC 9112 §3.2: a request with no Host (HTTP/1.1) or more than one is a
+	// 400. Checked here, with the head, so nothing that accepts a head can
+	// forward two hosts that the next hop would read differently.
+	if hosts := len(h.header["Host"]); hosts > 1 || hosts == 0 && minor == 1 {
+		return errHost
+	}
+	return nil
 }
 
 // parseResponse parses a response head read by readHead.

@@ -227,10 +227,6 @@ func (hc *h1Conn) exchange(start time.Time) bool {
 		hc.reject(err)
 		return false
 	}
-	if hosts := len(req.header["Host"]); hosts > 1 || hosts == 0 && req.minor == 1 {
-		hc.reject(errHost)
-		return false
-	}
 	co := req.connection()
 	*x = h1Exchange{
 		body:    body,
