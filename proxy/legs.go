@@ -68,20 +68,19 @@ func (p *Proxy) beginLegs(l *legs, info requestInfo, h http.Header, skip bool, n
 	}
 	c := p.cfg.Sampler.Decide(h)
 	l.ctx = c
-	next := c
-	switch {
-	case c.Sampled:
+	if c.Sampled {
 		l.sampled = true
 		l.server, l.client = spans.NewSpanID(), spans.NewSpanID()
-		next = c.Child(l.client)
 		l.reqAttrs = p.captureHeaders(l.reqAttrs, h, true)
-	case !c.SpanID.IsValid():
-		// Nothing arrived, and nothing is recorded: the context still travels,
-		// with a span id no span has, so the next hop sees the decision and the
-		// trace stays all or nothing.
-		next = c.Child(spans.NewSpanID())
+		spans.Inject(h, c.Child(l.client))
+		return
 	}
-	spans.Inject(h, next)
+	// Not recorded: the context still travels, so the next hop sees the
+	// decision and the trace stays all or nothing, with a fresh parent-id no
+	// span has. Trace Context lets a participant either forward traceparent
+	// untouched (and then tracestate too, which we may have normalised) or set
+	// a new parent-id; a new trace has no parent-id to forward at all.
+	spans.Inject(h, c.Child(spans.NewSpanID()))
 }
 
 // response notes the response head as received from the upstream.
