@@ -23,6 +23,7 @@ type requestInfo struct {
 	userAgent string
 	peer      netip.AddrPort // the client of this proxy
 	dst       netip.AddrPort // the original destination
+	untrusted bool           // the client is outside the mesh (Config.TrustSampling)
 }
 
 // legs times one request through the proxy, its server leg (facing the client)
@@ -33,6 +34,7 @@ type legs struct {
 	info    requestInfo
 	ctx     spans.Context // the decision; SpanID is the incoming parent
 	sampled bool
+	outcome spans.Outcome // what became of the request's own sampling headers
 	server  spans.SpanID
 	client  spans.SpanID
 
@@ -66,8 +68,8 @@ func (p *Proxy) beginLegs(l *legs, info requestInfo, h http.Header, skip bool, n
 		delete(h, spans.OverrideHeader)
 		return
 	}
-	c := p.cfg.Sampler.Decide(h)
-	l.ctx = c
+	c, outcome := p.cfg.Sampler.DecideFor(h, spans.Policy{Untrusted: info.untrusted, Forced: p.cfg.ForcedTraces})
+	l.ctx, l.outcome = c, outcome
 	if c.Sampled {
 		l.sampled = true
 		l.server, l.client = spans.NewSpanID(), spans.NewSpanID()
@@ -150,6 +152,7 @@ func (l *legs) finish(end time.Time, fl *flow) {
 			ServerTime: srv,
 			ClientTime: cli,
 			Failed:     l.failure != "",
+			Sampling:   l.outcome,
 		}
 		if l.sampled {
 			st.TraceID = l.ctx.TraceID
