@@ -44,9 +44,6 @@ func (l *askedLimiter) Allow() bool {
 // elapsed + burst, and every refusal is reported. The traces that do start
 // are whole: the next hop follows the decision without asking its own bucket.
 func TestForcedTracesAreRateLimited(t *testing.T) {
-	if testing.Short() {
-		t.Skip("10,000 requests")
-	}
 	const (
 		requests = 10000
 		workers  = 8
