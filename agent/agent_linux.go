@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"sort"
@@ -32,6 +33,7 @@ type Agent struct {
 	exp     *exporter.Exporter
 	sampler *spans.Sampler
 	routes  *spans.Routes
+	trust   *samplingTrust
 	tracer  *selfTracer
 
 	mu         sync.Mutex
@@ -70,6 +72,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.SampleRate < 0 || cfg.SampleRate > 1 {
 		return nil, fmt.Errorf("sample rate %v: must be between 0 and 1", cfg.SampleRate)
 	}
+	if !(cfg.ForcedTraceRate >= 0) {
+		return nil, fmt.Errorf("forced trace rate %v: must be 0 or more", cfg.ForcedTraceRate)
+	}
 	routes, err := spans.NewRoutes(cfg.Routes)
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
@@ -81,6 +86,7 @@ func New(cfg Config) (*Agent, error) {
 		flows:   newFlowTable(4096),
 		sampler: spans.NewSampler(cfg.SampleRate),
 		routes:  routes,
+		trust:   newSamplingTrust(cfg.TrustExternalSampling, cfg.MeshNetworks),
 		pods:    map[string]*podRun{},
 		failed:  map[string]failure{},
 	}
@@ -312,6 +318,7 @@ func (a *Agent) attachLocked(ctx context.Context, p pods.Pod) {
 	}
 	delete(a.failed, id)
 	a.pods[id] = run
+	a.trustPodsLocked()
 	a.log.Info("pod captured", "pod", p.Namespace+"/"+p.Name, "service", p.ServiceName(), "ips", run.att.Addrs)
 }
 
@@ -328,10 +335,12 @@ func (a *Agent) startPod(p pods.Pod) (*podRun, error) {
 	run.obs = newPodObserver(a.m, a.flows, p.Namespace, p.Name)
 	res := resourceFor(p, a.cfg.NodeName)
 	logger := a.log.With("pod", p.Namespace+"/"+p.Name)
+	forced := spans.NewTokenBucket(a.cfg.ForcedTraceRate, spans.BurstFor(a.cfg.ForcedTraceRate)) // per pod
 	mk := func(dir proxy.Direction, res2 proxy.Resolver, d proxy.Dialer) (*proxy.Proxy, error) {
 		return proxy.New(proxy.Config{
 			Direction: dir, Resolver: res2, Dialer: d,
 			Recorder: a.exp, Sampler: a.sampler, Routes: a.routes, Resource: res,
+			TrustSampling: a.trust.trusted, ForcedTraces: forced,
 			Observer: run.obs, SkipTrace: isKubeletProbe, Logger: logger,
 		})
 	}
@@ -357,6 +366,17 @@ func (a *Agent) startPod(p pods.Pod) (*podRun, error) {
 	return run, nil
 }
 
+// trustPodsLocked tells the sampling trust the addresses of the pods captured
+// now: the ones their netns has and the ones the pod source reports.
+func (a *Agent) trustPodsLocked() {
+	var addrs []netip.Addr
+	for _, run := range a.pods {
+		addrs = append(addrs, run.att.Addrs...)
+		addrs = append(addrs, run.pod.IPs...)
+	}
+	a.trust.setPods(addrs)
+}
+
 // isKubeletProbe exempts kubelet health checks from tracing: they would drown
 // the real traffic. They are still proxied and counted.
 func isKubeletProbe(r *http.Request) bool {
@@ -366,6 +386,7 @@ func isKubeletProbe(r *http.Request) bool {
 func (a *Agent) detachLocked(ctx context.Context, id, reason string) {
 	run := a.pods[id]
 	delete(a.pods, id)
+	a.trustPodsLocked()
 	end := a.tracer.start(ctx, "hoptrace.pod.detach", spans.String("k8s.pod.name", run.pod.Name), spans.String("hoptrace.reason", reason))
 	// Capture first, so the app's new connections go direct while the proxies
 	// finish the ones they have.

@@ -4,7 +4,10 @@
 package agent
 
 import (
+	"fmt"
 	"log/slog"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/hoptrace/hoptrace/exporter"
@@ -20,6 +23,11 @@ const DefaultAdminSocket = "/var/run/hoptrace/admin.sock"
 // hoptrace-sample: 1 turn it up.
 const DefaultSampleRate = 0.001
 
+// DefaultForcedTraceRate is how many traces per second a pod's requests may
+// force (hoptrace-sample, B3 debug) by default: plenty for someone debugging,
+// while a client forcing every request cannot make the agent trace everything.
+const DefaultForcedTraceRate = 100
+
 // Config configures an Agent.
 type Config struct {
 	NodeName string
@@ -33,6 +41,17 @@ type Config struct {
 	SampleRate float64
 	Routes     []string // span-name route patterns, e.g. "/users/{id}"
 	Exporter   exporter.Config
+
+	// Whose sampling headers count (sampled flags, B3 debug, hoptrace-sample):
+	// the pods this agent captures, peers in MeshNetworks (other nodes' pods),
+	// or everyone with TrustExternalSampling. Others' are ignored: the rate
+	// decides for them.
+	MeshNetworks          []netip.Prefix
+	TrustExternalSampling bool
+	// ForcedTraceRate rations the traces hoptrace-sample and B3 debug force,
+	// per pod and second, with a burst of one second's worth; 0 refuses them
+	// all. The CLI's default is DefaultForcedTraceRate.
+	ForcedTraceRate float64
 
 	AdminSocket string // unix socket for the CLI ("" = DefaultAdminSocket)
 	AdminAddr   string // optional TCP address (e.g. 127.0.0.1:9464) for probes and Prometheus
@@ -64,4 +83,31 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.Default()
 	}
 	return c
+}
+
+// ParseMeshNetworks parses --mesh-networks: CIDRs (a bare address is a
+// single-address network), blanks ignored. Errors name the bad entry.
+func ParseMeshNetworks(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("mesh network %q: not a CIDR or an address", s)
+			}
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("mesh network %q: %w", s, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

@@ -21,6 +21,8 @@ type metrics struct {
 	requests     *prometheus.CounterVec
 	legSeconds   *prometheus.HistogramVec
 	flows        *prometheus.CounterVec
+	refused      *prometheus.CounterVec // forced traces refused
+	untrusted    *prometheus.CounterVec // untrusted sampling headers ignored
 	attached     prometheus.Gauge
 	attachErrors prometheus.Counter
 	detached     *prometheus.CounterVec
@@ -43,6 +45,14 @@ func newMetrics() *metrics {
 			Name: "hoptrace_connections_total",
 			Help: "Proxied connections that closed, by pod, direction and detected protocol.",
 		}, []string{"namespace", "pod", "direction", "protocol"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hoptrace_forced_traces_refused_total",
+			Help: "Requests whose forced trace (hoptrace-sample, B3 debug) the pod's --forced-trace-rate refused; they got the normal sampling decision.",
+		}, []string{"namespace", "pod"}),
+		untrusted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hoptrace_sampling_untrusted_ignored_total",
+			Help: "Requests from outside the mesh whose sampled flag, B3 debug or hoptrace-sample asked for a trace and were ignored (see --mesh-networks, --trust-external-sampling).",
+		}, []string{"namespace", "pod"}),
 		attached: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hoptrace_attached_pods",
 			Help: "Pods whose traffic is captured now.",
@@ -57,7 +67,7 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		redirect: newRedirectCollector(),
 	}
-	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.attached, m.attachErrors, m.detached, m.redirect,
+	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.refused, m.untrusted, m.attached, m.attachErrors, m.detached, m.redirect,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -165,6 +175,8 @@ type podObserver struct {
 	flows     *flowTable
 	legs      [4]func() prometheus.Observer // by spans.Leg
 	counters  sync.Map                      // requestKey → prometheus.Counter
+	refused   func() prometheus.Counter     // forced traces refused
+	untrusted func() prometheus.Counter     // untrusted sampling headers ignored
 }
 
 func newPodObserver(m *metrics, flows *flowTable, namespace, name string) *podObserver {
@@ -174,6 +186,8 @@ func newPodObserver(m *metrics, flows *flowTable, namespace, name string) *podOb
 			return m.legSeconds.WithLabelValues(namespace, name, spans.Leg(l).String())
 		})
 	}
+	o.refused = sync.OnceValue(func() prometheus.Counter { return m.refused.WithLabelValues(namespace, name) })
+	o.untrusted = sync.OnceValue(func() prometheus.Counter { return m.untrusted.WithLabelValues(namespace, name) })
 	return o
 }
 
@@ -184,6 +198,12 @@ func (o *podObserver) ObserveRequest(s proxy.RequestStats) {
 		o.legs[client]().Observe(s.ClientTime.Seconds())
 	}
 	o.requestCounter(s).Inc()
+	switch s.Sampling {
+	case spans.OutcomeRefused:
+		o.refused().Inc()
+	case spans.OutcomeUntrusted:
+		o.untrusted().Inc()
+	}
 }
 
 // requestKey is what a request counter's labels vary by within one pod.
@@ -233,6 +253,8 @@ func (o *podObserver) forget() {
 	o.m.requests.DeletePartialMatch(labels)
 	o.m.legSeconds.DeletePartialMatch(labels)
 	o.m.flows.DeletePartialMatch(labels)
+	o.m.refused.DeletePartialMatch(labels)
+	o.m.untrusted.DeletePartialMatch(labels)
 }
 
 func flowFromStats(pod string, s proxy.FlowStats) Flow {

@@ -196,6 +196,7 @@ func connectionSpecific(name string) bool {
 // requestInfo reads the request's pseudo-headers and the fields spans describe.
 func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
 	info = requestInfo{proto: ProtocolHTTP2, version: "2", peer: r.fl.peer, dst: r.dst}
+	info.untrusted = r.fl.untrusted
 	var seen uint8
 	var contentType, host, path string
 	regular := false

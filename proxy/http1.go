@@ -594,6 +594,7 @@ func (hc *h1Conn) requestInfo() requestInfo {
 		peer:    hc.fl.peer,
 		dst:     hc.dst,
 	}
+	info.untrusted = hc.fl.untrusted
 	if req.minor == 0 {
 		info.version = "1.0"
 	}

@@ -130,6 +130,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		userAgent: r.Header.Get("User-Agent"),
 		peer:      h.fl.peer,
 		dst:       h.dst,
+		untrusted: h.fl.untrusted,
 	}
 	if grpc {
 		info.proto = ProtocolGRPC

@@ -23,6 +23,7 @@ type requestInfo struct {
 	userAgent string
 	peer      netip.AddrPort // the client of this proxy
 	dst       netip.AddrPort // the original destination
+	untrusted bool           // the client is outside the mesh (Config.TrustSampling)
 }
 
 // legs times one request through the proxy, its server leg (facing the client)
@@ -33,6 +34,7 @@ type legs struct {
 	info    requestInfo
 	ctx     spans.Context // the decision; SpanID is the incoming parent
 	sampled bool
+	outcome spans.Outcome // what became of the request's own sampling headers
 	server  spans.SpanID
 	client  spans.SpanID
 
@@ -66,22 +68,21 @@ func (p *Proxy) beginLegs(l *legs, info requestInfo, h http.Header, skip bool, n
 		delete(h, spans.OverrideHeader)
 		return
 	}
-	c := p.cfg.Sampler.Decide(h)
-	l.ctx = c
-	next := c
-	switch {
-	case c.Sampled:
+	c, outcome := p.cfg.Sampler.DecideFor(h, spans.Policy{Untrusted: info.untrusted, Forced: p.cfg.ForcedTraces})
+	l.ctx, l.outcome = c, outcome
+	if c.Sampled {
 		l.sampled = true
 		l.server, l.client = spans.NewSpanID(), spans.NewSpanID()
-		next = c.Child(l.client)
 		l.reqAttrs = p.captureHeaders(l.reqAttrs, h, true)
-	case !c.SpanID.IsValid():
-		// Nothing arrived, and nothing is recorded: the context still travels,
-		// with a span id no span has, so the next hop sees the decision and the
-		// trace stays all or nothing.
-		next = c.Child(spans.NewSpanID())
+		spans.Inject(h, c.Child(l.client))
+		return
 	}
-	spans.Inject(h, next)
+	// Not recorded: the context still travels, so the next hop sees the
+	// decision and the trace stays all or nothing, with a fresh parent-id no
+	// span has. Trace Context lets a participant either forward traceparent
+	// untouched (and then tracestate too, which we may have normalised) or set
+	// a new parent-id; a new trace has no parent-id to forward at all.
+	spans.Inject(h, c.Child(spans.NewSpanID()))
 }
 
 // response notes the response head as received from the upstream.
@@ -151,6 +152,7 @@ func (l *legs) finish(end time.Time, fl *flow) {
 			ServerTime: srv,
 			ClientTime: cli,
 			Failed:     l.failure != "",
+			Sampling:   l.outcome,
 		}
 		if l.sampled {
 			st.TraceID = l.ctx.TraceID

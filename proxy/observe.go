@@ -60,6 +60,9 @@ type RequestStats struct {
 	// Failed is set when the upstream could not be reached or broke off.
 	Failed  bool
 	TraceID spans.TraceID // zero unless the request was sampled
+	// Sampling says what became of the request's own sampling headers: a
+	// forced trace started or refused, an untrusted client's ignored.
+	Sampling spans.Outcome
 }
 
 // Legs returns the leg names ServerTime and ClientTime belong to.
@@ -101,6 +104,8 @@ type flow struct {
 	srvNanos atomic.Int64
 	cliNanos atomic.Int64
 	trace    atomic.Pointer[spans.TraceID]
+
+	untrusted bool // the client is outside the mesh: its sampling headers do not count
 }
 
 func (f *flow) setProtocol(p Protocol) { f.proto.Store(uint32(p)) }

@@ -97,6 +97,16 @@ type Config struct {
 	Routes   *spans.Routes   // span names; nil names by method
 	Resource *spans.Resource // the pod, attached to every span
 
+	// TrustSampling says whether an inbound connection's client is inside the
+	// mesh; it is asked once per connection. An untrusted client's sampled
+	// flag, B3 debug and hoptrace-sample neither decide nor force a trace
+	// (spans.Policy.Untrusted). nil trusts everyone. Outbound clients are the
+	// pod's own app, inside the mesh: always trusted.
+	TrustSampling func(peer netip.Addr) bool
+	// ForcedTraces rations the traces hoptrace-sample and B3 debug force
+	// (spans.Policy.Forced); a pod's two proxies share one. nil: unlimited.
+	ForcedTraces spans.Limiter
+
 	// Observer receives per-request and per-connection statistics; may be nil.
 	Observer Observer
 
@@ -433,6 +443,7 @@ func (p *Proxy) openFlow(c net.Conn, dst netip.AddrPort, start time.Time) *flow 
 		start: start,
 		conn:  c,
 	}
+	fl.untrusted = p.cfg.Direction == Inbound && p.cfg.TrustSampling != nil && !p.cfg.TrustSampling(peer.Addr())
 	p.mu.Lock()
 	p.flows[fl] = struct{}{}
 	if p.closed {

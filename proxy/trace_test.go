@@ -263,19 +263,75 @@ func TestTraceStartsRoot(t *testing.T) {
 	}
 }
 
-// Item 2: flag 0 means no spans, but the context still reaches the app.
+// Item 2: flag 0 means no spans, but the context still reaches the app: the same
+// trace and decision, and (Trace Context Level 2, "Mutating the traceparent
+// Field") a fresh parent-id, our span's, as for a sampled request. The
+// tracestate goes on with it, here with its repeated key dropped.
 func TestUnsampledPropagates(t *testing.T) {
-	var seen captured
-	_, appAddr := app(t, http.HandlerFunc(seen.handler))
-	c := newChain(t, appAddr)
-	tp := "00-" + incomingTrace + "-" + incomingSpan + "-00"
-	for range 3 {
-		get(t, c.client(), "http://svc-b.test/", map[string]string{"Traceparent": tp})
+	for _, tc := range []struct {
+		name   string
+		hdr    map[string]string
+		parent func(h http.Header) (trace, parent, flags string)
+	}{
+		{
+			name: "w3c",
+			hdr:  map[string]string{"Traceparent": "00-" + incomingTrace + "-" + incomingSpan + "-00", "Tracestate": "vendor=abc,other=1,vendor=def"},
+			parent: func(h http.Header) (string, string, string) {
+				f := strings.Split(h.Get("Traceparent"), "-")
+				if len(f) != 4 || h.Get("Tracestate") != "vendor=abc,other=1" {
+					return "bad traceparent " + h.Get("Traceparent") + " or tracestate " + h.Get("Tracestate"), "", ""
+				}
+				return f[1], f[2], f[3]
+			},
+		},
+		{
+			name: "b3",
+			hdr:  map[string]string{"B3": incomingTrace + "-" + incomingSpan + "-0"},
+			parent: func(h http.Header) (string, string, string) {
+				f := strings.Split(h.Get("B3"), "-")
+				if len(f) != 3 {
+					return "bad b3 " + h.Get("B3"), "", ""
+				}
+				return f[0], f[1], f[2]
+			},
+		},
+	} {
+		for _, h2 := range []bool{false, true} {
+			name := tc.name + "/http1"
+			if h2 {
+				name = tc.name + "/h2c"
+			}
+			t.Run(name, func(t *testing.T) {
+				var seen captured
+				var c *chain
+				var client *http.Client
+				if h2 {
+					c = newChain(t, h2cApp(t, http.HandlerFunc(seen.handler)).AddrPort())
+					client = c.h2cClient()
+				} else {
+					_, appAddr := app(t, http.HandlerFunc(seen.handler))
+					c = newChain(t, appAddr)
+					client = c.client()
+				}
+				parents := map[string]bool{}
+				for range 3 {
+					get(t, client, "http://svc-b.test/", tc.hdr)
+					trace, parent, flags := tc.parent(seen.last(t))
+					if trace != incomingTrace || flags != "00" && flags != "0" {
+						t.Fatalf("app got trace %q flags %q, want the incoming unsampled trace %s", trace, flags, incomingTrace)
+					}
+					if parent == incomingSpan || len(parent) != 16 || parent == strings.Repeat("0", 16) {
+						t.Errorf("app got parent-id %q, want a fresh one, not the incoming %s", parent, incomingSpan)
+					}
+					parents[parent] = true
+				}
+				if len(parents) != 3 {
+					t.Errorf("three requests reached the app with %d distinct parent-ids", len(parents))
+				}
+				c.requireNoSpans(t)
+			})
+		}
 	}
-	if got := seen.last(t).Get("Traceparent"); got != tp {
-		t.Errorf("app got traceparent %q, want it unchanged: %q", got, tp)
-	}
-	c.requireNoSpans(t)
 }
 
 // requireNoSpans checks that nothing was recorded once the proxies finished

@@ -196,7 +196,8 @@ func NewSampler(rate float64) *Sampler {
 // Decide extracts the request's context, applies the sampling rules (parent-based;
 // OverrideHeader and B3 debug force sampling; rate for new traces), removes
 // OverrideHeader from h, and returns the context to continue: a new trace id when
-// none arrived (SpanID then zero), with Sampled set to the decision.
+// none arrived (SpanID then zero), with Sampled set to the decision. It is
+// DecideFor with the zero Policy: the sender is trusted and forcing is unlimited.
 //
 // The decision, in order:
 //  1. B3 debug (b3: d, X-B3-Flags: 1) samples.
@@ -219,7 +220,47 @@ func NewSampler(rate float64) *Sampler {
 // in (else it is empty, which Inject writes as W3C). Deferred is always false and
 // Debug implies Sampled. A nil *Sampler has rate 0.
 func (s *Sampler) Decide(h http.Header) Context {
-	return s.decide(h)
+	c, _ := s.decide(h, Policy{})
+	return c
+}
+
+// Policy says how far DecideFor believes a request's own sampling signals: the
+// decision that arrived (W3C sampled flag, B3 sampling state), B3 debug and
+// OverrideHeader. The zero Policy believes them all and forces without limit.
+type Policy struct {
+	// Untrusted: the sender is outside the mesh, and anyone could have written
+	// its headers. Its ids are kept, so its trace still links, but its
+	// decision, debug flag and override are ignored: the rate decides, as for a
+	// request that carried no decision, and Debug is cleared.
+	Untrusted bool
+	// Forced rations forced traces: those OverrideHeader or a bare B3 debug
+	// (one without ids, which starts a trace) would sample where rules 3 and 4
+	// of Decide would not. A refused one gets the decision of rules 3 and 4
+	// (a bare debug has none underneath: the rate) and loses Debug. B3 debug
+	// with ids continues a trace whose sender already forced it: it is followed
+	// like a sampled flag and never charged, so a trace stays whole across hops.
+	// nil: unlimited.
+	Forced Limiter
+}
+
+// Limiter rations forced traces: Allow reports whether one more may start now.
+type Limiter interface{ Allow() bool }
+
+// Outcome says what DecideFor did with a request's own sampling signals, so
+// that the caller can count it.
+type Outcome uint8
+
+const (
+	OutcomeNone      Outcome = iota // nothing was forced or ignored
+	OutcomeForced                   // a forced trace started (the limiter allowed it)
+	OutcomeRefused                  // a forced trace was refused by the limiter
+	OutcomeUntrusted                // an untrusted sender asked for a trace (sampled flag, debug, override > 0) and was ignored
+)
+
+// DecideFor is Decide under a policy, and also reports what became of the
+// request's own sampling signals.
+func (s *Sampler) DecideFor(h http.Header, p Policy) (Context, Outcome) {
+	return s.decide(h, p)
 }
 
 // Routes names spans with bounded cardinality: "GET /users/{id}" when a configured

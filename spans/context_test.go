@@ -2,6 +2,7 @@ package spans
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -54,10 +55,50 @@ func TestExtractPriority(t *testing.T) {
 		},
 		{
 			name: "invalid tracestate is dropped, traceparent kept",
-			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"foo=1,foo=2"}},
+			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"foo=1,FOO=2"}},
 			want: func(t *testing.T) Context {
 				c := fromW3C(t)
 				c.TraceState = ""
+				return c
+			},
+			formats: FormatW3C, ok: true,
+		},
+		{
+			name: "tracestate with a duplicate key is kept, the later entry dropped",
+			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"foo=1,bar=2,foo=3"}},
+			want: func(t *testing.T) Context {
+				c := fromW3C(t)
+				c.TraceState = "foo=1,bar=2"
+				return c
+			},
+			formats: FormatW3C, ok: true,
+		},
+		{
+			name: "tracestate with a 256-character key is kept",
+			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"foo=1", strings.Repeat("z", 256) + "=1"}},
+			want: func(t *testing.T) Context {
+				c := fromW3C(t)
+				c.TraceState = "foo=1," + strings.Repeat("z", 256) + "=1"
+				return c
+			},
+			formats: FormatW3C, ok: true,
+		},
+		{
+			name: "tracestate with a 257-character key is dropped",
+			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"foo=1", strings.Repeat("z", 257) + "=1"}},
+			want: func(t *testing.T) Context {
+				c := fromW3C(t)
+				c.TraceState = ""
+				return c
+			},
+			formats: FormatW3C, ok: true,
+		},
+		{
+			name: "tracestate with multi-tenant keys is kept",
+			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"foo@=1,tenant@sys@x=2," + strings.Repeat("t", 250) + "@sssss=3"}},
+			want: func(t *testing.T) Context {
+				c := fromW3C(t)
+				c.TraceState = "foo@=1,tenant@sys@x=2," + strings.Repeat("t", 250) + "@sssss=3"
 				return c
 			},
 			formats: FormatW3C, ok: true,

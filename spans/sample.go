@@ -6,12 +6,13 @@ import (
 	"strconv"
 )
 
-func (s *Sampler) decide(h http.Header) Context {
+func (s *Sampler) decide(h http.Header, p Policy) (Context, Outcome) {
 	override, hasOverride := overrideRate(h[OverrideHeader])
 	delete(h, OverrideHeader)
 
 	c, ok := Extract(h)
 	decided := c.Formats != 0 && !c.Deferred // a decision arrived, with or without ids
+	bareDebug := !ok && c.Debug              // B3 debug asking for a new trace
 	if !ok {
 		// Restart: keep only a bare B3 decision and the formats it came in.
 		c = Context{
@@ -22,21 +23,40 @@ func (s *Sampler) decide(h http.Header) Context {
 			Formats: c.Formats,
 		}
 	}
-	switch {
-	case c.Debug:
-		c.Sampled = true
-	case decided:
-		// Follow the parent's decision.
-	case s == nil:
-		c.Sampled = false
-	default:
-		c.Sampled = traceIDBelow(c.TraceID, s.threshold)
-	}
-	if hasOverride && !c.Sampled {
-		c.Sampled = traceIDBelow(c.TraceID, thresholdFor(override))
-	}
 	c.Deferred = false
-	return c
+	if p.Untrusted {
+		out := OutcomeNone
+		if decided && c.Sampled || hasOverride && override > 0 {
+			out = OutcomeUntrusted // c.Debug implies c.Sampled
+		}
+		c.Debug = false
+		c.Sampled = s.sampledAtRate(c.TraceID)
+		return c, out
+	}
+
+	// The decision without forcing: the parent's, else the rate. A bare debug
+	// replaces the B3 sampling state, so there is no parent's decision under it.
+	sampled := s.sampledAtRate(c.TraceID)
+	if decided && !bareDebug {
+		sampled = c.Sampled
+	}
+	force := bareDebug || hasOverride && traceIDBelow(c.TraceID, thresholdFor(override))
+	out := OutcomeNone
+	if force && !sampled {
+		if p.Forced == nil || p.Forced.Allow() {
+			sampled, out = true, OutcomeForced
+		} else {
+			c.Debug, out = false, OutcomeRefused
+		}
+	}
+	c.Sampled = sampled
+	return c, out
+}
+
+// sampledAtRate applies the sampler's rate to a trace; a nil sampler samples
+// nothing.
+func (s *Sampler) sampledAtRate(t TraceID) bool {
+	return s != nil && traceIDBelow(t, s.threshold)
 }
 
 // overrideRate parses the first OverrideHeader field as a probability. Anything

@@ -195,3 +195,102 @@ func TestOverrideProbability(t *testing.T) {
 		}
 	}
 }
+
+// countingLimiter allows the first n forced traces.
+type countingLimiter struct{ n, asked int }
+
+func (l *countingLimiter) Allow() bool {
+	l.asked++
+	return l.asked <= l.n
+}
+
+// DecideFor: an untrusted sender keeps its ids but not its say in sampling; a
+// trusted one's forced traces are rationed, and a refused one gets the decision
+// it would have had without forcing.
+func TestDecideFor(t *testing.T) {
+	low, high := withLow64(0), withLow64(math.MaxUint64-1) // sampled at any rate > 0 / at none < 1
+	tp := func(id TraceID, flags string) http.Header {
+		return http.Header{headerTraceparent: {"00-" + id.String() + "-" + tpParent + "-" + flags}}
+	}
+	with := func(h http.Header, kv ...string) http.Header {
+		h = h.Clone()
+		for i := 0; i < len(kv); i += 2 {
+			h.Add(kv[i], kv[i+1])
+		}
+		return h
+	}
+	b3 := func(id TraceID, state string) http.Header {
+		return http.Header{headerB3: {id.String() + "-" + b3Span + state}}
+	}
+	const (
+		none   = -1 // no limiter
+		refuse = 0  // a limiter that refuses everything
+		allow  = 1  // a limiter that allows one
+	)
+	tests := []struct {
+		name      string
+		rate      float64
+		in        http.Header
+		untrusted bool
+		limit     int
+		sampled   bool
+		debug     bool
+		out       Outcome
+		asked     int // times the limiter was asked
+	}{
+		// Untrusted senders: the rate decides on the incoming trace id.
+		{name: "untrusted sampled parent, rate 0", in: tp(low, "01"), untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
+		{name: "untrusted sampled parent, rate says yes", rate: 0.5, in: tp(low, "01"), untrusted: true, limit: allow, sampled: true, out: OutcomeUntrusted},
+		{name: "untrusted unsampled parent, rate says yes", rate: 0.5, in: tp(low, "00"), untrusted: true, limit: allow, sampled: true, out: OutcomeNone},
+		{name: "untrusted unsampled parent, rate says no", rate: 0.5, in: tp(high, "00"), untrusted: true, limit: allow, sampled: false, out: OutcomeNone},
+		{name: "untrusted override", in: with(tp(low, "00"), OverrideHeader, "1"), untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
+		{name: "untrusted override 0 asks nothing", in: with(tp(low, "00"), OverrideHeader, "0"), untrusted: true, limit: allow, sampled: false, out: OutcomeNone},
+		{name: "untrusted b3 debug", in: b3(low, "-d"), untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
+		{name: "untrusted bare b3 debug", in: http.Header{headerB3: {"d"}}, untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
+		{name: "untrusted X-B3-Flags", in: http.Header{headerB3TraceID: {low.String()}, headerB3SpanID: {b3Span}, headerB3Flags: {"1"}}, untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
+		{name: "untrusted X-B3-Sampled", in: http.Header{headerB3TraceID: {low.String()}, headerB3SpanID: {b3Span}, headerB3Sampled: {"1"}}, untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
+		{name: "untrusted no context, rate 1", rate: 1, in: http.Header{}, untrusted: true, limit: allow, sampled: true, out: OutcomeNone},
+
+		// Trusted senders: parents are followed unrationed; forcing is rationed.
+		{name: "sampled parent is not charged", in: tp(low, "01"), limit: refuse, sampled: true, out: OutcomeNone},
+		{name: "override forces", in: with(tp(high, "00"), OverrideHeader, "1"), limit: allow, sampled: true, out: OutcomeForced, asked: 1},
+		{name: "override refused: the parent decides", in: with(tp(high, "00"), OverrideHeader, "1"), limit: refuse, sampled: false, out: OutcomeRefused, asked: 1},
+		{name: "override on a new trace refused: the rate decides", rate: 0, in: with(http.Header{}, OverrideHeader, "1"), limit: refuse, sampled: false, out: OutcomeRefused, asked: 1},
+		{name: "override on a sampled parent is not charged", in: with(tp(low, "01"), OverrideHeader, "1"), limit: refuse, sampled: true, out: OutcomeNone},
+		{name: "override that would not sample is not charged", in: with(tp(high, "00"), OverrideHeader, "0.5"), limit: refuse, sampled: false, out: OutcomeNone},
+		{name: "override with no limiter", in: with(tp(high, "00"), OverrideHeader, "1"), limit: none, sampled: true, out: OutcomeForced},
+		{name: "bare b3 debug forces", in: http.Header{headerB3: {"d"}}, limit: allow, sampled: true, debug: true, out: OutcomeForced, asked: 1},
+		{name: "bare b3 debug refused: the rate decides, no debug", in: http.Header{headerB3: {"d"}}, limit: refuse, sampled: false, out: OutcomeRefused, asked: 1},
+		{name: "bare X-B3-Flags refused", in: http.Header{headerB3Flags: {"1"}}, limit: refuse, sampled: false, out: OutcomeRefused, asked: 1},
+		{name: "bare b3 debug sampled at the rate anyway is not charged", rate: 1, in: http.Header{headerB3: {"d"}}, limit: refuse, sampled: true, debug: true, out: OutcomeNone},
+		{name: "b3 debug with ids is followed, not charged", in: b3(high, "-d"), limit: refuse, sampled: true, debug: true, out: OutcomeNone},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := tt.in.Clone()
+			incoming, ok := Extract(in)
+			var lim *countingLimiter
+			p := Policy{Untrusted: tt.untrusted}
+			if tt.limit != none {
+				lim = &countingLimiter{n: tt.limit}
+				p.Forced = lim
+			}
+			c, out := NewSampler(tt.rate).DecideFor(in, p)
+			if _, present := in[OverrideHeader]; present {
+				t.Errorf("DecideFor left %s in the header", OverrideHeader)
+			}
+			if c.Sampled != tt.sampled || c.Debug != tt.debug || c.Deferred || out != tt.out {
+				t.Errorf("DecideFor = %+v, %v; want Sampled %v, Debug %v, outcome %v", c, out, tt.sampled, tt.debug, tt.out)
+			}
+			if lim != nil && lim.asked != tt.asked {
+				t.Errorf("limiter asked %d times, want %d", lim.asked, tt.asked)
+			}
+			if ok && (c.TraceID != incoming.TraceID || c.SpanID != incoming.SpanID || c.TraceState != incoming.TraceState || c.Formats != incoming.Formats) {
+				t.Errorf("DecideFor = %+v, want the incoming trace %+v kept", c, incoming)
+			}
+			if !ok && (!c.TraceID.IsValid() || c.SpanID.IsValid()) {
+				t.Errorf("DecideFor = %+v, want a new trace", c)
+			}
+		})
+	}
+}

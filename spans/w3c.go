@@ -3,6 +3,7 @@ package spans
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -22,7 +23,6 @@ var (
 	errTracestateKey    = errors.New("tracestate key is malformed")
 	errTracestateValue  = errors.New("tracestate value is malformed")
 	errTracestateMember = errors.New("tracestate member has no '='")
-	errTracestateDup    = errors.New("tracestate key repeated")
 	errTracestateCount  = errors.New("tracestate has more than 32 members")
 )
 
@@ -120,20 +120,27 @@ func formatTraceparent(c Context) string {
 // parseTracestate validates the tracestate fields of a request, combined as
 // RFC 9110 combines repeated fields, and returns the list to propagate: the single
 // field itself when it is already in canonical form (no empty members, no optional
-// whitespace), so the common case allocates nothing; else the members joined by
-// ",". Empty and whitespace-only members are allowed and do not count towards the
-// 32-member limit. No tracestate, or one with no members, gives "".
+// whitespace, no repeated key), so the common case allocates nothing; else the
+// members joined by ",". Empty and whitespace-only members are allowed and do
+// not count towards the 32-member limit. No tracestate, or one with no members,
+// gives "".
 //
-// Keys follow the Level 1/2 grammar: a simple key (lcalpha, then up to 255 of
-// lcalpha, digit, "_-*/") or a multi-tenant key tenant@system (tenant: lcalpha or
-// digit then up to 240 key chars; system: lcalpha then up to 13). Values are 1 to
-// 256 printable ASCII characters except "," and "=", not ending in a space.
+// Keys follow the Level 2 grammar (§3.3.2.2.1): a lower-case letter or digit,
+// then up to 255 of lcalpha, digit, "_-*/@". Level 1's tenant@system form is a
+// special case of it. Values are 1 to 256 printable ASCII characters except ","
+// and "=", not ending in a space.
+//
+// A key that appears again keeps its first entry and loses the later ones: the
+// spec allows one entry per key, and the left-most is the most recent position
+// (a vendor moves the entry it updates to the front). Rejecting the whole list
+// would lose every other vendor's entry over one sender's mistake. The 32-member
+// limit counts the members as they arrived, repeated keys included.
 func parseTracestate(vals []string) (string, error) {
 	if len(vals) == 0 {
 		return "", nil
 	}
 	var members, keys [maxTracestateLen]string
-	n := 0
+	n, total := 0, 0
 	canonical := len(vals) == 1
 	for _, field := range vals {
 		for {
@@ -153,16 +160,15 @@ func parseTracestate(vals []string) (string, error) {
 				if !validTracestateValue(value) {
 					return "", errTracestateValue
 				}
-				for _, k := range keys[:n] {
-					if k == key {
-						return "", errTracestateDup
-					}
-				}
-				if n == maxTracestateLen {
+				if total++; total > maxTracestateLen {
 					return "", errTracestateCount
 				}
-				members[n], keys[n] = t, key
-				n++
+				if slices.Contains(keys[:n], key) {
+					canonical = false
+				} else {
+					members[n], keys[n] = t, key
+					n++
+				}
 			}
 			if !more {
 				break
@@ -192,12 +198,7 @@ func parseTracestate(vals []string) (string, error) {
 }
 
 func validTracestateKey(key string) bool {
-	tenant, system, multi := strings.Cut(key, "@")
-	if !multi {
-		return len(key) <= 256 && len(key) > 0 && isLCAlpha(key[0]) && allKeyChars(key[1:])
-	}
-	return len(tenant) >= 1 && len(tenant) <= 241 && (isLCAlpha(tenant[0]) || isDigit(tenant[0])) && allKeyChars(tenant[1:]) &&
-		len(system) >= 1 && len(system) <= 14 && isLCAlpha(system[0]) && allKeyChars(system[1:])
+	return len(key) > 0 && len(key) <= 256 && (isLCAlpha(key[0]) || isDigit(key[0])) && allKeyChars(key[1:])
 }
 
 func validTracestateValue(v string) bool {
@@ -216,7 +217,7 @@ func validTracestateValue(v string) bool {
 func allKeyChars(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !isLCAlpha(c) && !isDigit(c) && c != '_' && c != '-' && c != '*' && c != '/' {
+		if !isLCAlpha(c) && !isDigit(c) && c != '_' && c != '-' && c != '*' && c != '/' && c != '@' {
 			return false
 		}
 	}

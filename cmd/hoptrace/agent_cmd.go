@@ -18,7 +18,7 @@ import (
 
 func newAgentCmd() *cobra.Command {
 	var (
-		cfg        = agent.Config{SampleRate: agent.DefaultSampleRate}
+		cfg        = agent.Config{SampleRate: agent.DefaultSampleRate, ForcedTraceRate: agent.DefaultForcedTraceRate}
 		podsFile   string
 		kubeconfig string
 		kube       bool
@@ -27,6 +27,7 @@ func newAgentCmd() *cobra.Command {
 		procRoot   string
 		excludeNS  []string
 		pprofAddr  string
+		meshNets   []string
 	)
 	exp, envErr := exporter.ConfigFromEnv(os.Getenv)
 	cmd := &cobra.Command{
@@ -55,7 +56,16 @@ exclude ports with hoptrace.io/skip-inbound-ports / skip-outbound-ports.
 
 Sampling: requests that arrive with a trace context follow its decision; others
 start a trace with probability --sample-rate; a request header
-"hoptrace-sample: 1" forces one (and is removed before the app sees it).
+"hoptrace-sample: 1" (or B3 debug) forces one, at most --forced-trace-rate per
+second and pod. hoptrace-sample is removed before the app sees it.
+
+Only requests from inside the mesh may decide or force sampling: from a pod
+this agent captures, or from an address in --mesh-networks (list your pod
+CIDRs there, so that other nodes' pods count too). For anyone else (an
+ingress controller, a node, the internet) the sampled flag, B3 debug and
+hoptrace-sample are ignored, and counted: the trace id carries on, so their
+trace still links, but --sample-rate decides. --trust-external-sampling
+believes everyone, as before.
 
 The OTLP exporter also reads the standard OTEL_EXPORTER_OTLP_* variables
 (ENDPOINT, PROTOCOL, HEADERS, TIMEOUT, COMPRESSION, CERTIFICATE, INSECURE and
@@ -83,6 +93,11 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 			cfg.Exporter = exp
+			nets, err := agent.ParseMeshNetworks(meshNets)
+			if err != nil {
+				return fmt.Errorf("--mesh-networks: %w", err)
+			}
+			cfg.MeshNetworks = nets
 			if cfg.NodeName == "" {
 				cfg.NodeName = os.Getenv("NODE_NAME")
 			}
@@ -119,6 +134,9 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 	f.StringVar(&cgroupRoot, "cgroup-root", "", "the host's cgroup v2 mount, where pods' cgroups are found (default: read from the mount table)")
 	f.StringVar(&procRoot, "proc-root", "/proc", "the host's procfs, where pods' network namespaces are found (needs hostPID or a host /proc mount)")
 	f.Float64Var(&cfg.SampleRate, "sample-rate", agent.DefaultSampleRate, "probability (0..1) of tracing a request that arrives without trace context")
+	f.Float64Var(&cfg.ForcedTraceRate, "forced-trace-rate", agent.DefaultForcedTraceRate, "traces per second each pod's requests may force with hoptrace-sample or B3 debug (burst: one second's worth; 0 refuses them); beyond it they get the normal decision")
+	f.StringSliceVar(&meshNets, "mesh-networks", nil, "comma-separated CIDRs whose clients may decide and force sampling like captured pods, e.g. the cluster's pod CIDRs 10.244.0.0/16,fd00:10:244::/56")
+	f.BoolVar(&cfg.TrustExternalSampling, "trust-external-sampling", false, "let every client decide and force sampling (sampled flags, B3 debug, hoptrace-sample), not only pods inside the mesh")
 	f.StringSliceVar(&cfg.Routes, "route", nil, `route pattern naming spans "METHOD /pattern" instead of "METHOD" (repeatable), e.g. --route '/users/{id}'`)
 	f.StringVar(&cfg.AdminSocket, "admin-socket", agent.DefaultAdminSocket, "unix socket of the admin API (pods, flows, metrics)")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", "", "also serve the admin API on this TCP address, e.g. 127.0.0.1:9464 (probes, Prometheus)")
