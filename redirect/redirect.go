@@ -64,6 +64,10 @@ type Config struct {
 	// reader per connection, which at thousands of new connections per second
 	// is more CPU than the capture itself.
 	AllEvents bool
+
+	// withoutTransparency loads no getpeername/getsockname programs, as on a
+	// kernel without their hooks; for tests of that fallback.
+	withoutTransparency bool
 }
 
 // Counters are the BPF programs' running totals, summed over CPUs.
