@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -436,5 +437,39 @@ func TestCaptureWithoutTransparency(t *testing.T) {
 		if n != 0 {
 			t.Errorf("%v: %d programs attached without transparency", at, n)
 		}
+	}
+}
+
+// Shown: Open unpins orig_by_cookie, which agents before the socket-local
+// record pinned, and keeps the maps it uses.
+func TestOpenUnpinsRetiredMaps(t *testing.T) {
+	g := newRig(t)
+	dir := g.r.mapsDir
+	if err := g.r.Release(); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 8, ValueSize: 32, MaxEntries: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	retired := filepath.Join(dir, "orig_by_cookie")
+	if err := old.Pin(retired); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(Config{PinDir: g.pinDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	if _, err := os.Stat(retired); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s still pinned after Open: %v", retired, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "orig_by_port")); err != nil {
+		t.Errorf("orig_by_port: %v", err)
 	}
 }
