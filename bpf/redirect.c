@@ -119,12 +119,21 @@ enum counter {
 	COUNTER_MAX = 16,
 };
 
+/* What connect4/6 leave on a socket they redirected, in socket-local storage: the
+ * kernel frees it with the socket, so the record lives exactly as long as the app
+ * can ask about its socket, and no map fills up or evicts under load. */
+struct redirected {
+	struct orig_dst dst;
+	__u16 listen_port; /* where the socket was sent instead */
+	__u16 pad[3];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64); /* socket cookie */
-	__type(value, struct orig_dst);
-} orig_by_cookie SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct redirected);
+} redirected_socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -146,6 +155,20 @@ struct {
 	__type(key, struct addr); /* pod IP */
 	__type(value, struct pod_in);
 } pods_in SEC(".maps");
+
+/* The address a pod's redirected sockets report as their own (getsockname): the
+ * pod's IPv4 address (mapped) and its IPv6 address, all zero where it has none. */
+struct pod_local {
+	struct addr v4;
+	struct addr v6;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* netns cookie */
+	__type(value, struct pod_local);
+} pods_local SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -256,13 +279,40 @@ static __always_inline int is_v4_mapped(const struct addr *a)
 	return a->ip[0] == 0 && a->ip[1] == 0 && a->ip[2] == bpf_htonl(0x0000ffff);
 }
 
+static __always_inline int is_loopback(const struct addr *a)
+{
+	if (is_v4_mapped(a))
+		return (bpf_ntohl(a->ip[3]) >> 24) == 127;
+	return a->ip[0] == 0 && a->ip[1] == 0 && a->ip[2] == 0 && a->ip[3] == bpf_htonl(1);
+}
+
+static __always_inline int is_unspecified(const struct addr *a)
+{
+	return (a->ip[0] == 0 && a->ip[1] == 0 && a->ip[2] == 0 && a->ip[3] == 0) ||
+	       (is_v4_mapped(a) && a->ip[3] == 0);
+}
+
 /* is_local says whether a destination never leaves the pod: loopback, or the
  * unspecified address (connect(0.0.0.0) and connect(::) reach the host itself). */
 static __always_inline int is_local(const struct addr *a)
 {
-	if (is_v4_mapped(a))
-		return (bpf_ntohl(a->ip[3]) >> 24) == 127 || a->ip[3] == 0;
-	return a->ip[0] == 0 && a->ip[1] == 0 && a->ip[2] == 0 && (a->ip[3] == bpf_htonl(1) || a->ip[3] == 0);
+	return is_loopback(a) || is_unspecified(a);
+}
+
+static __always_inline void read_ip6(struct addr *a, const struct bpf_sock_addr *ctx)
+{
+	a->ip[0] = ctx->user_ip6[0];
+	a->ip[1] = ctx->user_ip6[1];
+	a->ip[2] = ctx->user_ip6[2];
+	a->ip[3] = ctx->user_ip6[3];
+}
+
+static __always_inline void write_ip6(struct bpf_sock_addr *ctx, const struct addr *a)
+{
+	ctx->user_ip6[0] = a->ip[0];
+	ctx->user_ip6[1] = a->ip[1];
+	ctx->user_ip6[2] = a->ip[2];
+	ctx->user_ip6[3] = a->ip[3];
 }
 
 static __always_inline int port_rule(__u64 netns_cookie, __u16 port, __u8 dir)
@@ -318,6 +368,9 @@ static __always_inline int connect_common(struct bpf_sock_addr *ctx, struct addr
 	struct pod_out *pod = bpf_map_lookup_elem(&pods_out, &netns_cookie);
 	if (!pod)
 		return 1;
+	/* A socket connected again (after connect(AF_UNSPEC)) must not go on reporting
+	 * an earlier redirect: whatever this connect decides starts from nothing. */
+	bpf_sk_storage_delete(&redirected_socks, ctx->sk);
 	/* Traffic inside the pod never leaves it: not a hop. */
 	if (is_local(dst))
 		return 1;
@@ -339,16 +392,17 @@ static __always_inline int connect_common(struct bpf_sock_addr *ctx, struct addr
 		goto bypass;
 	}
 
-	struct orig_dst od = {};
-	od.ip = *dst;
-	od.port = port;
-	od.family = family;
-	od.netns_cookie = netns_cookie;
-	if (bpf_map_update_elem(&orig_by_cookie, &sock_cookie, &od, BPF_ANY) != 0) {
+	struct redirected *rd = bpf_sk_storage_get(&redirected_socks, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!rd) {
 		/* Without a record the proxy could not tell where to go: leave it alone. */
 		reason = REASON_NO_LISTENER;
 		goto bypass;
 	}
+	rd->dst.ip = *dst;
+	rd->dst.port = port;
+	rd->dst.family = family;
+	rd->dst.netns_cookie = netns_cookie;
+	rd->listen_port = pod->listen_port;
 
 	if (v6_listener) {
 		ctx->user_ip6[0] = 0;
@@ -387,26 +441,25 @@ SEC("cgroup/connect6")
 int hoptrace_connect6(struct bpf_sock_addr *ctx)
 {
 	struct addr dst;
-	dst.ip[0] = ctx->user_ip6[0];
-	dst.ip[1] = ctx->user_ip6[1];
-	dst.ip[2] = ctx->user_ip6[2];
-	dst.ip[3] = ctx->user_ip6[3];
+	read_ip6(&dst, ctx);
 	if (is_v4_mapped(&dst))
 		return connect_common(ctx, &dst, AF_INET6, 0);
 	return connect_common(ctx, &dst, AF_INET6, 1);
 }
 
-/* sockops re-keys a redirected connection's original destination from its socket
- * cookie (known at connect) to (netns cookie, local port), which is what the proxy
- * can see after accept. */
+/* sockops copies a redirected connection's original destination from the socket
+ * (where connect left it) to the key (netns cookie, local port), which is what the
+ * proxy can see after accept. The socket keeps its own copy for getpeername. */
 SEC("sockops")
 int hoptrace_sockops(struct bpf_sock_ops *skops)
 {
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
-	__u64 sock_cookie = bpf_get_socket_cookie(skops);
-	struct orig_dst *od = bpf_map_lookup_elem(&orig_by_cookie, &sock_cookie);
-	if (!od)
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return 1;
+	struct redirected *rd = bpf_sk_storage_get(&redirected_socks, sk, 0, 0);
+	if (!rd)
 		return 1;
 	struct port_key k = {};
 	k.netns_cookie = bpf_get_netns_cookie(skops);
@@ -415,8 +468,93 @@ int hoptrace_sockops(struct bpf_sock_ops *skops)
 						      skops->remote_ip6[2] == bpf_htonl(0x0000ffff))
 			   ? AF_INET6
 			   : AF_INET;
-	bpf_map_update_elem(&orig_by_port, &k, od, BPF_ANY);
-	bpf_map_delete_elem(&orig_by_cookie, &sock_cookie);
+	bpf_map_update_elem(&orig_by_port, &k, &rd->dst, BPF_ANY);
+	return 1;
+}
+
+/* Transparency: to the app, a redirected socket is connected to where it asked to
+ * go, from the pod's own address, as it would be without hoptrace (or with an
+ * iptables REDIRECT). Only sockets that carry connect's record and are still
+ * connected to the outbound listener are rewritten; every other socket, and every
+ * socket of the agent (which is not in the pod's cgroup), reports what the kernel
+ * knows. The port of getsockname stays the socket's own. */
+
+/* still_redirected: the socket's real peer (peer, port in network order) is the
+ * listener its connect was sent to. */
+static __always_inline int still_redirected(const struct redirected *rd, const struct addr *peer, __u32 port)
+{
+	return port == bpf_htons(rd->listen_port) && is_loopback(peer);
+}
+
+SEC("cgroup/getpeername4")
+int hoptrace_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct redirected *rd = bpf_sk_storage_get(&redirected_socks, ctx->sk, 0, 0);
+	if (!rd)
+		return 1;
+	struct addr peer;
+	map_v4(&peer, ctx->user_ip4);
+	if (!still_redirected(rd, &peer, ctx->user_port) || !is_v4_mapped(&rd->dst.ip))
+		return 1;
+	ctx->user_ip4 = rd->dst.ip.ip[3];
+	ctx->user_port = bpf_htons(rd->dst.port);
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int hoptrace_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct redirected *rd = bpf_sk_storage_get(&redirected_socks, ctx->sk, 0, 0);
+	if (!rd)
+		return 1;
+	struct addr peer;
+	read_ip6(&peer, ctx);
+	if (!still_redirected(rd, &peer, ctx->user_port))
+		return 1;
+	/* An IPv4-mapped destination was recorded mapped, as the app gave it. */
+	write_ip6(ctx, &rd->dst.ip);
+	ctx->user_port = bpf_htons(rd->dst.port);
+	return 1;
+}
+
+/* The local address of a socket connected to 127.0.0.1 is 127.0.0.1. An app that
+ * learns its own address from a connected socket (and hands it to others, as
+ * cluster members, FTP or SIP clients do) must see the pod's address instead. */
+SEC("cgroup/getsockname4")
+int hoptrace_getsockname4(struct bpf_sock_addr *ctx)
+{
+	if (!bpf_sk_storage_get(&redirected_socks, ctx->sk, 0, 0))
+		return 1;
+	struct addr self;
+	map_v4(&self, ctx->user_ip4);
+	if (!is_loopback(&self))
+		return 1;
+	__u64 netns_cookie = bpf_get_netns_cookie(ctx);
+	struct pod_local *pl = bpf_map_lookup_elem(&pods_local, &netns_cookie);
+	if (!pl || is_unspecified(&pl->v4))
+		return 1;
+	ctx->user_ip4 = pl->v4.ip[3];
+	return 1;
+}
+
+SEC("cgroup/getsockname6")
+int hoptrace_getsockname6(struct bpf_sock_addr *ctx)
+{
+	if (!bpf_sk_storage_get(&redirected_socks, ctx->sk, 0, 0))
+		return 1;
+	struct addr self;
+	read_ip6(&self, ctx);
+	if (!is_loopback(&self))
+		return 1;
+	__u64 netns_cookie = bpf_get_netns_cookie(ctx);
+	struct pod_local *pl = bpf_map_lookup_elem(&pods_local, &netns_cookie);
+	if (!pl)
+		return 1;
+	/* A dual-stack socket sent to ::ffff:127.0.0.1 gets the pod's IPv4 address, mapped. */
+	const struct addr *own = is_v4_mapped(&self) ? &pl->v4 : &pl->v6;
+	if (is_unspecified(own))
+		return 1;
+	write_ip6(ctx, own);
 	return 1;
 }
 
@@ -508,3 +646,4 @@ struct {
 const struct event *unused_event __attribute__((unused));
 const struct cidr_key *unused_cidr_key __attribute__((unused));
 const struct pod_port *unused_pod_port __attribute__((unused));
+const struct pod_local *unused_pod_local __attribute__((unused));

@@ -65,6 +65,12 @@ type RedirectPodIn struct {
 	Pad          uint16
 }
 
+type RedirectPodLocal struct {
+	_  structs.HostLayout
+	V4 RedirectAddr
+	V6 RedirectAddr
+}
+
 type RedirectPodOut struct {
 	_          structs.HostLayout
 	ListenPort uint16
@@ -96,28 +102,41 @@ type RedirectPortKey struct {
 	Pad         uint32
 }
 
+type RedirectRedirected struct {
+	_          structs.HostLayout
+	Dst        RedirectOrigDst
+	ListenPort uint16
+	Pad        [3]uint16
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	RedirectMapCounters          = "counters"
-	RedirectMapEvents            = "events"
-	RedirectMapInboundListeners  = "inbound_listeners"
-	RedirectMapOrigByCookie      = "orig_by_cookie"
-	RedirectMapOrigByPort        = "orig_by_port"
-	RedirectMapPodIndex          = "pod_index"
-	RedirectMapPodPorts          = "pod_ports"
-	RedirectMapPodsIn            = "pods_in"
-	RedirectMapPodsOut           = "pods_out"
-	RedirectMapSettings          = "settings"
-	RedirectMapSkipCidrs         = "skip_cidrs"
-	RedirectProgHoptraceConnect4 = "hoptrace_connect4"
-	RedirectProgHoptraceConnect6 = "hoptrace_connect6"
-	RedirectProgHoptraceSkLookup = "hoptrace_sk_lookup"
-	RedirectProgHoptraceSockops  = "hoptrace_sockops"
-	RedirectVarUnusedCidrKey     = "unused_cidr_key"
-	RedirectVarUnusedEvent       = "unused_event"
-	RedirectVarUnusedPodPort     = "unused_pod_port"
+	RedirectMapCounters              = "counters"
+	RedirectMapEvents                = "events"
+	RedirectMapInboundListeners      = "inbound_listeners"
+	RedirectMapOrigByPort            = "orig_by_port"
+	RedirectMapPodIndex              = "pod_index"
+	RedirectMapPodPorts              = "pod_ports"
+	RedirectMapPodsIn                = "pods_in"
+	RedirectMapPodsLocal             = "pods_local"
+	RedirectMapPodsOut               = "pods_out"
+	RedirectMapRedirectedSocks       = "redirected_socks"
+	RedirectMapSettings              = "settings"
+	RedirectMapSkipCidrs             = "skip_cidrs"
+	RedirectProgHoptraceConnect4     = "hoptrace_connect4"
+	RedirectProgHoptraceConnect6     = "hoptrace_connect6"
+	RedirectProgHoptraceGetpeername4 = "hoptrace_getpeername4"
+	RedirectProgHoptraceGetpeername6 = "hoptrace_getpeername6"
+	RedirectProgHoptraceGetsockname4 = "hoptrace_getsockname4"
+	RedirectProgHoptraceGetsockname6 = "hoptrace_getsockname6"
+	RedirectProgHoptraceSkLookup     = "hoptrace_sk_lookup"
+	RedirectProgHoptraceSockops      = "hoptrace_sockops"
+	RedirectVarUnusedCidrKey         = "unused_cidr_key"
+	RedirectVarUnusedEvent           = "unused_event"
+	RedirectVarUnusedPodLocal        = "unused_pod_local"
+	RedirectVarUnusedPodPort         = "unused_pod_port"
 )
 
 // LoadRedirect returns the embedded CollectionSpec for Redirect.
@@ -162,10 +181,14 @@ type RedirectSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RedirectProgramSpecs struct {
-	HoptraceConnect4 *ebpf.ProgramSpec `ebpf:"hoptrace_connect4"`
-	HoptraceConnect6 *ebpf.ProgramSpec `ebpf:"hoptrace_connect6"`
-	HoptraceSkLookup *ebpf.ProgramSpec `ebpf:"hoptrace_sk_lookup"`
-	HoptraceSockops  *ebpf.ProgramSpec `ebpf:"hoptrace_sockops"`
+	HoptraceConnect4     *ebpf.ProgramSpec `ebpf:"hoptrace_connect4"`
+	HoptraceConnect6     *ebpf.ProgramSpec `ebpf:"hoptrace_connect6"`
+	HoptraceGetpeername4 *ebpf.ProgramSpec `ebpf:"hoptrace_getpeername4"`
+	HoptraceGetpeername6 *ebpf.ProgramSpec `ebpf:"hoptrace_getpeername6"`
+	HoptraceGetsockname4 *ebpf.ProgramSpec `ebpf:"hoptrace_getsockname4"`
+	HoptraceGetsockname6 *ebpf.ProgramSpec `ebpf:"hoptrace_getsockname6"`
+	HoptraceSkLookup     *ebpf.ProgramSpec `ebpf:"hoptrace_sk_lookup"`
+	HoptraceSockops      *ebpf.ProgramSpec `ebpf:"hoptrace_sockops"`
 }
 
 // RedirectMapSpecs contains maps before they are loaded into the kernel.
@@ -175,12 +198,13 @@ type RedirectMapSpecs struct {
 	Counters         *ebpf.MapSpec `ebpf:"counters"`
 	Events           *ebpf.MapSpec `ebpf:"events"`
 	InboundListeners *ebpf.MapSpec `ebpf:"inbound_listeners"`
-	OrigByCookie     *ebpf.MapSpec `ebpf:"orig_by_cookie"`
 	OrigByPort       *ebpf.MapSpec `ebpf:"orig_by_port"`
 	PodIndex         *ebpf.MapSpec `ebpf:"pod_index"`
 	PodPorts         *ebpf.MapSpec `ebpf:"pod_ports"`
 	PodsIn           *ebpf.MapSpec `ebpf:"pods_in"`
+	PodsLocal        *ebpf.MapSpec `ebpf:"pods_local"`
 	PodsOut          *ebpf.MapSpec `ebpf:"pods_out"`
+	RedirectedSocks  *ebpf.MapSpec `ebpf:"redirected_socks"`
 	Settings         *ebpf.MapSpec `ebpf:"settings"`
 	SkipCidrs        *ebpf.MapSpec `ebpf:"skip_cidrs"`
 }
@@ -189,9 +213,10 @@ type RedirectMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RedirectVariableSpecs struct {
-	UnusedCidrKey *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
-	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedPodPort *ebpf.VariableSpec `ebpf:"unused_pod_port"`
+	UnusedCidrKey  *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
+	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedPodLocal *ebpf.VariableSpec `ebpf:"unused_pod_local"`
+	UnusedPodPort  *ebpf.VariableSpec `ebpf:"unused_pod_port"`
 }
 
 // RedirectObjects contains all objects after they have been loaded into the kernel.
@@ -217,12 +242,13 @@ type RedirectMaps struct {
 	Counters         *ebpf.Map `ebpf:"counters"`
 	Events           *ebpf.Map `ebpf:"events"`
 	InboundListeners *ebpf.Map `ebpf:"inbound_listeners"`
-	OrigByCookie     *ebpf.Map `ebpf:"orig_by_cookie"`
 	OrigByPort       *ebpf.Map `ebpf:"orig_by_port"`
 	PodIndex         *ebpf.Map `ebpf:"pod_index"`
 	PodPorts         *ebpf.Map `ebpf:"pod_ports"`
 	PodsIn           *ebpf.Map `ebpf:"pods_in"`
+	PodsLocal        *ebpf.Map `ebpf:"pods_local"`
 	PodsOut          *ebpf.Map `ebpf:"pods_out"`
+	RedirectedSocks  *ebpf.Map `ebpf:"redirected_socks"`
 	Settings         *ebpf.Map `ebpf:"settings"`
 	SkipCidrs        *ebpf.Map `ebpf:"skip_cidrs"`
 }
@@ -232,12 +258,13 @@ func (m *RedirectMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.InboundListeners,
-		m.OrigByCookie,
 		m.OrigByPort,
 		m.PodIndex,
 		m.PodPorts,
 		m.PodsIn,
+		m.PodsLocal,
 		m.PodsOut,
+		m.RedirectedSocks,
 		m.Settings,
 		m.SkipCidrs,
 	)
@@ -247,25 +274,34 @@ func (m *RedirectMaps) Close() error {
 //
 // It can be passed to LoadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RedirectVariables struct {
-	UnusedCidrKey *ebpf.Variable `ebpf:"unused_cidr_key"`
-	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
-	UnusedPodPort *ebpf.Variable `ebpf:"unused_pod_port"`
+	UnusedCidrKey  *ebpf.Variable `ebpf:"unused_cidr_key"`
+	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
+	UnusedPodLocal *ebpf.Variable `ebpf:"unused_pod_local"`
+	UnusedPodPort  *ebpf.Variable `ebpf:"unused_pod_port"`
 }
 
 // RedirectPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RedirectPrograms struct {
-	HoptraceConnect4 *ebpf.Program `ebpf:"hoptrace_connect4"`
-	HoptraceConnect6 *ebpf.Program `ebpf:"hoptrace_connect6"`
-	HoptraceSkLookup *ebpf.Program `ebpf:"hoptrace_sk_lookup"`
-	HoptraceSockops  *ebpf.Program `ebpf:"hoptrace_sockops"`
+	HoptraceConnect4     *ebpf.Program `ebpf:"hoptrace_connect4"`
+	HoptraceConnect6     *ebpf.Program `ebpf:"hoptrace_connect6"`
+	HoptraceGetpeername4 *ebpf.Program `ebpf:"hoptrace_getpeername4"`
+	HoptraceGetpeername6 *ebpf.Program `ebpf:"hoptrace_getpeername6"`
+	HoptraceGetsockname4 *ebpf.Program `ebpf:"hoptrace_getsockname4"`
+	HoptraceGetsockname6 *ebpf.Program `ebpf:"hoptrace_getsockname6"`
+	HoptraceSkLookup     *ebpf.Program `ebpf:"hoptrace_sk_lookup"`
+	HoptraceSockops      *ebpf.Program `ebpf:"hoptrace_sockops"`
 }
 
 func (p *RedirectPrograms) Close() error {
 	return _RedirectClose(
 		p.HoptraceConnect4,
 		p.HoptraceConnect6,
+		p.HoptraceGetpeername4,
+		p.HoptraceGetpeername6,
+		p.HoptraceGetsockname4,
+		p.HoptraceGetsockname6,
 		p.HoptraceSkLookup,
 		p.HoptraceSockops,
 	)

@@ -36,11 +36,22 @@ func Run() []Result {
 		}
 		rs = append(rs, r)
 	}
+	rs = append(rs, optional(redirect.Transparency()))
 	r := Result{Name: "hoptrace BPF programs load (verifier)", Status: OK}
 	if err := redirect.VerifyPrograms(); err != nil {
 		r.Status, r.Detail, r.Fix = Missing, errText(err), "see the items above; report the error if they are all ok"
 	}
 	return append(rs, r)
+}
+
+// optional turns a feature hoptrace can do without into one line: a warning, not
+// a failure, when it is absent.
+func optional(req redirect.Requirement) Result {
+	r := Result{Name: req.Name, Status: OK}
+	if err := req.Probe(); err != nil {
+		r.Status, r.Detail, r.Fix = Warning, errText(err), req.Fix
+	}
+	return r
 }
 
 func errText(err error) string {

@@ -1,9 +1,14 @@
 package preflight
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/hoptrace/hoptrace/internal/testenv"
+	"github.com/hoptrace/hoptrace/redirect"
 )
 
 // On this project's machines every required item is present: Run must say so,
@@ -17,10 +22,31 @@ func TestRunOnThisHost(t *testing.T) {
 		if r.Status == Missing {
 			t.Errorf("%s: missing (%s)", r.Name, r.Detail)
 		}
+		if r.Name == redirect.Transparency().Name && r.Status != OK {
+			t.Errorf("%s: %s, want ok on Linux 6.18 (%s)", r.Name, r.Status, r.Detail)
+		}
 	}
-	for _, want := range []string{"kernel version", "bpf() syscall", "cgroup v2 mount", "program type sk_lookup", "hoptrace BPF programs load (verifier)", "capability CAP_BPF"} {
+	for _, want := range []string{"kernel version", "bpf() syscall", "cgroup v2 mount", "program type sk_lookup", "hoptrace BPF programs load (verifier)", "capability CAP_BPF", "map type sk_storage", redirect.Transparency().Name} {
 		if !names[want] {
 			t.Errorf("no check named %q", want)
 		}
+	}
+}
+
+// An absent optional feature is one warning line that says what still works.
+func TestOptionalFeatureIsOneWarning(t *testing.T) {
+	req := redirect.Transparency()
+	req.Probe = func() error { return fmt.Errorf("attach type CgroupInet4GetPeername: %w", ebpf.ErrNotSupported) }
+	r := optional(req)
+	if r.Status != Warning {
+		t.Fatalf("status %s, want warn", r.Status)
+	}
+	var b strings.Builder
+	if !Report(&b, []Result{r}) {
+		t.Error("an optional feature must not fail the check")
+	}
+	line := b.String()
+	if strings.Count(line, "\n") != 1 || !strings.Contains(line, "not supported by this kernel") || !strings.Contains(line, "capture works") {
+		t.Errorf("report: %q", line)
 	}
 }

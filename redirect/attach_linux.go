@@ -307,6 +307,11 @@ func (r *Redirector) writePodEntries(a *Attachment) error {
 			return fmt.Errorf("write inbound settings for %s: %w", ip, err)
 		}
 	}
+	local := a.localAddrs()
+	if err := r.maps.PodsLocal.Update(&a.NetnsCookie, &local, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write pod addresses: %w", err)
+	}
+	// Outbound settings last: they switch capture on.
 	out := bpf.RedirectPodOut{ListenPort: r.cfg.OutboundPort}
 	if err := r.maps.PodsOut.Update(&a.NetnsCookie, &out, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write outbound settings: %w", err)
@@ -314,11 +319,29 @@ func (r *Redirector) writePodEntries(a *Attachment) error {
 	return nil
 }
 
+// localAddrs are the addresses the pod's redirected sockets report as their own:
+// its first IPv4 and first IPv6 address, the ones the kernel picks as source on a
+// pod's single interface.
+func (a *Attachment) localAddrs() bpf.RedirectPodLocal {
+	var l bpf.RedirectPodLocal
+	var have4, have6 bool
+	for _, ip := range a.Addrs {
+		switch {
+		case ip.Is4() && !have4:
+			l.V4, have4 = toBPFAddr(ip), true
+		case ip.Is6() && !have6:
+			l.V6, have6 = toBPFAddr(ip), true
+		}
+	}
+	return l
+}
+
 // deletePodEntries removes every map entry of a pod, found by its record. Missing
 // entries are fine: this also cleans up after a crash halfway through Attach.
 func (r *Redirector) deletePodEntries(rec bpf.RedirectPodRecord) {
 	cookie := rec.NetnsCookie
 	_ = r.maps.PodsOut.Delete(&cookie)
+	_ = r.maps.PodsLocal.Delete(&cookie)
 	for i := 0; i < int(rec.Nips) && i < len(rec.Ips); i++ {
 		key := rec.Ips[i]
 		// Only remove an IP's entry if it still belongs to this pod: IPs are reused.
@@ -374,24 +397,32 @@ func (a *Attachment) link() (err error) {
 		return fmt.Errorf("stat netns: %w", err)
 	}
 	p := a.r.progs
-	steps := []struct {
+	type step struct {
 		name   string
 		prog   *ebpf.Program
 		target uint64 // cgroup id or netns inode the link must point at
 		attach func() (link.Link, error)
-	}{
-		{"connect4", p.HoptraceConnect4, cgStat.Ino, func() (link.Link, error) {
-			return link.AttachCgroup(link.CgroupOptions{Path: a.Pod.CgroupDir, Attach: ebpf.AttachCGroupInet4Connect, Program: p.HoptraceConnect4})
+	}
+	cgroupStep := func(name string, prog *ebpf.Program, at ebpf.AttachType) step {
+		return step{name, prog, cgStat.Ino, func() (link.Link, error) {
+			return link.AttachCgroup(link.CgroupOptions{Path: a.Pod.CgroupDir, Attach: at, Program: prog})
+		}}
+	}
+	steps := []step{
+		cgroupStep("connect4", p.Connect4, ebpf.AttachCGroupInet4Connect),
+		cgroupStep("connect6", p.Connect6, ebpf.AttachCGroupInet6Connect),
+		cgroupStep("sockops", p.Sockops, ebpf.AttachCGroupSockOps),
+		{"sk_lookup", p.SkLookup, nsStat.Ino, func() (link.Link, error) {
+			return link.AttachNetNs(int(a.netns.Fd()), p.SkLookup)
 		}},
-		{"connect6", p.HoptraceConnect6, cgStat.Ino, func() (link.Link, error) {
-			return link.AttachCgroup(link.CgroupOptions{Path: a.Pod.CgroupDir, Attach: ebpf.AttachCGroupInet6Connect, Program: p.HoptraceConnect6})
-		}},
-		{"sockops", p.HoptraceSockops, cgStat.Ino, func() (link.Link, error) {
-			return link.AttachCgroup(link.CgroupOptions{Path: a.Pod.CgroupDir, Attach: ebpf.AttachCGroupSockOps, Program: p.HoptraceSockops})
-		}},
-		{"sk_lookup", p.HoptraceSkLookup, nsStat.Ino, func() (link.Link, error) {
-			return link.AttachNetNs(int(a.netns.Fd()), p.HoptraceSkLookup)
-		}},
+	}
+	if a.r.transparent {
+		steps = append(steps,
+			cgroupStep("getpeername4", p.Getpeername4, ebpf.AttachCgroupInet4GetPeername),
+			cgroupStep("getpeername6", p.Getpeername6, ebpf.AttachCgroupInet6GetPeername),
+			cgroupStep("getsockname4", p.Getsockname4, ebpf.AttachCgroupInet4GetSockname),
+			cgroupStep("getsockname6", p.Getsockname6, ebpf.AttachCgroupInet6GetSockname),
+		)
 	}
 	for _, s := range steps {
 		path := filepath.Join(a.pinDir, s.name)

@@ -19,8 +19,11 @@ type Redirector struct {
 	mapsDir string
 	podsDir string
 
-	progs bpf.RedirectPrograms
+	progs programs
 	maps  bpf.RedirectMaps
+	// transparent: the kernel has the getpeername/getsockname hooks, so redirected
+	// sockets report their original destination to the app.
+	transparent bool
 
 	mu       sync.Mutex
 	pods     map[string]*Attachment
@@ -31,8 +34,57 @@ type Redirector struct {
 // objects is what Open loads: the programs and maps, not the .bss that only keeps
 // types alive for bpf2go.
 type objects struct {
-	bpf.RedirectPrograms
+	programs
 	bpf.RedirectMaps
+}
+
+// programs are the redirect programs. The transparency ones are loaded only where
+// the kernel has their hooks (Linux 5.8); capture works without them.
+type programs struct {
+	capturePrograms
+	transparencyPrograms // nil fields without the hooks
+}
+
+type capturePrograms struct {
+	Connect4 *ebpf.Program `ebpf:"hoptrace_connect4"`
+	Connect6 *ebpf.Program `ebpf:"hoptrace_connect6"`
+	Sockops  *ebpf.Program `ebpf:"hoptrace_sockops"`
+	SkLookup *ebpf.Program `ebpf:"hoptrace_sk_lookup"`
+}
+
+type transparencyPrograms struct {
+	Getpeername4 *ebpf.Program `ebpf:"hoptrace_getpeername4"`
+	Getpeername6 *ebpf.Program `ebpf:"hoptrace_getpeername6"`
+	Getsockname4 *ebpf.Program `ebpf:"hoptrace_getsockname4"`
+	Getsockname6 *ebpf.Program `ebpf:"hoptrace_getsockname6"`
+}
+
+func (p *programs) Close() error {
+	var errs []error
+	for _, prog := range []*ebpf.Program{p.Connect4, p.Connect6, p.Sockops, p.SkLookup,
+		p.Getpeername4, p.Getpeername6, p.Getsockname4, p.Getsockname6} {
+		if prog != nil {
+			errs = append(errs, prog.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// loadObjects loads the maps and programs of spec into objs, the transparency
+// programs only if transparent. LoadAndAssign loads only what it is given fields
+// for, so a kernel without the getpeername hooks never sees those programs.
+func loadObjects(spec *ebpf.CollectionSpec, objs *objects, transparent bool, opts *ebpf.CollectionOptions) error {
+	if transparent {
+		return spec.LoadAndAssign(&struct {
+			Maps         *bpf.RedirectMaps
+			Capture      *capturePrograms
+			Transparency *transparencyPrograms
+		}{&objs.RedirectMaps, &objs.capturePrograms, &objs.transparencyPrograms}, opts)
+	}
+	return spec.LoadAndAssign(&struct {
+		Maps    *bpf.RedirectMaps
+		Capture *capturePrograms
+	}{&objs.RedirectMaps, &objs.capturePrograms}, opts)
 }
 
 // Open loads the redirect programs, adopting maps already pinned under cfg.PinDir
@@ -49,11 +101,12 @@ func Open(cfg Config) (*Redirector, error) {
 		return nil, err
 	}
 	r := &Redirector{
-		cfg:      cfg,
-		mapsDir:  filepath.Join(cfg.PinDir, "maps"),
-		podsDir:  filepath.Join(cfg.PinDir, "pods"),
-		pods:     map[string]*Attachment{},
-		byCookie: map[uint64]string{},
+		cfg:         cfg,
+		mapsDir:     filepath.Join(cfg.PinDir, "maps"),
+		podsDir:     filepath.Join(cfg.PinDir, "pods"),
+		pods:        map[string]*Attachment{},
+		byCookie:    map[uint64]string{},
+		transparent: !cfg.withoutTransparency && TransparencySupported() == nil,
 	}
 	for _, d := range []string{r.mapsDir, r.podsDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -76,19 +129,39 @@ func Open(cfg Config) (*Redirector, error) {
 		r.removeEmptyPinDirs()
 		return nil, err
 	}
-	r.progs, r.maps = objs.RedirectPrograms, objs.RedirectMaps
+	r.progs, r.maps = objs.programs, objs.RedirectMaps
 	// Adopted maps keep what the last agent set: set it again.
 	var all uint32
 	if cfg.AllEvents {
 		all = 1
 	}
 	if err := r.maps.Settings.Put(uint32(0), all); err != nil { // SETTING_ALL_EVENTS
-		objs.RedirectPrograms.Close()
+		objs.programs.Close()
 		objs.RedirectMaps.Close()
 		return nil, fmt.Errorf("configure BPF programs: %w", err)
 	}
+	r.removeRetiredMaps()
 	return r, nil
 }
+
+// retiredMaps are maps that earlier agent versions pinned and this one no longer
+// uses: orig_by_cookie held the original destination by socket cookie before it
+// moved into socket-local storage (redirected_socks).
+var retiredMaps = []string{"orig_by_cookie"}
+
+// removeRetiredMaps unpins them. A program of the earlier agent that still uses
+// one keeps it alive until Attach moves that pod's links to this agent's programs.
+func (r *Redirector) removeRetiredMaps() {
+	for _, name := range retiredMaps {
+		_ = os.Remove(filepath.Join(r.mapsDir, name))
+	}
+}
+
+// Transparent reports whether redirected sockets report their original
+// destination to the app (getpeername) and the pod's address as their own
+// (getsockname). Without the kernel's hooks for it (before Linux 5.8) capture works,
+// but apps see the outbound listener as their peer.
+func (r *Redirector) Transparent() bool { return r.transparent }
 
 // loadSpec parses the embedded object, minus the .bss that only keeps types
 // alive for bpf2go.
@@ -111,7 +184,7 @@ func (r *Redirector) load() (*objects, error) {
 		m.Pinning = ebpf.PinByName
 	}
 	var objs objects
-	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: r.mapsDir}})
+	err = loadObjects(spec, &objs, r.transparent, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: r.mapsDir}})
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {

@@ -21,6 +21,7 @@ const (
 	envClient  = "HOPTRACE_REDIRECT_TEST_CLIENT"
 	envAgent   = "HOPTRACE_REDIRECT_TEST_AGENT"
 	envTargets = "HOPTRACE_TEST_TARGETS"
+	envAddrs   = "HOPTRACE_REDIRECT_TEST_ADDRS"
 )
 
 func TestMain(m *testing.M) {
@@ -29,6 +30,8 @@ func TestMain(m *testing.M) {
 		os.Exit(clientMain(strings.Split(os.Getenv(envTargets), ",")))
 	case os.Getenv(envAgent) != "":
 		os.Exit(agentMain(os.Getenv(envAgent)))
+	case os.Getenv(envAddrs) != "":
+		os.Exit(addrsMain(strings.Split(os.Getenv(envAddrs), ";")))
 	}
 	os.Exit(m.Run())
 }

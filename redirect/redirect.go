@@ -3,9 +3,9 @@
 // destination of each accepted connection, and dialers that dial from inside the pod.
 //
 // Programs and maps are loaded once per node and pinned under a bpffs directory;
-// per pod only links are made (cgroup/connect4, cgroup/connect6 and sockops on the
-// pod's cgroup v2 directory, sk_lookup on its netns) and a few map entries are
-// written. A restarted agent adopts what is pinned. Every path fails open: without
+// per pod only links are made (cgroup/connect4, cgroup/connect6, sockops and, where
+// the kernel has them, cgroup/getpeername4/6 and getsockname4/6 on the pod's
+// cgroup v2 directory; sk_lookup on its netns) and a few map entries are written. A restarted agent adopts what is pinned. Every path fails open: without
 // the agent's listeners, connections go where the app sent them.
 package redirect
 
@@ -64,6 +64,10 @@ type Config struct {
 	// reader per connection, which at thousands of new connections per second
 	// is more CPU than the capture itself.
 	AllEvents bool
+
+	// withoutTransparency loads no getpeername/getsockname programs, as on a
+	// kernel without their hooks; for tests of that fallback.
+	withoutTransparency bool
 }
 
 // Counters are the BPF programs' running totals, summed over CPUs.

@@ -254,7 +254,8 @@ func countFDs(t *testing.T) int {
 }
 
 func objectIDs(t *testing.T, r *Redirector) (progs []ebpf.ProgramID) {
-	for _, p := range []*ebpf.Program{r.progs.HoptraceConnect4, r.progs.HoptraceConnect6, r.progs.HoptraceSockops, r.progs.HoptraceSkLookup} {
+	for _, p := range []*ebpf.Program{r.progs.Connect4, r.progs.Connect6, r.progs.Sockops, r.progs.SkLookup,
+		r.progs.Getpeername4, r.progs.Getpeername6, r.progs.Getsockname4, r.progs.Getsockname6} {
 		info, err := p.Info()
 		if err != nil {
 			t.Fatal(err)
@@ -421,7 +422,8 @@ func TestRestartAdoptsPins(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cg.Close()
-	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupInet6Connect, ebpf.AttachCGroupSockOps} {
+	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupInet6Connect, ebpf.AttachCGroupSockOps,
+		ebpf.AttachCgroupInet4GetPeername, ebpf.AttachCgroupInet6GetPeername, ebpf.AttachCgroupInet4GetSockname, ebpf.AttachCgroupInet6GetSockname} {
 		res, err := link.QueryPrograms(link.QueryOptions{Target: int(cg.Fd()), Attach: at})
 		if err != nil {
 			t.Fatal(err)
