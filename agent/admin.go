@@ -46,7 +46,16 @@ type state interface {
 	openFlows() []Flow
 }
 
-func newAdminHandler(st state, m *metrics, flows *flowTable) http.Handler {
+// adminPrivate lists the admin paths that show what pods do (every pod, every
+// connection). They are served on the root-only unix socket; the TCP address
+// serves them only with Config.AdminAddrFull, because anything on the node that
+// reaches the node's loopback (any hostNetwork pod) could read them there.
+var adminPrivate = []string{"/pods", "/flows"}
+
+// newAdminHandler serves the admin API. With full false it serves only what
+// kubelet probes and Prometheus need (/healthz, /readyz, /metrics) and answers
+// the private paths with 404 and where to find them.
+func newAdminHandler(st state, m *metrics, flows *flowTable, full bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -59,6 +68,15 @@ func newAdminHandler(st state, m *metrics, flows *flowTable) http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	if !full {
+		for _, p := range adminPrivate {
+			mux.HandleFunc(p, func(w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, p+" is served on the admin socket only (hoptrace "+p[1:]+
+					"); start the agent with --admin-addr-full to serve it on --admin-addr", http.StatusNotFound)
+			})
+		}
+		return mux
+	}
 	mux.HandleFunc("GET /pods", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, st.podsReport())
 	})

@@ -117,9 +117,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.exp.Shutdown(context.Background())
 		return err
 	}
-	srv := &http.Server{Handler: newAdminHandler(a, a.m, a.flows), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: newAdminHandler(a, a.m, a.flows, true), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(admin)
 	defer os.Remove(a.cfg.AdminSocket)
+	// The TCP address has a server of its own: it serves fewer paths.
+	tcpSrv := &http.Server{Handler: newAdminHandler(a, a.m, a.flows, a.cfg.AdminAddrFull), ReadHeaderTimeout: 5 * time.Second}
 	if a.cfg.AdminAddr != "" {
 		tcp, err := net.Listen("tcp", a.cfg.AdminAddr)
 		if err != nil {
@@ -127,9 +129,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.exp.Shutdown(context.Background())
 			return fmt.Errorf("admin address: %w", err)
 		}
-		go srv.Serve(tcp)
+		go tcpSrv.Serve(tcp)
 	}
-	a.log.Info("admin API listening", "socket", a.cfg.AdminSocket, "addr", a.cfg.AdminAddr)
+	a.log.Info("admin API listening", "socket", a.cfg.AdminSocket, "addr", a.cfg.AdminAddr, "addr_full", a.cfg.AdminAddrFull)
 
 	if a.cfg.SelfTrace {
 		a.tracer = newSelfTracer(a.exp, a.cfg.NodeName)
@@ -173,6 +175,7 @@ loop:
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(shutCtx)
+	tcpSrv.Shutdown(shutCtx)
 	return nil
 }
 

@@ -55,6 +55,9 @@ type Config struct {
 
 	AdminSocket string // unix socket for the CLI ("" = DefaultAdminSocket)
 	AdminAddr   string // optional TCP address (e.g. 127.0.0.1:9464) for probes and Prometheus
+	// AdminAddrFull serves /pods and /flows on AdminAddr too; without it they
+	// are on the root-only socket only.
+	AdminAddrFull bool
 
 	// SelfTrace traces the agent's own operations (pod attach/detach, BPF load)
 	// with the OpenTelemetry SDK to the same OTLP endpoint.

@@ -2,7 +2,9 @@ package pods
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,13 +22,22 @@ const maxContainerDepth = 3
 func (r *resolver) netns(cgroupDir string) (string, error) {
 	pids := cgroupPIDs(cgroupDir, maxContainerDepth)
 	slices.Sort(pids)
+	var denied error
 	for _, pid := range pids {
 		p := filepath.Join(r.procRoot, strconv.Itoa(pid), "ns", "net")
 		// Readlink, not Stat: it fails for zombies and exited processes, whose
 		// ns links are gone, without opening the namespace.
-		if _, err := os.Readlink(p); err == nil {
+		_, err := os.Readlink(p)
+		if err == nil {
 			return p, nil
 		}
+		if denied == nil && errors.Is(err, fs.ErrPermission) {
+			denied = err
+		}
+	}
+	if denied != nil {
+		// Live, but not the agent's to open: not a pod that is still starting.
+		return "", fmt.Errorf("pod's network namespace: %w (the agent needs CAP_SYS_PTRACE to open other processes' namespaces)", denied)
 	}
 	return "", fmt.Errorf("%w: no live process in %s", ErrPodNotRunning, cgroupDir)
 }

@@ -99,15 +99,21 @@ func parseRelease(s string) (major, minor int) {
 }
 
 // capability bits from linux/capability.h.
+const capSysAdmin = 21
+
 var neededCaps = []struct {
 	bit  uint
 	name string
 	why  string
+	// bySysAdmin: the kernel accepts CAP_SYS_ADMIN in its place
+	// (bpf_capable, bpf_net_capable), so an agent holding SYS_ADMIN, as the
+	// DaemonSet's does, needs no more.
+	bySysAdmin bool
 }{
-	{21, "CAP_SYS_ADMIN", "enter pod network namespaces, mount bpffs"},
-	{12, "CAP_NET_ADMIN", "attach sk_lookup and cgroup socket programs"},
-	{39, "CAP_BPF", "load BPF programs and maps"},
-	{19, "CAP_SYS_PTRACE", "open other processes' network namespaces"},
+	{capSysAdmin, "CAP_SYS_ADMIN", "enter pod network namespaces, mount bpffs", false},
+	{12, "CAP_NET_ADMIN", "attach sk_lookup and cgroup socket programs", true},
+	{39, "CAP_BPF", "load BPF programs and maps", true},
+	{19, "CAP_SYS_PTRACE", "open other processes' network namespaces", false},
 }
 
 func capabilities() []Result {
@@ -115,12 +121,21 @@ func capabilities() []Result {
 	if err != nil {
 		return []Result{{Name: "capabilities", Status: Missing, Detail: err.Error()}}
 	}
+	return capabilityResults(eff)
+}
+
+// capabilityResults checks an effective capability set.
+func capabilityResults(eff uint64) []Result {
 	var rs []Result
 	for _, c := range neededCaps {
 		r := Result{Name: "capability " + c.name, Status: OK, Detail: c.why}
-		if eff&(1<<c.bit) == 0 {
+		switch {
+		case eff&(1<<c.bit) != 0:
+		case c.bySysAdmin && eff&(1<<capSysAdmin) != 0:
+			r.Detail += " (through CAP_SYS_ADMIN)"
+		default:
 			r.Status = Missing
-			r.Fix = "run the agent as root or a privileged container"
+			r.Fix = "run the agent as root, or with CAP_SYS_ADMIN and CAP_SYS_PTRACE as the DaemonSet does"
 		}
 		rs = append(rs, r)
 	}

@@ -154,18 +154,21 @@ setup_network() {
 	done
 }
 
-# setup_bpffs makes /sys/fs/bpf a shared mount, which a DaemonSet's
-# Bidirectional mount of it requires.
-setup_bpffs() {
-	if ! findmnt -n -t bpf /sys/fs/bpf >/dev/null 2>&1; then
-		mount -t bpf bpf /sys/fs/bpf
+# record_bpffs notes how /sys/fs/bpf is before the first cluster-up, for
+# cluster-down to restore. It changes nothing: as on any node, the hoptrace
+# DaemonSet's init container (hoptrace mount-bpffs) mounts a bpffs there if
+# there is none and makes it a shared mount, which the agent's HostToContainer
+# mount needs; the e2e suite checks that it does.
+record_bpffs() {
+	if findmnt -n -t bpf /sys/fs/bpf >/dev/null 2>&1; then
+		save_once bpffs-mounted no
+		save_once bpffs-propagation "$(findmnt -n -o PROPAGATION /sys/fs/bpf | head -n1)"
+	else
+		# "yes": none before the cluster, so cluster-down unmounts the one the
+		# init container mounts.
 		save_once bpffs-mounted yes
+		save_once bpffs-propagation absent
 	fi
-	save_once bpffs-mounted no
-	local prop
-	prop=$(findmnt -n -o PROPAGATION /sys/fs/bpf | head -n1)
-	save_once bpffs-propagation "$prop"
-	[[ $prop == shared ]] || mount --make-shared /sys/fs/bpf
 }
 
 # sign NAME SUBJECT [SAN...]: a key and a certificate from the cluster CA, for
@@ -580,7 +583,7 @@ up() {
 	mkdir -p "$STATE/orig" "$RUN" "$LOGS"
 	record_fixed_paths
 	setup_network
-	setup_bpffs
+	record_bpffs
 	make_pki
 	write_configs
 	start_control_plane

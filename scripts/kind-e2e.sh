@@ -4,8 +4,8 @@
 # a local single-node cluster, with the same assertions:
 #
 #   1. kind create cluster (a control plane and a worker: the agent runs on both)
-#   2. make /sys/fs/bpf a shared bpffs mount inside every node (the DaemonSet
-#      mounts it Bidirectional)
+#   2. (nothing to prepare on the nodes: the DaemonSet's init container mounts
+#      their bpffs, which kind nodes lack, and makes it shared)
 #   3. scripts/image.sh build, then kind load image-archive for the agent, the
 #      sample app, Jaeger and the e2e node probe
 #   4. go test -tags e2e ./test/e2e: helm install, apps, traffic, traces in
@@ -109,13 +109,6 @@ EOF
 	log "creating kind cluster $KIND_CLUSTER"
 	"$KIND" "${args[@]}"
 	rm -f "$config"
-
-	# The agent pins BPF objects under /sys/fs/bpf and mounts it Bidirectional,
-	# which needs a shared mount; kind nodes do not mount bpffs themselves.
-	local node
-	for node in $("$KIND" get nodes --name "$KIND_CLUSTER"); do
-		docker exec "$node" sh -c 'mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; mount --make-shared /sys/fs/bpf'
-	done
 
 	export IMAGE_TAG
 	"$ROOT/scripts/image.sh" build "${IMAGES[@]}"

@@ -38,7 +38,10 @@ func newAgentCmd() *cobra.Command {
 The agent finds this node's pods, steers their TCP traffic into its proxy with
 eBPF (no iptables, no sidecar), records four spans per HTTP/gRPC hop and exports
 them over OTLP. It serves an admin API on a unix socket for 'hoptrace pods' and
-'hoptrace flows', with /healthz, /readyz and Prometheus /metrics.
+'hoptrace flows', with /healthz, /readyz and Prometheus /metrics. --admin-addr
+serves /healthz, /readyz and /metrics on TCP too (for kubelet probes and
+Prometheus); /pods and /flows, which show every pod's connections, stay on the
+root-only socket unless --admin-addr-full.
 
 Pods come from the Kubernetes API (this node's pods, NODE_NAME; in-cluster or
 --kubeconfig) or from a local YAML file (--pods-file), for demos and tests:
@@ -139,7 +142,8 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 	f.BoolVar(&cfg.TrustExternalSampling, "trust-external-sampling", false, "let every client decide and force sampling (sampled flags, B3 debug, hoptrace-sample), not only pods inside the mesh")
 	f.StringSliceVar(&cfg.Routes, "route", nil, `route pattern naming spans "METHOD /pattern" instead of "METHOD" (repeatable), e.g. --route '/users/{id}'`)
 	f.StringVar(&cfg.AdminSocket, "admin-socket", agent.DefaultAdminSocket, "unix socket of the admin API (pods, flows, metrics)")
-	f.StringVar(&cfg.AdminAddr, "admin-addr", "", "also serve the admin API on this TCP address, e.g. 127.0.0.1:9464 (probes, Prometheus)")
+	f.StringVar(&cfg.AdminAddr, "admin-addr", "", "also serve /healthz, /readyz and /metrics on this TCP address, e.g. 127.0.0.1:9464 (probes, Prometheus)")
+	f.BoolVar(&cfg.AdminAddrFull, "admin-addr-full", false, "serve the whole admin API on --admin-addr, /pods and /flows too (default: on the admin socket only, they show every pod's connections)")
 	f.StringVar(&cfg.PinDir, "pin-dir", redirect.DefaultPinDir, "bpffs directory for hoptrace's pinned BPF programs, links and maps")
 	f.BoolVar(&cfg.KeepRedirectOnExit, "keep-redirect-on-exit", false, "leave BPF capture pinned on exit so a restarted agent adopts it (pods fail open meanwhile)")
 	f.BoolVar(&cfg.SelfTrace, "self-trace", false, "trace the agent's own operations (pod attach/detach, BPF load) to the same OTLP endpoint")

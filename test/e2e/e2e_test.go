@@ -129,6 +129,14 @@ func TestE2E(t *testing.T) {
 		t.FailNow()
 	}
 
+	// Least privilege, as the kernel applies it: the traces checked below
+	// flow through this agent.
+	t.Run("AgentLeastPrivilege", func(t *testing.T) {
+		for _, n := range nodes {
+			e.checkLeastPrivilege(t, n.Name)
+		}
+	})
+
 	// Pods created after the agent. The `hoptrace await-capture` init
 	// container holds each app until its pod is captured.
 	world, client := worldApp, clientApp("client", "http://hello:8080/", 500*time.Millisecond, 0)
@@ -502,9 +510,20 @@ type probeReport struct {
 	Errors []string `json:"errors"`
 }
 
-// nodeProbe runs nodeprobe on a node as a privileged hostPID pod and returns
-// its report.
+// nodeProbe runs nodeprobe bpf on a node and returns its report.
 func (e *env) nodeProbe(t *testing.T, node, prefix string) probeReport {
+	t.Helper()
+	out := e.runNodeProbe(t, node, prefix, "bpf", "-pin-dir", e.pinDir, "-cgroup-root", "/host/cgroup2")
+	var r probeReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("nodeprobe on %s: %v: %s", node, err, out)
+	}
+	return r
+}
+
+// runNodeProbe runs nodeprobe with args on a node as a privileged hostPID pod
+// and returns its output.
+func (e *env) runNodeProbe(t *testing.T, node, prefix string, args ...string) string {
 	t.Helper()
 	name := prefix + strings.ReplaceAll(strings.ToLower(node), ".", "-")
 	if len(name) > 63 {
@@ -522,7 +541,7 @@ func (e *env) nodeProbe(t *testing.T, node, prefix string) probeReport {
 				Name:            "probe",
 				Image:           e.image("e2e-nodeprobe"),
 				ImagePullPolicy: corev1.PullIfNotPresent,
-				Args:            []string{"bpf", "-pin-dir", e.pinDir, "-cgroup-root", "/host/cgroup2"},
+				Args:            args,
 				SecurityContext: &corev1.SecurityContext{Privileged: ptr(true)},
 				VolumeMounts: []corev1.VolumeMount{
 					{Name: "bpffs", MountPath: "/sys/fs/bpf", ReadOnly: true},
@@ -543,9 +562,5 @@ func (e *env) nodeProbe(t *testing.T, node, prefix string) probeReport {
 	if p.Status.Phase != corev1.PodSucceeded {
 		t.Fatalf("nodeprobe on %s failed: %s", node, out)
 	}
-	var r probeReport
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		t.Fatalf("nodeprobe on %s: %v: %s", node, err, out)
-	}
-	return r
+	return out
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -169,5 +170,42 @@ func TestChartLint(t *testing.T) {
 	out, err := exec.Command(helm, "lint", "--strict", filepath.Join("..", "..", "deploy", "helm", "hoptrace")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("helm lint --strict: %v\n%s", err, out)
+	}
+}
+
+// The DaemonSet runs without privileged mode, with the capabilities of
+// wantCaps only, a read-only root and seccomp RuntimeDefault: checked on the
+// plain manifest (which TestChartRendersThePlainManifests keeps equal to the
+// chart's rendering) and on a chart rendered with other host paths.
+func TestDaemonSetLeastPrivilege(t *testing.T) {
+	root := filepath.Join("..", "..")
+	data, err := os.ReadFile(filepath.Join(root, "deploy", "daemonset.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, data []byte) {
+		var ds appsv1.DaemonSet
+		if err := yaml.UnmarshalStrict(data, &ds); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if ds.Kind != "DaemonSet" {
+			t.Fatalf("%s: kind %q", what, ds.Kind)
+		}
+		for _, p := range podSecurityProblems(ds.Spec.Template.Spec) {
+			t.Errorf("%s: %s", what, p)
+		}
+	}
+	check("deploy/daemonset.yaml", data)
+
+	helm := helmBinary(t)
+	out, err := exec.Command(helm, "template", "hoptrace", filepath.Join(root, "deploy", "helm", "hoptrace"),
+		"--show-only", "templates/daemonset.yaml", "--set", "host.bpffsPath=/run/bpf", "--set", "host.pinDir=/run/bpf/ht").Output()
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	check("the chart with other host paths", out)
+	// The init container works on the node's bpffs, wherever it is.
+	if !strings.Contains(string(out), "--path=/run/bpf") {
+		t.Errorf("mount-bpffs is not given host.bpffsPath:\n%s", out)
 	}
 }

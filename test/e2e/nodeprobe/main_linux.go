@@ -2,6 +2,12 @@
 // checks run on a local node and on kind.
 //
 //	nodeprobe bpf [-pin-dir /sys/fs/bpf/hoptrace] [-cgroup-root /host/cgroup2]
+//	nodeprobe caps -container-id ID
+//
+// caps reports the capability sets, seccomp mode and no_new_privs flag of
+// every process of one container (found by its ID in /proc/<pid>/cgroup), as
+// the kernel applies them: the suite checks the agent's least privilege there,
+// not only in the Pod spec.
 //
 // reports what hoptrace has on the node: its BPF pins, and every BPF program
 // named hoptrace_* attached to a pod's cgroup or a pod's network namespace, as
@@ -62,12 +68,14 @@ var cgroupAttach = map[string]ebpf.AttachType{
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: nodeprobe bpf [flags]")
+		fmt.Fprintln(os.Stderr, "usage: nodeprobe bpf|caps [flags]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
 	case "bpf":
 		probeBPF(os.Args[2:])
+	case "caps":
+		probeCaps(os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "nodeprobe: unknown command %q\n", os.Args[1])
 		os.Exit(2)
@@ -214,5 +222,88 @@ func (r *Report) queryPath(path, target string, types map[string]ebpf.AttachType
 			}
 			r.Attached = append(r.Attached, a)
 		}
+	}
+}
+
+// CapsReport is the output of nodeprobe caps.
+type CapsReport struct {
+	ContainerID string    `json:"container_id"`
+	Processes   []Process `json:"processes"`
+	Errors      []string  `json:"errors,omitempty"`
+}
+
+// Process is one process's privileges, from /proc/<pid>/status.
+type Process struct {
+	PID        int    `json:"pid"`
+	Comm       string `json:"comm"`
+	CapInh     string `json:"cap_inh"`
+	CapPrm     string `json:"cap_prm"`
+	CapEff     string `json:"cap_eff"`
+	CapBnd     string `json:"cap_bnd"`
+	CapAmb     string `json:"cap_amb"`
+	Seccomp    string `json:"seccomp"` // 0 off, 1 strict, 2 filter
+	NoNewPrivs string `json:"no_new_privs"`
+}
+
+func probeCaps(args []string) {
+	fs := flag.NewFlagSet("caps", flag.ExitOnError)
+	id := fs.String("container-id", "", "the container's ID (without the runtime:// prefix)")
+	procRoot := fs.String("proc-root", "/proc", "the host's procfs (run with hostPID)")
+	fs.Parse(args)
+	if len(*id) < 12 {
+		fmt.Fprintln(os.Stderr, "nodeprobe caps: -container-id is required (at least 12 characters)")
+		os.Exit(2)
+	}
+	r := CapsReport{ContainerID: *id, Processes: []Process{}}
+	entries, err := os.ReadDir(*procRoot)
+	if err != nil {
+		r.Errors = append(r.Errors, err.Error())
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cg, err := os.ReadFile(filepath.Join(*procRoot, e.Name(), "cgroup"))
+		if err != nil || !strings.Contains(string(cg), *id) {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join(*procRoot, e.Name(), "status"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		p := Process{PID: pid}
+		for _, line := range strings.Split(string(status), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok {
+				continue
+			}
+			v = strings.TrimSpace(v)
+			switch k {
+			case "Name":
+				p.Comm = v
+			case "CapInh":
+				p.CapInh = v
+			case "CapPrm":
+				p.CapPrm = v
+			case "CapEff":
+				p.CapEff = v
+			case "CapBnd":
+				p.CapBnd = v
+			case "CapAmb":
+				p.CapAmb = v
+			case "Seccomp":
+				p.Seccomp = v
+			case "NoNewPrivs":
+				p.NoNewPrivs = v
+			}
+		}
+		r.Processes = append(r.Processes, p)
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		fmt.Fprintln(os.Stderr, "nodeprobe:", err)
+		os.Exit(1)
 	}
 }
