@@ -6,6 +6,10 @@ export HOPTRACE_CACHE ?= $(HOME)/.cache/hoptrace
 # Counts, not durations: Go 1.26 fuzzing can fail spuriously at a time deadline
 # (golang/go#75804).
 FUZZTIME ?= 50000x
+# A fixed mutator seed (GODEBUG=fuzzseed, one worker) and a fresh corpus cache per
+# target make `make fuzz` the same search on every machine, clean clone or not:
+# a failure it finds is found again. FUZZSEED=random explores anew.
+FUZZSEED ?= 1
 
 .PHONY: all build generate verify-generate test unit-test fuzz lint clean demo deps \
 	jaeger jaeger-start jaeger-stop kube-apiserver helm image cluster-up cluster-down \
@@ -43,8 +47,12 @@ fuzz:
 	@set -e; for spec in $$(scripts/fuzz-targets.sh); do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \
 		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -parallel 1 "$$pkg" >/dev/null || \
-			{ $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -parallel 1 "$$pkg"; exit 1; }; \
+		cache=$$(mktemp -d); \
+		seed=$$([ "$(FUZZSEED)" = random ] || echo "fuzzseed=$(FUZZSEED)"); \
+		GODEBUG=$$seed $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -parallel 1 "$$pkg" \
+			-args -test.fuzzcachedir=$$cache >/tmp/hoptrace-fuzz.log 2>&1 || \
+			{ cat /tmp/hoptrace-fuzz.log; rm -rf $$cache; exit 1; }; \
+		rm -rf $$cache; \
 	done
 
 ## lint: gofmt, go vet, and generated code up to date

@@ -23,6 +23,7 @@ type metrics struct {
 	flows        *prometheus.CounterVec
 	refused      *prometheus.CounterVec // forced traces refused
 	untrusted    *prometheus.CounterVec // untrusted sampling headers ignored
+	discarded    *prometheus.CounterVec // upstreams closed for bytes beyond a response
 	attached     prometheus.Gauge
 	attachErrors prometheus.Counter
 	detached     *prometheus.CounterVec
@@ -53,6 +54,10 @@ func newMetrics() *metrics {
 			Name: "hoptrace_sampling_untrusted_ignored_total",
 			Help: "Requests from outside the mesh whose sampled flag, B3 debug or hoptrace-sample asked for a trace and were ignored (see --mesh-networks, --trust-external-sampling).",
 		}, []string{"namespace", "pod"}),
+		discarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hoptrace_upstream_discarded_total",
+			Help: "HTTP/1 upstream connections closed instead of reused because the app sent bytes beyond its response (a body on 204/304/HEAD, more than Content-Length); the next client never sees them.",
+		}, []string{"namespace", "pod"}),
 		attached: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hoptrace_attached_pods",
 			Help: "Pods whose traffic is captured now.",
@@ -67,7 +72,7 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		redirect: newRedirectCollector(),
 	}
-	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.refused, m.untrusted, m.attached, m.attachErrors, m.detached, m.redirect,
+	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.refused, m.untrusted, m.discarded, m.attached, m.attachErrors, m.detached, m.redirect,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -177,6 +182,7 @@ type podObserver struct {
 	counters  sync.Map                      // requestKey → prometheus.Counter
 	refused   func() prometheus.Counter     // forced traces refused
 	untrusted func() prometheus.Counter     // untrusted sampling headers ignored
+	discarded func() prometheus.Counter     // upstreams closed for leftover bytes
 }
 
 func newPodObserver(m *metrics, flows *flowTable, namespace, name string) *podObserver {
@@ -188,6 +194,7 @@ func newPodObserver(m *metrics, flows *flowTable, namespace, name string) *podOb
 	}
 	o.refused = sync.OnceValue(func() prometheus.Counter { return m.refused.WithLabelValues(namespace, name) })
 	o.untrusted = sync.OnceValue(func() prometheus.Counter { return m.untrusted.WithLabelValues(namespace, name) })
+	o.discarded = sync.OnceValue(func() prometheus.Counter { return m.discarded.WithLabelValues(namespace, name) })
 	return o
 }
 
@@ -203,6 +210,9 @@ func (o *podObserver) ObserveRequest(s proxy.RequestStats) {
 		o.refused().Inc()
 	case spans.OutcomeUntrusted:
 		o.untrusted().Inc()
+	}
+	if s.UpstreamDiscarded {
+		o.discarded().Inc()
 	}
 }
 
@@ -255,6 +265,7 @@ func (o *podObserver) forget() {
 	o.m.flows.DeletePartialMatch(labels)
 	o.m.refused.DeletePartialMatch(labels)
 	o.m.untrusted.DeletePartialMatch(labels)
+	o.m.discarded.DeletePartialMatch(labels)
 }
 
 func flowFromStats(pod string, s proxy.FlowStats) Flow {

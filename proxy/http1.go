@@ -461,6 +461,13 @@ func (hc *h1Conn) respond() bool {
 	if !hc.settlePump() {
 		x.keep, upKeep = false, false
 	}
+	if upKeep && !u.clean(in.hasBody()) {
+		// Bytes the response did not account for (a body on a 204 or HEAD
+		// answer, more than Content-Length) would become the next client's
+		// response: the connection goes, not back to the pool.
+		upKeep = false
+		l.upstreamDiscarded = true
+	}
 	if upKeep {
 		hc.p.pool.put(u)
 	} else {

@@ -30,13 +30,14 @@ type requestInfo struct {
 // and client leg (facing the upstream), and records their spans when sampled.
 // Times are the DESIGN.md leg boundaries.
 type legs struct {
-	p       *Proxy
-	info    requestInfo
-	ctx     spans.Context // the decision; SpanID is the incoming parent
-	sampled bool
-	outcome spans.Outcome // what became of the request's own sampling headers
-	server  spans.SpanID
-	client  spans.SpanID
+	p                 *Proxy
+	info              requestInfo
+	ctx               spans.Context // the decision; SpanID is the incoming parent
+	sampled           bool
+	outcome           spans.Outcome // what became of the request's own sampling headers
+	upstreamDiscarded bool          // the HTTP/1 upstream held bytes beyond the response
+	server            spans.SpanID
+	client            spans.SpanID
 
 	srvStart   time.Time // request head read
 	dialStart  time.Time // first attempt to reach the upstream
@@ -153,6 +154,8 @@ func (l *legs) finish(end time.Time, fl *flow) {
 			ClientTime: cli,
 			Failed:     l.failure != "",
 			Sampling:   l.outcome,
+
+			UpstreamDiscarded: l.upstreamDiscarded,
 		}
 		if l.sampled {
 			st.TraceID = l.ctx.TraceID

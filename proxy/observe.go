@@ -63,6 +63,9 @@ type RequestStats struct {
 	// Sampling says what became of the request's own sampling headers: a
 	// forced trace started or refused, an untrusted client's ignored.
 	Sampling spans.Outcome
+	// UpstreamDiscarded is set when the upstream HTTP/1 connection was closed
+	// instead of reused because it held bytes beyond the response.
+	UpstreamDiscarded bool
 }
 
 // Legs returns the leg names ServerTime and ClientTime belong to.

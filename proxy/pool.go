@@ -46,6 +46,17 @@ func (u *upstream) alive() bool {
 	return u.peek.idle()
 }
 
+// clean reports whether nothing is left unread on u after a response. What the
+// reader holds is free to check; the socket is asked too (one non-blocking peek)
+// after a response without a body, where a sloppy server's stray body is most
+// likely still on its way.
+func (u *upstream) clean(hadBody bool) bool {
+	if u.br.Buffered() > 0 {
+		return false
+	}
+	return hadBody || u.alive()
+}
+
 // unpark gives a connection taken from the pool its buffers back.
 func (u *upstream) unpark() {
 	if u.br == nil {

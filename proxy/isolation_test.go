@@ -1,0 +1,101 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// sloppyApp answers HTTP/1.1 on one listener the way a careless server might:
+// after the response to /leak it writes leftover bytes shaped like a whole
+// response of their own, which must never reach another client.
+func sloppyApp(t *testing.T, leak string) net.Listener {
+	t.Helper()
+	ln := listen(t)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					var out string
+					switch req.URL.Path {
+					case "/leak":
+						out = leak + "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen"
+					default:
+						out = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nown"
+					}
+					if _, err := io.WriteString(c, out); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln
+}
+
+// TestPooledUpstreamNeverCarriesLeftovers: a second client on a pooled
+// upstream connection gets its own response, never bytes the upstream sent
+// beyond the first response (issue 11, response isolation).
+func TestPooledUpstreamNeverCarriesLeftovers(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, leak string
+	}{
+		{"body on 204", http.MethodGet, "HTTP/1.1 204 No Content\r\n\r\n"},
+		{"body on 304", http.MethodGet, "HTTP/1.1 304 Not Modified\r\n\r\n"},
+		{"body on HEAD", http.MethodHead, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"},
+		{"beyond Content-Length", http.MethodGet, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			appLn := sloppyApp(t, tc.leak)
+			obs := &observer{}
+			p, err := New(Config{Direction: Inbound, Resolver: fixedResolver(mustAddrPort(t, appLn.Addr())), Observer: obs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln := start(t, p)
+			get := func(method, path string) (int, string) {
+				t.Helper()
+				// A new client connection each time: only the upstream is shared.
+				c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+				req, _ := http.NewRequest(method, "http://"+ln.Addr().String()+path, nil)
+				res, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("%s %s: %v", method, path, err)
+				}
+				defer res.Body.Close()
+				b, _ := io.ReadAll(res.Body)
+				return res.StatusCode, string(b)
+			}
+			get(tc.method, "/leak")
+			for i := range 3 {
+				if code, body := get(http.MethodGet, "/own"); code != 200 || body != "own" {
+					t.Fatalf("request %d after the sloppy response got %d %q, want 200 \"own\"", i, code, body)
+				}
+			}
+			eventually(t, "the discarded upstream to be reported", func() bool {
+				reqs, _ := obs.snapshot()
+				for _, r := range reqs {
+					if r.UpstreamDiscarded {
+						return strings.HasPrefix(r.Method, tc.method)
+					}
+				}
+				return false
+			})
+		})
+	}
+}
