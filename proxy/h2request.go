@@ -264,7 +264,7 @@ func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
 				r.reqLength = n
 			case "te":
 				// The only TE an HTTP/2 request may carry (RFC 9113 §8.2.2).
-				if f.Value != "trailers" {
+				if !strings.EqualFold(f.Value, "trailers") {
 					return info, false, false
 				}
 			case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
@@ -427,7 +427,9 @@ func (r *h2Relay) clientRequest(id uint32, end bool) error {
 		r.mu.Unlock()
 		h2StreamPool.Put(st)
 		return nil
-	case len(r.streams) >= h2MaxStreams:
+	case len(r.streams) >= h2MaxStreams || len(r.open) >= h2MaxStreams:
+		// Streams whose response ended but whose client half is open count
+		// too (RFC 9113 §5.1.2).
 		r.mu.Unlock()
 		h2StreamPool.Put(st)
 		return r.resetLocally(id, end, http2.ErrCodeRefusedStream)

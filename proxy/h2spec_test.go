@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,7 +121,8 @@ func h2specApp(t *testing.T) netip.AddrPort {
 // block with a small response, whatever came before, and never sends an error.
 // Only its sending side is right (flow control, SETTINGS and PING ACKs), so that
 // every check h2spec makes through the mesh is the proxy's own.
-func lenientH2App(t *testing.T) netip.AddrPort {
+// It announces settings, and notes what it reads in log when that is not nil.
+func lenientH2App(t *testing.T, log *frameLog, settings ...http2.Setting) netip.AddrPort {
 	t.Helper()
 	ln := listen(t)
 	t.Cleanup(func() { ln.Close() })
@@ -130,13 +132,61 @@ func lenientH2App(t *testing.T) netip.AddrPort {
 			if err != nil {
 				return
 			}
-			go serveLenient(c)
+			go serveLenient(c, log, settings)
 		}
 	}()
 	return mustAddrPort(t, ln.Addr())
 }
 
-func serveLenient(c net.Conn) {
+// frameLog is what a lenient app read, a frame a line, as "DATA 1 len=4 END",
+// "RST_STREAM 1 CANCEL" or "SETTINGS INITIAL_WINDOW_SIZE=1".
+type frameLog struct {
+	mu     sync.Mutex
+	frames []string
+}
+
+func (l *frameLog) add(f http2.Frame) {
+	if l == nil {
+		return
+	}
+	fh := f.Header()
+	line := fmt.Sprintf("%v %d", fh.Type, fh.StreamID)
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		line += fmt.Sprintf(" len=%d", len(f.Data()))
+		if f.StreamEnded() {
+			line += " END"
+		}
+	case *http2.HeadersFrame:
+		if f.StreamEnded() {
+			line += " END"
+		}
+	case *http2.RSTStreamFrame:
+		line += " " + f.ErrCode.String()
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return
+		}
+		line = "SETTINGS"
+		f.ForeachSetting(func(s http2.Setting) error {
+			line += " " + s.String()
+			return nil
+		})
+	case *http2.WindowUpdateFrame, *http2.PingFrame:
+		return
+	}
+	l.mu.Lock()
+	l.frames = append(l.frames, line)
+	l.mu.Unlock()
+}
+
+func (l *frameLog) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.frames)
+}
+
+func serveLenient(c net.Conn, log *frameLog, settings []http2.Setting) {
 	defer c.Close()
 	pre := make([]byte, len(h2Preface))
 	if _, err := io.ReadFull(c, pre); err != nil || string(pre) != h2Preface {
@@ -150,7 +200,7 @@ func serveLenient(c net.Conn) {
 	fr := http2.NewFramer(c, c)
 	fr.AllowIllegalReads, fr.AllowIllegalWrites = true, true
 	fr.SetMaxReadFrameSize(1<<24 - 1)
-	fr.WriteSettings()
+	fr.WriteSettings(settings...)
 	dec := hpack.NewDecoder(4096, func(hpack.HeaderField) {})
 	var encBuf bytes.Buffer
 	enc := hpack.NewEncoder(&encBuf)
@@ -197,6 +247,7 @@ func serveLenient(c net.Conn) {
 			}
 			return
 		}
+		log.add(f)
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
 			if f.IsAck() {
@@ -256,7 +307,7 @@ func TestH2spec(t *testing.T) {
 		bare bool // run h2spec straight to the app too, for comparison
 	}{
 		{"Go server", h2specApp(t), true},
-		{"lenient server", lenientH2App(t), false},
+		{"lenient server", lenientH2App(t, nil), false},
 	} {
 		t.Run(app.name, func(t *testing.T) {
 			var bare h2specResult

@@ -42,8 +42,9 @@ const (
 	// their start, before their response ended.
 	h2ResetFloor     = 500
 	h2PrematureReset = time.Second
-	// h2MaxUnknownSettings bounds the distinct unknown settings one SETTINGS
-	// frame passes on; receivers ignore unknown settings (RFC 9113 §6.5.2).
+	// h2MaxUnknownSettings bounds the unknown settings one SETTINGS frame may
+	// carry for them to be passed on; receivers ignore unknown settings (RFC
+	// 9113 §6.5.2), so a frame with more loses them.
 	h2MaxUnknownSettings = 16
 	// h2SettingEnableConnectProtocol is RFC 8441's extended CONNECT setting.
 	h2SettingEnableConnectProtocol http2.SettingID = 0x8
@@ -355,6 +356,7 @@ func (r *h2Relay) clientWindowUpdate(fh h2FrameHeader) error {
 func checkSettings(payload []byte) ([]byte, int64, error) {
 	var last [16]int // 1 + index of the last occurrence of each known id
 	initial := int64(-1)
+	unknown := 0
 	for i := 0; i < len(payload); i += 6 {
 		id := http2.SettingID(binary.BigEndian.Uint16(payload[i:]))
 		v := binary.BigEndian.Uint32(payload[i+2:])
@@ -375,26 +377,29 @@ func checkSettings(payload []byte) ([]byte, int64, error) {
 		}
 		if int(id) < len(last) {
 			last[id] = i/6 + 1
+		} else {
+			unknown++
 		}
 	}
-	// Compact in place, keeping each known id's last occurrence and the first
-	// few distinct unknown ids (their last value too).
-	out, unknown := 0, 0
+	// Compact in place, keeping each id's last occurrence. Unknown ids are
+	// kept (an upstream may know them) unless there are so many that finding
+	// their repeats would cost more than they can be worth.
+	out := 0
 	for i := 0; i < len(payload); i += 6 {
-		id := http2.SettingID(binary.BigEndian.Uint16(payload[i:]))
+		id := binary.BigEndian.Uint16(payload[i:])
 		if int(id) < len(last) {
 			if last[id] != i/6+1 {
 				continue
 			}
 		} else {
-			later := false
-			for j := i + 6; j < len(payload) && !later; j += 6 {
-				later = binary.BigEndian.Uint16(payload[j:]) == uint16(id)
-			}
-			if later {
+			if unknown > h2MaxUnknownSettings {
 				continue
 			}
-			if unknown++; unknown > h2MaxUnknownSettings {
+			later := false
+			for j := i + 6; j < len(payload) && !later; j += 6 {
+				later = binary.BigEndian.Uint16(payload[j:]) == id
+			}
+			if later {
 				continue
 			}
 		}
