@@ -13,7 +13,7 @@ FUZZSEED ?= 1
 
 .PHONY: all build generate verify-generate test unit-test fuzz lint clean demo deps \
 	jaeger jaeger-start jaeger-stop kube-apiserver helm image cluster-up cluster-down \
-	e2e-cluster e2e-kind bench bench-tools
+	e2e-cluster e2e-kind bench bench-tools h2spec
 
 all: build
 
@@ -37,7 +37,7 @@ verify-generate: generate
 ## test: everything CI runs: lint, unit + privileged + end-to-end tests (real BPF,
 ## real Jaeger, real kube-apiserver), bounded fuzzing, and the Kubernetes e2e
 ## suite on a real local cluster
-test: deps jaeger kube-apiserver helm bench-tools lint unit-test fuzz e2e-cluster
+test: deps jaeger kube-apiserver helm bench-tools h2spec lint unit-test fuzz e2e-cluster
 
 unit-test:
 	$(GO) test -count=1 -timeout 30m ./...
@@ -78,6 +78,10 @@ jaeger-stop:
 ## kube-apiserver: kube-apiserver + kubectl v1.34.2 (cached) and Debian etcd-server, for the pod-source tests
 kube-apiserver:
 	@scripts/kube-apiserver.sh build
+
+## h2spec: the HTTP/2 conformance suite the proxy's TestH2spec runs, from the Go module proxy into $HOPTRACE_CACHE/bin (cached)
+h2spec:
+	@scripts/h2spec.sh
 
 ## helm: build helm from the Go module proxy into $HOPTRACE_CACHE/bin (cached)
 helm:

@@ -236,7 +236,8 @@ type h2Stream struct {
 	l         legs
 	id        uint32
 	grpc      bool
-	responded bool // a final response head went to the client
+	responded bool  // a final response head went to the client
+	window    int64 // what the upstream may still send on it, as the client granted (under r.mu)
 }
 
 var h2StreamPool = sync.Pool{New: func() any { return new(h2Stream) }}
@@ -280,28 +281,35 @@ type h2Relay struct {
 	firstFrame     []byte // the client's SETTINGS as it came, for the fallback
 
 	// The client-to-upstream goroutine's own.
-	reqDec        *hpack.Decoder
-	enc           *hpack.Encoder
-	encBuf        bytes.Buffer
-	reqTable      uint32 // limits applied to reqDec and enc
-	encTable      uint32
-	reqFields     []hpack.HeaderField
-	prio          [5]byte // the request's priority fields, passed on
-	prioLen       int
-	reqSize       uint32
-	reqTruncated  bool
-	reqInvalid    bool
-	maxHeaderList uint32
-	lastClientID  uint32              // highest stream the client opened, forwarded or not
-	local         map[uint32]struct{} // streams answered here that the client may still send on
-	hdr           http.Header         // the request's trace headers, for the legs machinery
-	vals          []string            // backing for hdr's values
-	canon         map[string]string   // field name to canonical header key, for SkipTrace
-	req           http.Request        // for SkipTrace
-	reqURL        url.URL
-	peerStr       string
-	cscratch      []byte
-	cframes       []byte
+	reqDec          *hpack.Decoder
+	enc             *hpack.Encoder
+	encBuf          bytes.Buffer
+	reqTable        uint32 // limits applied to reqDec and enc
+	encTable        uint32
+	reqFields       []hpack.HeaderField
+	prio            [5]byte // the request's priority fields, passed on
+	prioLen         int
+	reqSize         uint32
+	reqTruncated    bool
+	reqInvalid      bool
+	maxHeaderList   uint32
+	lastClientID    uint32                    // highest stream the client opened, forwarded or not
+	local           map[uint32]struct{}       // streams answered here that the client may still send on
+	open            map[uint32]h2ClientStream // forwarded streams the client may still send on (h2validate.go)
+	closedRing      [h2RecentClosed]uint32    // streams whose client half closed last
+	closedNext      int
+	initialWindow   int64 // the client's SETTINGS_INITIAL_WINDOW_SIZE
+	reqLength       int64 // the request's content-length, or -1
+	opened          int   // streams forwarded, and those of them the client reset early: rapid reset
+	prematureResets int
+	hdr             http.Header       // the request's trace headers, for the legs machinery
+	vals            []string          // backing for hdr's values
+	canon           map[string]string // field name to canonical header key, for SkipTrace
+	req             http.Request      // for SkipTrace
+	reqURL          url.URL
+	peerStr         string
+	cscratch        []byte
+	cframes         []byte
 
 	// The upstream-to-client goroutine's own.
 	respDec      *hpack.Decoder
@@ -313,17 +321,21 @@ type h2Relay struct {
 	uscratch     []byte
 	ended        []h2Ended
 
-	mu          sync.Mutex
-	streams     map[uint32]*h2Stream
-	maxSeen     uint32 // highest stream forwarded upstream; written by the client goroutine only
-	refuseAbove uint32 // streams above it are not forwarded: the client was told by a GOAWAY
-	goAwayLast  uint32 // lowest last-stream-id the client has been sent
-	sentGoAway  bool   // the relay itself sent the client a GOAWAY
-	draining    bool
-	closing     bool // the connection is going down: no new streams
-	clientGone  bool
-	idleSince   time.Time
-	idle        *time.Timer
+	mu            sync.Mutex
+	streams       map[uint32]*h2Stream
+	connWindow    int64             // what the upstream may still send on the connection, as the client granted
+	upEvents      []h2UpstreamEvent // for the client goroutine (pollUpstream)
+	upEventsSpare []h2UpstreamEvent
+	upPending     atomic.Bool
+	maxSeen       uint32 // highest stream forwarded upstream; written by the client goroutine only
+	refuseAbove   uint32 // streams above it are not forwarded: the client was told by a GOAWAY
+	goAwayLast    uint32 // lowest last-stream-id the client has been sent
+	sentGoAway    bool   // the relay itself sent the client a GOAWAY
+	draining      bool
+	closing       bool // the connection is going down: no new streams
+	clientGone    bool
+	idleSince     time.Time
+	idle          *time.Timer
 }
 
 // h2ResponseHead is what the relay reads from a response header block.
@@ -345,6 +357,9 @@ func newH2Relay(p *Proxy, fl *flow, dst netip.AddrPort, cc net.Conn, cr *bufio.R
 		hdr:           make(http.Header, 4),
 		vals:          make([]string, 0, 8),
 		streams:       make(map[uint32]*h2Stream),
+		open:          make(map[uint32]h2ClientStream),
+		initialWindow: h2InitialWindow,
+		connWindow:    h2InitialWindow,
 		refuseAbove:   h2MaxStreamID,
 		goAwayLast:    h2MaxStreamID,
 		idleSince:     time.Now(),
@@ -609,6 +624,7 @@ func (r *h2Relay) nextClientFrame() (h2FrameHeader, error) {
 // clientFrame relays one frame from the client.
 func (r *h2Relay) clientFrame(fh h2FrameHeader) error {
 	br, o := r.cr, &r.uw
+	r.pollUpstream()
 	var err error
 	switch fh.typ {
 	case http2.FrameData:
@@ -619,18 +635,23 @@ func (r *h2Relay) clientFrame(fh h2FrameHeader) error {
 		err = r.clientReset(fh)
 	case http2.FrameSettings:
 		err = r.clientSettings(fh)
-	case http2.FrameWindowUpdate, http2.FramePriority:
-		if fh.stream != 0 && r.dropped(fh.stream) {
-			br.Discard(h2FrameHeaderLen)
-			err = discardN(br, o, int(fh.length))
-			break
-		}
-		err = copyN(br, o, h2FrameHeaderLen+int(fh.length))
+	case http2.FrameWindowUpdate:
+		err = r.clientWindowUpdate(fh)
+	case http2.FramePriority:
+		err = r.clientPriority(fh)
 	case http2.FrameContinuation:
 		err = h2Error(http2.ErrCodeProtocol, "CONTINUATION without HEADERS")
 	case http2.FramePushPromise:
 		err = h2Error(http2.ErrCodeProtocol, "PUSH_PROMISE from a client")
-	default: // PING, GOAWAY, extensions
+	case http2.FramePing:
+		if err = checkPing(fh); err == nil {
+			err = copyN(br, o, h2FrameHeaderLen+int(fh.length))
+		}
+	case http2.FrameGoAway:
+		if err = checkGoAway(fh); err == nil {
+			err = copyN(br, o, h2FrameHeaderLen+int(fh.length))
+		}
+	default: // extensions
 		err = copyN(br, o, h2FrameHeaderLen+int(fh.length))
 	}
 	return err
@@ -669,21 +690,42 @@ func (r *h2Relay) dropped(id uint32) bool {
 func (r *h2Relay) clientData(fh h2FrameHeader) error {
 	br, o := r.cr, &r.uw
 	end := fh.flags.Has(http2.FlagDataEndStream)
-	if r.dropped(fh.stream) {
-		br.Discard(h2FrameHeaderLen)
-		if err := discardN(br, o, int(fh.length)); err != nil {
+	n, err := r.checkData(fh)
+	if err != nil {
+		return err
+	}
+	id := fh.stream
+	cs, open := r.open[id]
+	if !open {
+		if r.dropped(id) {
+			// Answered here, or refused: the upstream never sees these
+			// bytes and so never gives the connection window back for them.
+			if end {
+				delete(r.local, id)
+			}
+			return r.discardFrame(fh)
+		}
+		// The client's half of the stream is closed (RFC 9113 §5.1, §6.1).
+		if err := r.discardFrame(fh); err != nil {
 			return err
 		}
-		if end {
-			delete(r.local, fh.stream)
+		return r.clientStreamError(id, http2.ErrCodeStreamClosed, "DATA after the end of the stream")
+	}
+	if cs.declared >= 0 {
+		// A content-length that the DATA does not add up to makes the request
+		// malformed (RFC 9113 §8.1.1): it must not reach the upstream whole.
+		cs.received += n
+		if cs.received > cs.declared || end && cs.received != cs.declared {
+			if err := r.discardFrame(fh); err != nil {
+				return err
+			}
+			return r.clientStreamError(id, http2.ErrCodeProtocol, "DATA does not match content-length")
 		}
-		if fh.length > 0 {
-			// The upstream never sees these bytes and so never gives the
-			// connection window back for them: the relay does.
-			r.cframes = appendWindowUpdate(r.cframes[:0], 0, fh.length)
-			return r.sendClient(r.cframes)
-		}
-		return nil
+		r.open[id] = cs
+	}
+	if end {
+		delete(r.open, id)
+		r.recordClosed(id)
 	}
 	if err := copyN(br, o, h2FrameHeaderLen+int(fh.length)); err != nil {
 		return err
@@ -709,6 +751,17 @@ func (r *h2Relay) sendClient(frames []byte) error {
 
 func (r *h2Relay) clientReset(fh h2FrameHeader) error {
 	if err := checkReset(fh, ""); err != nil {
+		return err
+	}
+	id := fh.stream
+	if r.idleStream(id) {
+		return h2Error(http2.ErrCodeProtocol, "RST_STREAM on an idle stream") // §6.4
+	}
+	if _, ok := r.open[id]; ok {
+		delete(r.open, id)
+		r.recordClosed(id)
+	}
+	if err := r.countReset(id, time.Now()); err != nil {
 		return err
 	}
 	if r.dropped(fh.stream) {
@@ -756,6 +809,15 @@ func (r *h2Relay) clientSettings(fh h2FrameHeader) error {
 	payload, err := r.readSettings(fh, br, o, &r.cscratch)
 	if err != nil || payload == nil {
 		return err
+	}
+	payload, initial, err := checkSettings(payload)
+	if err != nil {
+		return err
+	}
+	if initial >= 0 {
+		if err := r.applyInitialWindow(initial); err != nil {
+			return err
+		}
 	}
 	for i := 0; i < len(payload); i += 6 {
 		v := binary.BigEndian.Uint32(payload[i+2:])
@@ -875,13 +937,7 @@ func (r *h2Relay) relayResponses() error {
 			if err = copyN(br, o, h2FrameHeaderLen+int(fh.length)); err != nil {
 				break
 			}
-			if fh.flags.Has(http2.FlagDataEndStream) {
-				now := time.Now()
-				if st := r.take(fh.stream, now); st != nil {
-					st.l.cliEnd = now
-					r.ended = append(r.ended, h2Ended{st, now})
-				}
-			}
+			r.upstreamData(fh)
 		case http2.FrameHeaders, http2.FramePushPromise:
 			err = r.upstreamHeaders(fh)
 		case http2.FrameSettings:
@@ -904,6 +960,36 @@ func (r *h2Relay) relayResponses() error {
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// upstreamData accounts for a DATA frame relayed to the client: the flow-control
+// windows it took, and the stream it ended.
+func (r *h2Relay) upstreamData(fh h2FrameHeader) {
+	n := int64(fh.length)
+	end := fh.flags.Has(http2.FlagDataEndStream)
+	var now time.Time
+	if end {
+		now = time.Now()
+	}
+	r.mu.Lock()
+	r.connWindow -= n
+	st := r.streams[fh.stream]
+	drained := false
+	if st != nil {
+		st.window -= n
+		if end {
+			r.responseEndedLocked(st)
+			drained = r.removeLocked(fh.stream, now)
+		}
+	}
+	r.mu.Unlock()
+	if drained {
+		r.uc.Close() // toClient's end half-closes the client
+	}
+	if st != nil && end {
+		st.l.cliEnd = now
+		r.ended = append(r.ended, h2Ended{st, now})
 	}
 }
 
@@ -1013,6 +1099,7 @@ func (r *h2Relay) response(id uint32, end bool, read, written time.Time) {
 		r.mu.Unlock()
 		return
 	}
+	r.responseEndedLocked(st)
 	drained := r.removeLocked(id, written)
 	r.mu.Unlock()
 	if drained {
@@ -1072,8 +1159,12 @@ func (r *h2Relay) upstreamSettings(fh h2FrameHeader) error {
 		case http2.SettingMaxFrameSize:
 			if v >= h2MinFrameSize && v <= h2MaxFrameSize {
 				r.upFrameSize.Store(v)
-				raiseTo(&r.clientFrameMax, v)
 			}
+			// The client is held to the initial frame size, whatever the
+			// upstream allows: h2spec (§4.2) expects a FRAME_SIZE_ERROR for a
+			// larger frame from any server, and 16 KiB frames cost the relay
+			// nothing it would notice.
+			v = h2MinFrameSize
 		case http2.SettingMaxConcurrentStreams:
 			v, haveStreams = min(v, h2MaxStreams), true
 		case http2.SettingMaxHeaderListSize:
@@ -1110,6 +1201,11 @@ func appendSetting(dst []byte, id http2.SettingID, v uint32) []byte {
 func (r *h2Relay) upstreamReset(fh h2FrameHeader) error {
 	if err := checkReset(fh, "upstream "); err != nil {
 		return err
+	}
+	if fh.stream%2 == 1 {
+		r.mu.Lock()
+		r.noteUpstreamLocked(h2UpstreamEvent{id: fh.stream, reset: true})
+		r.mu.Unlock()
 	}
 	return r.relayReset(fh, r.ur, &r.cw, "upstream", func(code http2.ErrCode) error {
 		return fmt.Errorf("upstream reset the stream (%v)", code)

@@ -5,7 +5,7 @@ package proxy
 // the upstream; and the few answers the relay gives itself.
 
 import (
-	"errors"
+	"encoding/binary"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -51,6 +51,7 @@ func (r *h2Relay) clientHeaders(fh h2FrameHeader) error {
 	if err := r.decodeRequestFragment(frag); err != nil {
 		return err
 	}
+	frames := 1
 	for flags := fh.flags; !flags.Has(http2.FlagHeadersEndHeaders); {
 		next, err := peekH2FrameHeader(br, o)
 		if err != nil {
@@ -64,6 +65,9 @@ func (r *h2Relay) clientHeaders(fh h2FrameHeader) error {
 		}
 		if int(next.length) > r.maxBlockFrame() {
 			return h2Error(http2.ErrCodeProtocol, "header block too large")
+		}
+		if frames++; frames > h2MaxBlockFrames {
+			return h2Error(http2.ErrCodeEnhanceYourCalm, "header block in too many frames")
 		}
 		br.Discard(h2FrameHeaderLen)
 		r.cscratch = grow(r.cscratch, int(next.length))
@@ -80,14 +84,45 @@ func (r *h2Relay) clientHeaders(fh h2FrameHeader) error {
 		return h2Error(http2.ErrCodeCompression, err.Error())
 	}
 	end := fh.flags.Has(http2.FlagHeadersEndStream)
-	if id <= r.lastClientID {
+	// A stream cannot depend on itself (RFC 9113 §5.3.1).
+	selfDep := len(prio) == 5 && binary.BigEndian.Uint32(prio)&h2MaxStreamID == id
+	if id > r.lastClientID {
+		if id%2 == 0 {
+			return h2Error(http2.ErrCodeProtocol, "client opened an even stream")
+		}
+		r.lastClientID = id
+		if selfDep {
+			return r.resetLocally(id, end, http2.ErrCodeProtocol)
+		}
+		return r.clientRequest(id, end)
+	}
+	// A stream opened before: trailers, if the client's half of it is open
+	// (RFC 9113 §5.1, §8.1).
+	if _, open := r.open[id]; open {
+		if selfDep {
+			return r.clientStreamError(id, http2.ErrCodeProtocol, "stream depends on itself")
+		}
 		return r.clientTrailers(id, end)
 	}
-	if id%2 == 0 {
-		return h2Error(http2.ErrCodeProtocol, "client opened an even stream")
+	if _, local := r.local[id]; local || id > r.maxSeen && r.refused(id) {
+		if end {
+			delete(r.local, id)
+		}
+		return nil // decoded for the dynamic table, and that is all
 	}
-	r.lastClientID = id
-	return r.clientRequest(id, end)
+	if r.recentlyClosed(id) {
+		return h2Error(http2.ErrCodeStreamClosed, "HEADERS after the end of the stream")
+	}
+	// Opening a stream closes every idle one below it (RFC 9113 §5.1.1).
+	return h2Error(http2.ErrCodeProtocol, "HEADERS on a stream id below one opened before")
+}
+
+// refused reports whether a stream was not forwarded because the client was told
+// by a GOAWAY that it would not be.
+func (r *h2Relay) refused(id uint32) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return id > r.refuseAbove
 }
 
 // maxBlockFrame bounds a request header frame before it is read: twice the header
@@ -183,8 +218,8 @@ func h2TraceHeader(name string) (key string, ok bool) {
 	return "", false
 }
 
-// connectionSpecific reports fields HTTP/2 forbids (RFC 9113 §8.2.2), dropped as
-// the terminating path does.
+// connectionSpecific reports fields HTTP/2 forbids (RFC 9113 §8.2.2): they make a
+// message malformed.
 func connectionSpecific(name string) bool {
 	switch name {
 	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
@@ -193,13 +228,25 @@ func connectionSpecific(name string) bool {
 	return false
 }
 
-// requestInfo reads the request's pseudo-headers and the fields spans describe.
+// The request pseudo-headers (RFC 9113 §8.3.1, RFC 8441 §4), as bits.
+const (
+	pseudoMethod uint8 = 1 << iota
+	pseudoPath
+	pseudoAuthority
+	pseudoScheme
+	pseudoProtocol
+)
+
+// requestInfo reads the request's pseudo-headers and the fields spans describe,
+// and reports whether the request is well-formed (RFC 9113 §8.1.1, §8.2, §8.3):
+// a malformed one is reset, never forwarded.
 func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
 	info = requestInfo{proto: ProtocolHTTP2, version: "2", peer: r.fl.peer, dst: r.dst}
 	info.untrusted = r.fl.untrusted
 	var seen uint8
-	var contentType, host, path string
+	var contentType, host, path, protocol string
 	regular := false
+	r.reqLength = -1
 	for _, f := range r.reqFields {
 		if !strings.HasPrefix(f.Name, ":") {
 			regular = true
@@ -210,6 +257,19 @@ func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
 				info.userAgent = f.Value
 			case "host":
 				host = f.Value
+			case "content-length":
+				n, ok := parseDecimal(f.Value)
+				if !ok || r.reqLength >= 0 && n != r.reqLength {
+					return info, false, false
+				}
+				r.reqLength = n
+			case "te":
+				// The only TE an HTTP/2 request may carry (RFC 9113 §8.2.2).
+				if !strings.EqualFold(f.Value, "trailers") {
+					return info, false, false
+				}
+			case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+				return info, false, false // connection-specific (RFC 9113 §8.2.2)
 			}
 			continue
 		}
@@ -219,15 +279,15 @@ func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
 		var bit uint8
 		switch f.Name {
 		case ":method":
-			bit, info.method = 1, f.Value
+			bit, info.method = pseudoMethod, f.Value
 		case ":path":
-			bit, path = 2, f.Value
+			bit, path = pseudoPath, f.Value
 		case ":authority":
-			bit, info.host = 4, f.Value
+			bit, info.host = pseudoAuthority, f.Value
 		case ":scheme":
-			bit = 8
+			bit = pseudoScheme
 		case ":protocol":
-			bit = 16
+			bit, protocol = pseudoProtocol, f.Value
 		default:
 			return info, false, false
 		}
@@ -236,7 +296,18 @@ func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
 		}
 		seen |= bit
 	}
-	if info.method == "" {
+	// RFC 9113 §8.3.1: a CONNECT request names an authority and nothing else;
+	// any other (RFC 8441's extended CONNECT, with :protocol, among them) has a
+	// method, a scheme and a path that is not empty.
+	switch {
+	case info.method == "":
+		return info, false, false
+	case info.method == http.MethodConnect && seen&pseudoProtocol == 0:
+		if seen&(pseudoScheme|pseudoPath) != 0 || info.host == "" {
+			return info, false, false
+		}
+	case seen&pseudoProtocol != 0 && (info.method != http.MethodConnect || protocol == ""),
+		seen&pseudoScheme == 0, path == "":
 		return info, false, false
 	}
 	if info.host == "" {
@@ -330,7 +401,8 @@ func (r *h2Relay) clientRequest(id uint32, end bool) error {
 		return r.answerLocally(id, end, http.StatusRequestHeaderFieldsTooLarge)
 	}
 	info, grpc, ok := r.requestInfo()
-	if r.reqInvalid || !ok {
+	if r.reqInvalid || !ok || end && r.reqLength > 0 {
+		// Malformed (RFC 9113 §8.1.1): never forwarded.
 		return r.resetLocally(id, end, http2.ErrCodeProtocol)
 	}
 	p := r.p
@@ -356,18 +428,27 @@ func (r *h2Relay) clientRequest(id uint32, end bool) error {
 		r.mu.Unlock()
 		h2StreamPool.Put(st)
 		return nil
-	case len(r.streams) >= h2MaxStreams:
+	case len(r.streams) >= h2MaxStreams || len(r.open) >= h2MaxStreams:
+		// Streams whose response ended but whose client half is open count
+		// too (RFC 9113 §5.1.2).
 		r.mu.Unlock()
 		h2StreamPool.Put(st)
 		return r.resetLocally(id, end, http2.ErrCodeRefusedStream)
 	}
+	st.window = r.initialWindow
 	r.streams[id] = st
 	r.maxSeen = id
 	r.mu.Unlock()
+	r.opened++
+	if end {
+		r.recordClosed(id)
+	} else {
+		r.open[id] = h2ClientStream{declared: r.reqLength}
+	}
 
 	r.beginEncode()
 	for _, f := range r.reqFields {
-		if _, ok := h2TraceHeader(f.Name); ok || connectionSpecific(f.Name) {
+		if _, ok := h2TraceHeader(f.Name); ok {
 			continue
 		}
 		r.enc.WriteField(f)
@@ -422,35 +503,25 @@ func (r *h2Relay) writeHeaderBlock(id uint32, end bool, prio []byte) {
 	}
 }
 
-// clientTrailers relays a header block on a stream the client opened before.
+// clientTrailers relays a header block on a forwarded stream whose client half is
+// open: trailers, which end the stream (RFC 9113 §8.1).
 func (r *h2Relay) clientTrailers(id uint32, end bool) error {
-	if r.dropped(id) {
-		if end {
-			delete(r.local, id)
-		}
-		return nil // decoded for the dynamic table, and that is all
-	}
-	bad := r.reqTruncated || r.reqInvalid
+	bad := r.reqTruncated || r.reqInvalid || !end
 	for _, f := range r.reqFields {
-		bad = bad || strings.HasPrefix(f.Name, ":")
+		bad = bad || strings.HasPrefix(f.Name, ":") || connectionSpecific(f.Name)
+	}
+	if cs := r.open[id]; end && cs.declared >= 0 && cs.received != cs.declared {
+		bad = true // the content ended short of its content-length (§8.1.1)
 	}
 	if bad {
 		// A malformed trailer section ends the stream on both sides.
-		r.cframes = appendRSTStream(r.cframes[:0], id, http2.ErrCodeCancel)
-		r.uw.bw.Write(r.cframes)
-		now := time.Now()
-		if st := r.take(id, now); st != nil {
-			st.l.fail("client", errors.New("malformed trailers"))
-			r.finish(st, now)
-		}
-		r.cframes = appendRSTStream(r.cframes[:0], id, http2.ErrCodeProtocol)
-		return r.sendClient(r.cframes)
+		return r.clientStreamError(id, http2.ErrCodeProtocol, "malformed trailers")
 	}
+	delete(r.open, id)
+	r.recordClosed(id)
 	r.beginEncode()
 	for _, f := range r.reqFields {
-		if !connectionSpecific(f.Name) {
-			r.enc.WriteField(f)
-		}
+		r.enc.WriteField(f)
 	}
 	r.writeHeaderBlock(id, end, nil)
 	if end {
@@ -475,6 +546,8 @@ func (r *h2Relay) answerLocally(id uint32, end bool, status int) error {
 		// The response is complete: the client can stop sending (RFC 9113 §8.1).
 		b = appendRSTStream(b, id, http2.ErrCodeNo)
 		r.markLocal(id)
+	} else {
+		r.recordClosed(id)
 	}
 	r.cframes = b
 	return r.sendClient(b)
@@ -483,6 +556,8 @@ func (r *h2Relay) answerLocally(id uint32, end bool, status int) error {
 func (r *h2Relay) resetLocally(id uint32, end bool, code http2.ErrCode) error {
 	if !end {
 		r.markLocal(id)
+	} else {
+		r.recordClosed(id)
 	}
 	r.cframes = appendRSTStream(r.cframes[:0], id, code)
 	return r.sendClient(r.cframes)
