@@ -348,6 +348,12 @@ func TestHTTP10Client(t *testing.T) {
 // framing the net/http server would not produce.
 func rawApp(t *testing.T, response string, closeAfter bool) *net.TCPAddr {
 	t.Helper()
+	return rawAppFunc(t, func(*http.Request) string { return response }, closeAfter)
+}
+
+// rawAppFunc is rawApp with a response chosen per request.
+func rawAppFunc(t *testing.T, respond func(*http.Request) string, closeAfter bool) *net.TCPAddr {
+	t.Helper()
 	ln := listen(t)
 	t.Cleanup(func() { ln.Close() })
 	go func() {
@@ -365,7 +371,7 @@ func rawApp(t *testing.T, response string, closeAfter bool) *net.TCPAddr {
 						return
 					}
 					io.Copy(io.Discard, req.Body)
-					io.WriteString(c, response)
+					io.WriteString(c, respond(req))
 					if closeAfter {
 						return
 					}

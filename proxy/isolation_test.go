@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -12,40 +11,14 @@ import (
 // sloppyApp answers HTTP/1.1 on one listener the way a careless server might:
 // after the response to /leak it writes leftover bytes shaped like a whole
 // response of their own, which must never reach another client.
-func sloppyApp(t *testing.T, leak string) net.Listener {
+func sloppyApp(t *testing.T, leak string) *net.TCPAddr {
 	t.Helper()
-	ln := listen(t)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					var out string
-					switch req.URL.Path {
-					case "/leak":
-						out = leak + "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen"
-					default:
-						out = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nown"
-					}
-					if _, err := io.WriteString(c, out); err != nil {
-						return
-					}
-				}
-			}()
+	return rawAppFunc(t, func(req *http.Request) string {
+		if req.URL.Path == "/leak" {
+			return leak + "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen"
 		}
-	}()
-	return ln
+		return "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nown"
+	}, false)
 }
 
 // TestPooledUpstreamNeverCarriesLeftovers: a second client on a pooled
@@ -61,9 +34,9 @@ func TestPooledUpstreamNeverCarriesLeftovers(t *testing.T) {
 		{"beyond Content-Length", http.MethodGet, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			appLn := sloppyApp(t, tc.leak)
+			appAddr := sloppyApp(t, tc.leak)
 			obs := &observer{}
-			p, err := New(Config{Direction: Inbound, Resolver: fixedResolver(mustAddrPort(t, appLn.Addr())), Observer: obs})
+			p, err := New(Config{Direction: Inbound, Resolver: fixedResolver(appAddr.AddrPort()), Observer: obs})
 			if err != nil {
 				t.Fatal(err)
 			}
