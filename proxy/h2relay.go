@@ -71,6 +71,10 @@ const (
 	// h2Linger is how long a closing connection keeps reading its client, so
 	// that the client sees the last frames instead of a reset.
 	h2Linger = time.Second
+	// h2BreakGrace is how long the upstream may take to finish a frame being
+	// relayed when the client broke the protocol, so that the client does not
+	// get half a frame after its GOAWAY.
+	h2BreakGrace = 100 * time.Millisecond
 	// h2MaxLocal bounds the streams answered by the relay itself that the client
 	// may still send frames on.
 	h2MaxLocal = 128
@@ -170,6 +174,7 @@ var (
 	errH2ClientReset    = errors.New("client reset the stream")
 	errH2UpstreamGoAway = errors.New("upstream went away before processing the stream")
 	errH2UpstreamSilent = errors.New("upstream did not answer a ping")
+	errH2ClientBroke    = errors.New("client broke the protocol")
 )
 
 // h2Out is the writing end toward one peer. One goroutine relays frames into it;
@@ -262,13 +267,16 @@ type h2Relay struct {
 
 	// Upstream liveness (checkLive): the upstream is pinged after a silence with
 	// streams open, and dropped when the ping goes unanswered.
-	upRead     atomic.Int64 // when bytes last arrived from the upstream after a wait (unix ns)
-	pingSent   atomic.Int64 // when our unanswered ping went out (unix ns), or 0
-	pingData   uint64       // our pings' payload: their ACKs are not the client's
-	upSilent   atomic.Bool  // the upstream was dropped for not answering
-	liveTimer  *time.Timer
-	pingAfter  time.Duration
-	pingWithin time.Duration
+	upRead   atomic.Int64 // when bytes last arrived from the upstream after a wait (unix ns)
+	pingSent atomic.Int64 // when our unanswered ping went out (unix ns), or 0
+	pingData uint64       // our pings' payload: their ACKs are not the client's
+	upSilent atomic.Bool  // the upstream was dropped for not answering
+	// The client broke the protocol and got a GOAWAY: nothing more is relayed
+	// to it.
+	clientBroke atomic.Bool
+	liveTimer   *time.Timer
+	pingAfter   time.Duration
+	pingWithin  time.Duration
 
 	// Before relaying streams, the upstream must answer with its SETTINGS:
 	// toClient closes spoke once it knows (upSpoke, spokeErr), and waits for
@@ -902,6 +910,9 @@ func (r *h2Relay) relayResponses() error {
 	o.own()
 	first := true
 	for {
+		if r.clientBroke.Load() {
+			return errH2ClientBroke
+		}
 		if br.Buffered() < h2FrameHeaderLen {
 			if err := o.release(); err != nil {
 				return &h2WriteError{err}
@@ -1319,11 +1330,21 @@ func (r *h2Relay) clientDone(err error) {
 	r.cc.SetWriteDeadline(now.Add(h2Linger))
 	if protocol {
 		r.p.log.Debug("http/2 client broke the protocol", "peer", r.fl.peer, "err", err)
+		// The GOAWAY is the last frame the client gets (RFC 9113 §5.4.1):
+		// toClient finishes the frame it may be in the middle of, and relays
+		// no other.
+		r.clientBroke.Store(true)
 		r.cw.send(appendGoAway(nil, last, ce.code, ce.msg))
 	}
 	for _, st := range open {
 		st.l.fail("client", err)
 		r.finish(st, now)
+	}
+	if protocol {
+		// toClient stops at the next frame boundary, or when the upstream
+		// makes it wait that long.
+		r.uc.SetReadDeadline(now.Add(h2BreakGrace))
+		return
 	}
 	r.uc.Close() // toClient ends, flushing and half-closing the client
 }
