@@ -257,13 +257,12 @@ type h2Relay struct {
 	cw, uw h2Out // toward the client and toward the upstream
 
 	// Settings seen passing by, for the other direction's goroutine.
-	upFrameSize    atomic.Uint32 // the upstream's latest MAX_FRAME_SIZE: our header blocks are cut to it
-	clientFrameMax atomic.Uint32 // largest frame the client may send: the upstream's largest MAX_FRAME_SIZE
-	upFrameMax     atomic.Uint32 // largest frame the upstream may send: the client's largest MAX_FRAME_SIZE
-	upTableSize    atomic.Uint32 // the upstream decoder's HEADER_TABLE_SIZE: our encoder's limit
-	reqTableMax    atomic.Uint32 // what the client's encoder may use, as forwarded: our request decoder's limit
-	respTableMax   atomic.Uint32 // what the upstream's encoder may use, as forwarded: our response decoder's limit
-	upWriteFailed  atomic.Bool
+	upFrameSize   atomic.Uint32 // the upstream's latest MAX_FRAME_SIZE: our header blocks are cut to it
+	upFrameMax    atomic.Uint32 // largest frame the upstream may send: the client's largest MAX_FRAME_SIZE
+	upTableSize   atomic.Uint32 // the upstream decoder's HEADER_TABLE_SIZE: our encoder's limit
+	reqTableMax   atomic.Uint32 // what the client's encoder may use, as forwarded: our request decoder's limit
+	respTableMax  atomic.Uint32 // what the upstream's encoder may use, as forwarded: our response decoder's limit
+	upWriteFailed atomic.Bool
 
 	// Upstream liveness (checkLive): the upstream is pinged after a silence with
 	// streams open, and dropped when the ping goes unanswered.
@@ -381,7 +380,6 @@ func newH2Relay(p *Proxy, fl *flow, dst netip.AddrPort, cc net.Conn, cr *bufio.R
 	r.uw.bw = getWriter(uc)
 	r.cw.gated = true
 	r.upFrameSize.Store(h2MinFrameSize)
-	r.clientFrameMax.Store(h2MinFrameSize)
 	r.upFrameMax.Store(h2MinFrameSize)
 	r.upTableSize.Store(h2TableSize)
 	r.reqTableMax.Store(h2TableSize)
@@ -623,7 +621,7 @@ func (r *h2Relay) nextClientFrame() (h2FrameHeader, error) {
 		r.upstreamWriteFailed()
 		fh, err = readH2FrameHeader(r.cr, &r.uw)
 	}
-	if err == nil && fh.length > r.clientFrameMax.Load() {
+	if err == nil && fh.length > h2MinFrameSize { // all the relay announces (upstreamSettings)
 		err = h2Error(http2.ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE")
 	}
 	return fh, err
