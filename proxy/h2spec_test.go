@@ -28,8 +28,8 @@ import (
 // h2spec (github.com/summerwind/h2spec), built by `make h2spec`
 // (scripts/h2spec.sh) into ${HOPTRACE_CACHE:-~/.cache/hoptrace}/bin, checks an
 // HTTP/2 server against RFC 9113 and RFC 7541: 145 tests in its default
-// generic and http2 suites. The proxy is an HTTP/2 endpoint toward the client,
-// so it must pass them all whatever the app behind it does.
+// generic, http2 and hpack suites. The proxy is an HTTP/2 endpoint toward the
+// client, so it must pass them whatever the app behind it does (docs/http2.md).
 
 // h2specBinary returns the h2spec binary, or skips t without it (fails when
 // tests are required).
