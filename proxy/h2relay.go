@@ -71,6 +71,10 @@ const (
 	// h2Linger is how long a closing connection keeps reading its client, so
 	// that the client sees the last frames instead of a reset.
 	h2Linger = time.Second
+	// h2BreakGrace is how long the upstream may take to finish a frame being
+	// relayed when the client broke the protocol, so that the client does not
+	// get half a frame after its GOAWAY.
+	h2BreakGrace = 100 * time.Millisecond
 	// h2MaxLocal bounds the streams answered by the relay itself that the client
 	// may still send frames on.
 	h2MaxLocal = 128
@@ -170,6 +174,7 @@ var (
 	errH2ClientReset    = errors.New("client reset the stream")
 	errH2UpstreamGoAway = errors.New("upstream went away before processing the stream")
 	errH2UpstreamSilent = errors.New("upstream did not answer a ping")
+	errH2ClientBroke    = errors.New("client broke the protocol")
 )
 
 // h2Out is the writing end toward one peer. One goroutine relays frames into it;
@@ -252,23 +257,25 @@ type h2Relay struct {
 	cw, uw h2Out // toward the client and toward the upstream
 
 	// Settings seen passing by, for the other direction's goroutine.
-	upFrameSize    atomic.Uint32 // the upstream's latest MAX_FRAME_SIZE: our header blocks are cut to it
-	clientFrameMax atomic.Uint32 // largest frame the client may send: the upstream's largest MAX_FRAME_SIZE
-	upFrameMax     atomic.Uint32 // largest frame the upstream may send: the client's largest MAX_FRAME_SIZE
-	upTableSize    atomic.Uint32 // the upstream decoder's HEADER_TABLE_SIZE: our encoder's limit
-	reqTableMax    atomic.Uint32 // what the client's encoder may use, as forwarded: our request decoder's limit
-	respTableMax   atomic.Uint32 // what the upstream's encoder may use, as forwarded: our response decoder's limit
-	upWriteFailed  atomic.Bool
+	upFrameSize   atomic.Uint32 // the upstream's latest MAX_FRAME_SIZE: our header blocks are cut to it
+	upFrameMax    atomic.Uint32 // largest frame the upstream may send: the client's largest MAX_FRAME_SIZE
+	upTableSize   atomic.Uint32 // the upstream decoder's HEADER_TABLE_SIZE: our encoder's limit
+	reqTableMax   atomic.Uint32 // what the client's encoder may use, as forwarded: our request decoder's limit
+	respTableMax  atomic.Uint32 // what the upstream's encoder may use, as forwarded: our response decoder's limit
+	upWriteFailed atomic.Bool
 
 	// Upstream liveness (checkLive): the upstream is pinged after a silence with
 	// streams open, and dropped when the ping goes unanswered.
-	upRead     atomic.Int64 // when bytes last arrived from the upstream after a wait (unix ns)
-	pingSent   atomic.Int64 // when our unanswered ping went out (unix ns), or 0
-	pingData   uint64       // our pings' payload: their ACKs are not the client's
-	upSilent   atomic.Bool  // the upstream was dropped for not answering
-	liveTimer  *time.Timer
-	pingAfter  time.Duration
-	pingWithin time.Duration
+	upRead   atomic.Int64 // when bytes last arrived from the upstream after a wait (unix ns)
+	pingSent atomic.Int64 // when our unanswered ping went out (unix ns), or 0
+	pingData uint64       // our pings' payload: their ACKs are not the client's
+	upSilent atomic.Bool  // the upstream was dropped for not answering
+	// The client broke the protocol and got a GOAWAY: nothing more is relayed
+	// to it.
+	clientBroke atomic.Bool
+	liveTimer   *time.Timer
+	pingAfter   time.Duration
+	pingWithin  time.Duration
 
 	// Before relaying streams, the upstream must answer with its SETTINGS:
 	// toClient closes spoke once it knows (upSpoke, spokeErr), and waits for
@@ -373,7 +380,6 @@ func newH2Relay(p *Proxy, fl *flow, dst netip.AddrPort, cc net.Conn, cr *bufio.R
 	r.uw.bw = getWriter(uc)
 	r.cw.gated = true
 	r.upFrameSize.Store(h2MinFrameSize)
-	r.clientFrameMax.Store(h2MinFrameSize)
 	r.upFrameMax.Store(h2MinFrameSize)
 	r.upTableSize.Store(h2TableSize)
 	r.reqTableMax.Store(h2TableSize)
@@ -615,7 +621,7 @@ func (r *h2Relay) nextClientFrame() (h2FrameHeader, error) {
 		r.upstreamWriteFailed()
 		fh, err = readH2FrameHeader(r.cr, &r.uw)
 	}
-	if err == nil && fh.length > r.clientFrameMax.Load() {
+	if err == nil && fh.length > h2MinFrameSize { // all the relay announces (upstreamSettings)
 		err = h2Error(http2.ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE")
 	}
 	return fh, err
@@ -902,6 +908,9 @@ func (r *h2Relay) relayResponses() error {
 	o.own()
 	first := true
 	for {
+		if r.clientBroke.Load() {
+			return errH2ClientBroke
+		}
 		if br.Buffered() < h2FrameHeaderLen {
 			if err := o.release(); err != nil {
 				return &h2WriteError{err}
@@ -1319,11 +1328,21 @@ func (r *h2Relay) clientDone(err error) {
 	r.cc.SetWriteDeadline(now.Add(h2Linger))
 	if protocol {
 		r.p.log.Debug("http/2 client broke the protocol", "peer", r.fl.peer, "err", err)
+		// The GOAWAY is the last frame the client gets (RFC 9113 §5.4.1):
+		// toClient finishes the frame it may be in the middle of, and relays
+		// no other.
+		r.clientBroke.Store(true)
 		r.cw.send(appendGoAway(nil, last, ce.code, ce.msg))
 	}
 	for _, st := range open {
 		st.l.fail("client", err)
 		r.finish(st, now)
+	}
+	if protocol {
+		// toClient stops at the next frame boundary, or when the upstream
+		// makes it wait that long.
+		r.uc.SetReadDeadline(now.Add(h2BreakGrace))
+		return
 	}
 	r.uc.Close() // toClient ends, flushing and half-closing the client
 }

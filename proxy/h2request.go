@@ -60,7 +60,7 @@ func (r *h2Relay) clientHeaders(fh h2FrameHeader) error {
 		if next.typ != http2.FrameContinuation || next.stream != id {
 			return h2Error(http2.ErrCodeProtocol, "header block interrupted")
 		}
-		if next.length > r.clientFrameMax.Load() {
+		if next.length > h2MinFrameSize {
 			return h2Error(http2.ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE")
 		}
 		if int(next.length) > r.maxBlockFrame() {

@@ -8,9 +8,11 @@ package proxy
 // is TestH2spec).
 //
 // The checks read frame headers and the few payload bytes that carry a
-// stream id, a length or an increment; they keep per-stream state in a map the
-// client goroutine owns, so that the frames of an ordinary request cost no lock
-// and no allocation more than before.
+// stream id, a length or an increment, and keep the client's side of each
+// stream in a map the client goroutine owns: a request's frames cost a map
+// lookup and no allocation. The flow-control windows the client grants are
+// followed under the relay's lock, taken once per DATA frame from the upstream
+// and per WINDOW_UPDATE from the client.
 
 import (
 	"encoding/binary"
@@ -222,11 +224,11 @@ func (r *h2Relay) checkData(fh h2FrameHeader) (int64, error) {
 			return 0, err
 		}
 		// The pad length field and the padding fit in the payload.
-		if pad := int64(b[0]) + 1; pad > n {
+		pad := int64(b[0]) + 1
+		if pad > n {
 			return 0, h2Error(http2.ErrCodeProtocol, "DATA padding longer than the payload")
-		} else {
-			n -= pad
 		}
+		n -= pad
 	}
 	return n, nil
 }
