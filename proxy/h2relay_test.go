@@ -585,23 +585,11 @@ func TestH2RelayUpstreamDies(t *testing.T) {
 // rawH2App serves each connection with serve, after the preface and settings.
 func rawH2App(t *testing.T, serve func(*h2Peer), settings ...http2.Setting) netip.AddrPort {
 	t.Helper()
-	ln := listen(t)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if p, err := acceptH2(t, c, settings...); err == nil {
-					serve(p)
-				}
-			}()
+	return tcpApp(t, func(c net.Conn) {
+		if p, err := acceptH2(t, c, settings...); err == nil {
+			serve(p)
 		}
-	}()
-	return mustAddrPort(t, ln.Addr())
+	})
 }
 
 // A header block that fits one frame from the client but not once the trace

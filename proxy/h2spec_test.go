@@ -125,18 +125,7 @@ func h2specApp(t *testing.T) netip.AddrPort {
 // It announces settings, and notes what it reads in log when that is not nil.
 func lenientH2App(t *testing.T, log *frameLog, settings ...http2.Setting) netip.AddrPort {
 	t.Helper()
-	ln := listen(t)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serveLenient(c, log, settings)
-		}
-	}()
-	return mustAddrPort(t, ln.Addr())
+	return tcpApp(t, func(c net.Conn) { serveLenient(c, log, settings) })
 }
 
 // frameLog is what a lenient app read, a frame a line, as "DATA 1 len=4 END",

@@ -354,32 +354,20 @@ func rawApp(t *testing.T, response string, closeAfter bool) *net.TCPAddr {
 // rawAppFunc is rawApp with a response chosen per request.
 func rawAppFunc(t *testing.T, respond func(*http.Request) string, closeAfter bool) *net.TCPAddr {
 	t.Helper()
-	ln := listen(t)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return net.TCPAddrFromAddrPort(tcpApp(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					io.WriteString(c, respond(req))
-					if closeAfter {
-						return
-					}
-				}
-			}()
+			io.Copy(io.Discard, req.Body)
+			io.WriteString(c, respond(req))
+			if closeAfter {
+				return
+			}
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr)
+	}))
 }
 
 // A response delimited by close reaches an HTTP/1.1 client chunked, and the
