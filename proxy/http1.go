@@ -598,7 +598,9 @@ func (hc *h1Conn) tunnel() {
 	l.finish(now, hc.fl)
 	if err == nil {
 		hc.fl.setProtocol(ProtocolWebSocket)
-		splice(hc.conn, take(hc.br), u.conn, take(u.br), nil, nil)
+		if splice(hc.conn, take(hc.br), u.conn, take(u.br), nil, nil, hc.p.cfg.SpliceIdleTimeout) {
+			hc.fl.silent.Store(true)
+		}
 	}
 	u.conn.Close()
 }
