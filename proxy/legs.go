@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hoptrace/hoptrace/spans"
@@ -54,6 +56,7 @@ type legs struct {
 	failMsg    string
 	reqAttrs   []spans.Attr // captured request headers
 	resAttrs   []spans.Attr // captured response headers
+	urlFull    string       // the client span's url.full, made by detach
 }
 
 // begin starts timing a request whose head was read at now, and makes its
@@ -102,7 +105,18 @@ func (l *legs) forget() {
 func (l *legs) detach() {
 	strs := [...]*string{&l.info.method, &l.info.path, &l.info.query, &l.info.host,
 		&l.info.userAgent, &l.grpcMsg, &l.ctx.TraceState}
-	n := 0
+	// url.full (http://host/path?query) goes in the same allocation, after
+	// the strings it is made of.
+	host := l.info.host
+	if host == "" {
+		host = l.info.dst.String()
+	}
+	query := l.p.cfg.QueryString && l.info.query != ""
+	n := len("http://") + len(host) + len(l.info.path)
+	if query {
+		n += 1 + len(l.info.query)
+	}
+	urlLen := n
 	for _, s := range strs {
 		n += len(*s)
 	}
@@ -112,11 +126,15 @@ func (l *legs) detach() {
 	for i := range l.resAttrs {
 		n += len(l.resAttrs[i].Str)
 	}
-	if n == 0 {
-		return
-	}
 	var b strings.Builder
 	b.Grow(n)
+	b.WriteString("http://")
+	b.WriteString(host)
+	b.WriteString(l.info.path)
+	if query {
+		b.WriteByte('?')
+		b.WriteString(l.info.query)
+	}
 	for _, s := range strs {
 		b.WriteString(*s)
 	}
@@ -126,7 +144,9 @@ func (l *legs) detach() {
 	for i := range l.resAttrs {
 		b.WriteString(l.resAttrs[i].Str)
 	}
-	all, off := b.String(), 0
+	all := b.String()
+	l.urlFull = all[:urlLen]
+	off := urlLen
 	take := func(s *string) {
 		*s = all[off : off+len(*s)]
 		off += len(*s)
@@ -194,8 +214,11 @@ func (l *legs) finish(end time.Time, fl *flow) {
 		fl.trace.Store(&id)
 		if p.cfg.Recorder != nil {
 			l.detach()
-			p.cfg.Recorder.Record(l.serverSpan(end))
-			p.cfg.Recorder.Record(l.clientSpan(end))
+			rec := newLegSpans()
+			l.serverSpan(rec, end, fl)
+			l.clientSpan(rec, end, fl)
+			p.cfg.Recorder.Record(&rec.server)
+			p.cfg.Recorder.Record(&rec.client)
 		}
 	}
 	if p.cfg.Observer != nil {
@@ -239,8 +262,47 @@ func (l *legs) spanName() string {
 	return l.p.cfg.Routes.SpanName(l.info.method, l.info.path)
 }
 
-func (l *legs) serverSpan(end time.Time) *spans.Span {
-	s := &spans.Span{
+// legSpans is a sampled request's two spans and what they point to, in one
+// object, recycled: the exporter releases each span once it has encoded it
+// (spans.Release), and when both are back the object is reused. Allocating,
+// clearing and collecting a few KB per traced request was most of what
+// recording it cost. A span with more attributes than fit (many captured
+// headers) grows its slice on its own.
+type legSpans struct {
+	server, client spans.Span
+	attrs          [2 * legAttrs]spans.Attr
+	events         [2 * legEvents]spans.Event
+	out            atomic.Int32 // spans not released yet
+}
+
+const (
+	legAttrs  = 24 // a span's attributes with a few captured headers
+	legEvents = 3
+)
+
+var legSpansPool = sync.Pool{New: func() any { return new(legSpans) }}
+
+func newLegSpans() *legSpans {
+	r := legSpansPool.Get().(*legSpans)
+	r.out.Store(2)
+	return r
+}
+
+// Recycle takes back one of the two spans; the second one back returns the
+// pair to the pool, cleared of every reference.
+func (r *legSpans) Recycle(*spans.Span) {
+	if r.out.Add(-1) != 0 {
+		return
+	}
+	r.server, r.client = spans.Span{}, spans.Span{}
+	clear(r.attrs[:])
+	clear(r.events[:])
+	legSpansPool.Put(r)
+}
+
+func (l *legs) serverSpan(rec *legSpans, end time.Time, fl *flow) {
+	s := &rec.server
+	*s = spans.Span{
 		TraceID:    l.ctx.TraceID,
 		SpanID:     l.server,
 		ParentID:   l.ctx.SpanID,
@@ -252,7 +314,8 @@ func (l *legs) serverSpan(end time.Time) *spans.Span {
 		End:        end,
 		Resource:   l.p.cfg.Resource,
 	}
-	a := make([]spans.Attr, 0, 20+len(l.reqAttrs)+len(l.resAttrs))
+	s.SetRecycler(rec)
+	a := rec.attrs[:0:legAttrs]
 	a = append(a, spans.String("hoptrace.leg", l.p.legServer.String()))
 	a = l.common(a)
 	a = append(a, spans.String("url.scheme", "http"))
@@ -263,7 +326,7 @@ func (l *legs) serverSpan(end time.Time) *spans.Span {
 		a = append(a, spans.String("url.query", l.info.query))
 	}
 	if l.info.peer.IsValid() {
-		peer := l.info.peer.Addr().String()
+		peer := fl.peerAddr()
 		a = append(a,
 			spans.String("client.address", peer),
 			spans.String("network.peer.address", peer),
@@ -272,20 +335,19 @@ func (l *legs) serverSpan(end time.Time) *spans.Span {
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
 	s.Attrs = a
-	s.Events = events(s.Events, "request.headers", l.srvStart, "response.first_byte", l.respHeader, "response.done", end)
+	s.Events = events(rec.events[:0:legEvents], "request.headers", l.srvStart, "response.first_byte", l.respHeader, "response.done", end)
 	switch {
 	case l.grpcStatus > 0:
 		s.Status, s.StatusMessage = spans.StatusError, l.grpcMsg
 	case l.status >= 500 || l.status == 0:
 		s.Status, s.StatusMessage = spans.StatusError, l.failMsg
 	}
-	return s
 }
 
 // clientSpan is the client leg; srvEnd is the server leg's end, which it never
 // outlasts: a leg that broke off before the response ended (a reset, a vanished
 // upstream) ends with the request.
-func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
+func (l *legs) clientSpan(rec *legSpans, srvEnd time.Time, fl *flow) {
 	start := l.cliStart
 	if start.IsZero() {
 		start = l.dialStart // it never got as far as writing
@@ -294,7 +356,8 @@ func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 	if end.IsZero() || end.After(srvEnd) {
 		end = srvEnd
 	}
-	s := &spans.Span{
+	s := &rec.client
+	*s = spans.Span{
 		TraceID:    l.ctx.TraceID,
 		SpanID:     l.client,
 		ParentID:   l.server,
@@ -306,19 +369,20 @@ func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 		End:        end,
 		Resource:   l.p.cfg.Resource,
 	}
-	a := make([]spans.Attr, 0, 20+len(l.reqAttrs)+len(l.resAttrs))
+	s.SetRecycler(rec)
+	a := rec.attrs[legAttrs : legAttrs : 2*legAttrs]
 	a = append(a, spans.String("hoptrace.leg", l.p.legClient.String()))
 	a = l.common(a)
-	a = append(a, spans.String("url.full", l.urlFull()))
+	a = append(a, spans.String("url.full", l.urlFull))
 	if l.info.dst.IsValid() {
 		a = append(a,
-			spans.String("network.peer.address", l.info.dst.Addr().String()),
+			spans.String("network.peer.address", fl.dstAddr()),
 			spans.Int("network.peer.port", int64(l.info.dst.Port())))
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
 	s.Attrs = a
-	s.Events = events(s.Events, "wire.send", l.sent, "response.first_byte", l.firstByte, "response.done", l.cliEnd)
+	s.Events = events(rec.events[legEvents:legEvents:2*legEvents], "wire.send", l.sent, "response.first_byte", l.firstByte, "response.done", l.cliEnd)
 	switch {
 	case l.failure != "":
 		s.Status, s.StatusMessage = spans.StatusError, l.failMsg
@@ -328,7 +392,6 @@ func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 		// OpenTelemetry: a client span errs on 4xx too, a server span only on 5xx.
 		s.Status = spans.StatusError
 	}
-	return s
 }
 
 // common appends the attributes both legs carry.
@@ -384,18 +447,6 @@ func (l *legs) serverAddress() (string, uint16) {
 		return host, l.info.dst.Port()
 	}
 	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), l.info.dst.Port()
-}
-
-func (l *legs) urlFull() string {
-	host := l.info.host
-	if host == "" {
-		host = l.info.dst.String()
-	}
-	u := "http://" + host + l.info.path
-	if l.p.cfg.QueryString && l.info.query != "" {
-		u += "?" + l.info.query
-	}
-	return u
 }
 
 // events builds up to three events, skipping times never reached.
