@@ -86,11 +86,45 @@ func newH1Conn(p *Proxy, c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrP
 		p:        p,
 		conn:     c,
 		br:       br,
-		bw:       getWriter(c),
 		fl:       fl,
 		dst:      dst,
 		dstStr:   dst.String(),
 		accepted: accepted,
+	}
+}
+
+// reader and writer return the client connection's buffers, from the pools
+// when the connection has none: they are held only while used, not while the
+// connection idles or the app works on a request (releaseReader,
+// releaseWriter).
+func (hc *h1Conn) reader() *bufio.Reader {
+	if hc.br == nil {
+		hc.br = getReader(hc.conn)
+	}
+	return hc.br
+}
+
+func (hc *h1Conn) writer() *bufio.Writer {
+	if hc.bw == nil {
+		hc.bw = getWriter(hc.conn)
+	}
+	return hc.bw
+}
+
+// releaseReader gives the reader back when it holds nothing (no pipelined
+// request, no body).
+func (hc *h1Conn) releaseReader() {
+	if hc.br != nil && hc.br.Buffered() == 0 {
+		putReader(hc.br)
+		hc.br = nil
+	}
+}
+
+// releaseWriter gives the writer back once what it held was flushed.
+func (hc *h1Conn) releaseWriter() {
+	if hc.bw != nil && hc.bw.Buffered() == 0 {
+		putWriter(hc.bw)
+		hc.bw = nil
 	}
 }
 
@@ -136,7 +170,7 @@ func (hc *h1Conn) serve() {
 // awaitNext waits for the next request on a kept-alive connection, up to the idle
 // timeout. Shutdown closes connections while they wait here.
 func (hc *h1Conn) awaitNext() bool {
-	if hc.br.Buffered() > 0 { // pipelined
+	if hc.br != nil && hc.br.Buffered() > 0 { // pipelined
 		return !hc.p.closing.Load()
 	}
 	hc.fl.idle.Store(true)
@@ -154,7 +188,7 @@ func (hc *h1Conn) awaitNext() bool {
 		hc.waiter = newPeeker(hc.conn)
 	}
 	err := hc.waiter.wait()
-	hc.br, hc.bw = getReader(hc.conn), getWriter(hc.conn)
+	hc.br = getReader(hc.conn)
 	if err != nil {
 		return false
 	}
@@ -211,12 +245,12 @@ func (hc *h1Conn) lingerClose() {
 		return
 	}
 	hc.conn.SetReadDeadline(time.Now().Add(lingerTimeout))
-	io.CopyN(io.Discard, hc.br, lingerBytes)
+	io.CopyN(io.Discard, hc.reader(), lingerBytes)
 }
 
 // writeError sends a response the proxy makes up itself.
 func (hc *h1Conn) writeError(status int, msg string, keep bool) {
-	w := hc.bw
+	w := hc.writer()
 	body := http.StatusText(status) + ": " + msg + "\n"
 	writeStatusLine(w, status, http.StatusText(status))
 	w.WriteString("Content-Type: text/plain; charset=utf-8\r\n")
@@ -231,6 +265,7 @@ func (hc *h1Conn) writeError(status int, msg string, keep bool) {
 		w.WriteString(body)
 	}
 	w.Flush()
+	hc.releaseWriter()
 }
 
 // exchange proxies one request whose head was read at start. It reports whether
@@ -337,24 +372,31 @@ func idempotent(method string, h http.Header) bool {
 // for any body still to come.
 func (hc *h1Conn) writeRequest(u *upstream) error {
 	x, l := &hc.x, &hc.legs
-	writeRequestHead(u.bw, &hc.req, x.body, x.upgrade, hc.dstStr)
+	bw := u.writer()
+	writeRequestHead(bw, &hc.req, x.body, x.upgrade, hc.dstStr)
 	if x.inline {
 		b, _ := hc.br.Peek(int(x.body.n))
-		u.bw.Write(b)
+		bw.Write(b)
 	}
 	// The client leg starts as the head goes on the wire, not after write(2)
 	// returns: by then, on a busy node, the next proxy may already have read it,
 	// and its span would start before its parent's.
 	l.cliStart = time.Now()
-	if err := u.bw.Flush(); err != nil {
+	if err := bw.Flush(); err != nil {
 		return &upstreamError{kind: "write", status: http.StatusBadGateway, err: err}
 	}
 	if !x.body.hasBody() || x.inline {
 		l.sent = time.Now()
+		// While the app works on it the request holds no buffer on either
+		// side (an inline body stays in the reader until it cannot be resent).
+		u.releaseWriter()
+		if !x.body.hasBody() {
+			hc.releaseReader()
+		}
 		return nil
 	}
 	bp := &hc.pump
-	*bp = bodyPump{up: u, copy: bodyCopy{dst: u.bw}}
+	*bp = bodyPump{up: u, copy: bodyCopy{dst: bw}}
 	if x.body.kind == bodyChunked {
 		hc.reqChunk.reset(hc.br, hc.p.cfg.MaxHeaderBytes)
 		bp.copy.src, bp.chunks, bp.copy.chunked = &hc.reqChunk, &hc.reqChunk, true
@@ -372,7 +414,7 @@ func (hc *h1Conn) writeRequest(u *upstream) error {
 func (hc *h1Conn) readResponseHead(u *upstream) error {
 	x, l, res := &hc.x, &hc.legs, &hc.res
 	for {
-		if _, err := u.br.Peek(1); err != nil {
+		if err := u.awaitResponse(); err != nil {
 			return &upstreamError{kind: "upstream", status: http.StatusBadGateway, err: err}
 		}
 		if l.firstByte.IsZero() {
@@ -397,10 +439,11 @@ func (hc *h1Conn) readResponseHead(u *upstream) error {
 			x.got100 = true
 		}
 		if hc.req.minor == 1 {
-			writeStatusLine(hc.bw, res.status, res.reason)
-			writeFields(hc.bw, res, false, false)
-			hc.bw.WriteString("\r\n")
-			if err := hc.bw.Flush(); err != nil {
+			w := hc.writer()
+			writeStatusLine(w, res.status, res.reason)
+			writeFields(w, res, false, false)
+			w.WriteString("\r\n")
+			if err := w.Flush(); err != nil {
 				return &upstreamError{kind: "client", err: err}
 			}
 		}
@@ -430,13 +473,14 @@ func (hc *h1Conn) respond() bool {
 		x.keep = false
 	}
 	l.response(res.status, res.header)
-	writeResponseHead(hc.bw, res, out, x.keep, hc.req.minor, hc.req.method)
+	w := hc.writer()
+	writeResponseHead(w, res, out, x.keep, hc.req.minor, hc.req.method)
 	x.answered = true
 	l.respHeader = time.Now()
 
 	var readErr, writeErr error
 	if in.hasBody() {
-		bc := bodyCopy{dst: hc.bw, chunked: out.kind == bodyChunked}
+		bc := bodyCopy{dst: w, chunked: out.kind == bodyChunked}
 		switch in.kind {
 		case bodyLength:
 			hc.resLen = lengthReader{br: u.br, n: in.n}
@@ -453,7 +497,7 @@ func (hc *h1Conn) respond() bool {
 			if in.kind == bodyChunked {
 				trailer = hc.resChunk.trailer
 			}
-			writeErr = writeLastChunk(hc.bw, trailer)
+			writeErr = writeLastChunk(w, trailer)
 		}
 	}
 	if readErr == nil {
@@ -464,8 +508,9 @@ func (hc *h1Conn) respond() bool {
 	// already, and the parent span must not end before this one.
 	end := time.Now()
 	if writeErr == nil {
-		writeErr = hc.bw.Flush()
+		writeErr = w.Flush()
 	}
+	hc.releaseWriter()
 	if readErr != nil {
 		l.fail("upstream", readErr)
 	}
@@ -585,8 +630,9 @@ func (hc *h1Conn) failed(err error) bool {
 // goes to the client and from then on bytes are relayed both ways as they are.
 func (hc *h1Conn) tunnel() {
 	x, l, u := &hc.x, &hc.legs, hc.x.up
-	writeTunnelHead(hc.bw, &hc.res, x.connect)
-	err := hc.bw.Flush()
+	w := hc.writer()
+	writeTunnelHead(w, &hc.res, x.connect)
+	err := w.Flush()
 	now := time.Now()
 	l.respHeader, l.cliEnd = now, now
 	l.response(hc.res.status, hc.res.header)

@@ -63,8 +63,12 @@ type legs struct {
 // sampling decision: h loses the override header and, when the request is traced,
 // carries the context to send upstream.
 func (p *Proxy) beginLegs(l *legs, info requestInfo, h http.Header, skip bool, now time.Time) {
-	*l = legs{p: p, info: info, srvStart: now, grpcStatus: -1,
-		reqAttrs: l.reqAttrs[:0], resAttrs: l.resAttrs[:0]}
+	// Field by field: a composite literal that reads *l would be built on
+	// the stack first, half a KB on the deepest path of every request.
+	reqAttrs, resAttrs := l.reqAttrs[:0], l.resAttrs[:0]
+	*l = legs{}
+	l.p, l.info, l.srvStart, l.grpcStatus = p, info, now, -1
+	l.reqAttrs, l.resAttrs = reqAttrs, resAttrs
 	if p.cfg.Sampler == nil {
 		return
 	}
