@@ -19,15 +19,9 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// Upstream HTTP/2 connections are health-checked with pings after this much
-// silence, so a dead peer fails requests instead of hanging them. Variables only
-// so that tests can shorten them.
-var (
-	h2ReadIdleTimeout = 30 * time.Second
-	h2PingTimeout     = 10 * time.Second
-)
-
-const h2MaxStreams = 1000
+// The terminating path: the fallback for HTTP/2 connections the relay
+// (h2relay.go) cannot serve. It takes its stream limit and upstream health
+// checks from the relay's constants, so a client sees the same limits either way.
 
 func (p *Proxy) initH2() error {
 	p.h2base = &http.Server{
@@ -38,13 +32,11 @@ func (p *Proxy) initH2() error {
 		IdleTimeout:          p.cfg.IdleTimeout,
 		MaxConcurrentStreams: h2MaxStreams,
 	}
-	// Registers the GOAWAY-on-shutdown hook that Shutdown triggers.
+	// Registers the GOAWAY-on-shutdown hook that Shutdown triggers through
+	// h2base.Shutdown, for terminated connections only.
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
 		return fmt.Errorf("configure http/2 server: %w", err)
 	}
-	// Relayed connections get theirs from the same Shutdown.
-	p.h2relays = make(map[*h2Relay]struct{})
-	p.h2base.RegisterOnShutdown(p.drainH2Relays)
 	for _, c := range p.capture {
 		p.h2capture = append(p.h2capture, strings.ToLower(c.key))
 	}
@@ -70,6 +62,12 @@ func (p *Proxy) initH2() error {
 // UNAVAILABLE) for as long as that lasts. prefix holds what was read from c
 // already, its preface first.
 func (p *Proxy) serveH2Terminated(c net.Conn, prefix []byte, fl *flow, dst netip.AddrPort) {
+	defer func() {
+		if p.closing.Load() {
+			// Upstream connections busy when Close ran are idle now.
+			p.h2t.CloseIdleConnections()
+		}
+	}()
 	h := &h2Handler{p: p, fl: fl, dst: dst, dstStr: dst.String()}
 	p.h2srv.ServeConn(&prefixConn{Conn: c, prefix: prefix}, &http2.ServeConnOpts{
 		BaseConfig: p.h2base,

@@ -156,9 +156,8 @@ type Proxy struct {
 	h2srv                *http2.Server
 	h2base               *http.Server // carries h2 graceful shutdown and header limits
 	h2t                  *http2.Transport
-	h2mu                 sync.Mutex
-	h2relays             map[*h2Relay]struct{} // relayed HTTP/2 connections, for Shutdown's GOAWAY
-	h2capture            []string              // capture's header names as HTTP/2 fields (lower case)
+	h2relays             h2Relays // relayed HTTP/2 connections, for Shutdown's GOAWAY
+	h2capture            []string // capture's header names as HTTP/2 fields (lower case)
 	closing              atomic.Bool
 	nextFlow             atomic.Uint64
 	mu                   sync.Mutex
@@ -280,12 +279,6 @@ func (p *Proxy) trackListener(ln net.Listener, add bool) bool {
 // server. It owns c and closes it.
 func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 	defer p.trackConn(-1)
-	defer func() {
-		if p.closing.Load() {
-			// Upstream HTTP/2 connections busy when Close ran are idle now.
-			p.h2t.CloseIdleConnections()
-		}
-	}()
 	defer c.Close()
 	accepted := time.Now()
 	dst, err := p.cfg.Resolver.OriginalDst(c)
@@ -374,8 +367,10 @@ func (p *Proxy) Close() error {
 // end) and returns when every connection is gone, or closes the rest when ctx ends.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.beginShutdown()
-	// Runs the OnShutdown hook http2.ConfigureServer registered: GOAWAY on
-	// every HTTP/2 connection. The base server has no listeners of its own.
+	// GOAWAY on every HTTP/2 connection: the relayed ones, and the terminated
+	// ones through the OnShutdown hook http2.ConfigureServer registered (the
+	// base server has no listeners of its own).
+	p.h2relays.drain()
 	_ = p.h2base.Shutdown(ctx)
 
 	poll := time.Millisecond
