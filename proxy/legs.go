@@ -86,6 +86,62 @@ func (p *Proxy) beginLegs(l *legs, info requestInfo, h http.Header, skip bool, n
 	spans.Inject(h, c.Child(spans.NewSpanID()))
 }
 
+// forget drops the strings of the last request (they point into its head)
+// while the connection idles; the attribute slices stay for reuse.
+func (l *legs) forget() {
+	clear(l.reqAttrs[:cap(l.reqAttrs)])
+	clear(l.resAttrs[:cap(l.resAttrs)])
+	*l = legs{reqAttrs: l.reqAttrs[:0], resAttrs: l.resAttrs[:0]}
+}
+
+// detach gives the strings the spans take from the request and response
+// memory of their own, in one allocation. Parsed from an HTTP/1 head they
+// point into the whole raw head, and a span waiting in the export queue (for
+// minutes, with a collector down) would keep it alive: tens of kilobytes per
+// span for requests with large cookies, of which the span uses a few bytes.
+func (l *legs) detach() {
+	strs := [...]*string{&l.info.method, &l.info.path, &l.info.query, &l.info.host,
+		&l.info.userAgent, &l.grpcMsg, &l.ctx.TraceState}
+	n := 0
+	for _, s := range strs {
+		n += len(*s)
+	}
+	for i := range l.reqAttrs {
+		n += len(l.reqAttrs[i].Str)
+	}
+	for i := range l.resAttrs {
+		n += len(l.resAttrs[i].Str)
+	}
+	if n == 0 {
+		return
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, s := range strs {
+		b.WriteString(*s)
+	}
+	for i := range l.reqAttrs {
+		b.WriteString(l.reqAttrs[i].Str)
+	}
+	for i := range l.resAttrs {
+		b.WriteString(l.resAttrs[i].Str)
+	}
+	all, off := b.String(), 0
+	take := func(s *string) {
+		*s = all[off : off+len(*s)]
+		off += len(*s)
+	}
+	for _, s := range strs {
+		take(s)
+	}
+	for i := range l.reqAttrs {
+		take(&l.reqAttrs[i].Str)
+	}
+	for i := range l.resAttrs {
+		take(&l.resAttrs[i].Str)
+	}
+}
+
 // response notes the response head as received from the upstream.
 func (l *legs) response(status int, h http.Header) {
 	l.status = status
@@ -137,6 +193,7 @@ func (l *legs) finish(end time.Time, fl *flow) {
 		id := l.ctx.TraceID
 		fl.trace.Store(&id)
 		if p.cfg.Recorder != nil {
+			l.detach()
 			p.cfg.Recorder.Record(l.serverSpan(end))
 			p.cfg.Recorder.Record(l.clientSpan(end))
 		}
@@ -147,7 +204,7 @@ func (l *legs) finish(end time.Time, fl *flow) {
 			Protocol:   l.info.proto,
 			Peer:       l.info.peer,
 			Dst:        l.info.dst,
-			Method:     l.info.method,
+			Method:     statsMethod(l.info.method),
 			Status:     l.status,
 			GRPCStatus: l.grpcStatus,
 			ServerTime: srv,
@@ -162,6 +219,15 @@ func (l *legs) finish(end time.Time, fl *flow) {
 		}
 		p.cfg.Observer.ObserveRequest(st)
 	}
+}
+
+// statsMethod is the method for RequestStats, in memory of its own: observers
+// keep statistics (by method, say) long after the request's head is gone.
+func statsMethod(m string) string {
+	if known, ok := otelMethod(m); ok {
+		return known
+	}
+	return strings.Clone(m)
 }
 
 func (l *legs) spanName() string {
@@ -346,9 +412,27 @@ func events(dst []spans.Event, n1 string, t1 time.Time, n2 string, t2 time.Time,
 // otelMethod returns the method as the HTTP conventions name it, or false for a
 // method outside RFC 9110 and PATCH ("_OTHER").
 func otelMethod(m string) (string, bool) {
+	// The constants, not m: m points into the request's head, and what keeps it
+	// (a span, the observer's statistics) would keep the whole head.
 	switch m {
-	case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH":
-		return m, true
+	case http.MethodGet:
+		return http.MethodGet, true
+	case http.MethodHead:
+		return http.MethodHead, true
+	case http.MethodPost:
+		return http.MethodPost, true
+	case http.MethodPut:
+		return http.MethodPut, true
+	case http.MethodDelete:
+		return http.MethodDelete, true
+	case http.MethodConnect:
+		return http.MethodConnect, true
+	case http.MethodOptions:
+		return http.MethodOptions, true
+	case http.MethodTrace:
+		return http.MethodTrace, true
+	case http.MethodPatch:
+		return http.MethodPatch, true
 	}
 	return "", false
 }

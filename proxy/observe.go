@@ -88,6 +88,9 @@ type FlowStats struct {
 	ServerTime  time.Duration
 	ClientTime  time.Duration
 	LastTraceID spans.TraceID // the most recent sampled request's trace
+	// IdleClosed is set when the proxy closed the connection because neither
+	// side sent anything for Config.SpliceIdleTimeout.
+	IdleClosed bool
 }
 
 // flow is the live state of one client connection. Counters are atomic: the
@@ -102,6 +105,7 @@ type flow struct {
 	upstream atomic.Pointer[net.Conn] // the HTTP/1 upstream in use, closed by Close too
 	proto    atomic.Uint32
 	idle     atomic.Bool // an HTTP/1 connection between requests
+	silent   atomic.Bool // closed by the splice idle timeout
 	requests atomic.Int64
 	in, out  atomic.Int64
 	srvNanos atomic.Int64
@@ -126,6 +130,7 @@ func (f *flow) stats() FlowStats {
 		BytesOut:   f.out.Load(),
 		ServerTime: time.Duration(f.srvNanos.Load()),
 		ClientTime: time.Duration(f.cliNanos.Load()),
+		IdleClosed: f.silent.Load(),
 	}
 	if t := f.trace.Load(); t != nil {
 		s.LastTraceID = *t
