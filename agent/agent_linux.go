@@ -409,8 +409,8 @@ func (a *Agent) trustPodsLocked() {
 
 // isKubeletProbe exempts kubelet health checks from tracing: they would drown
 // the real traffic. They are still proxied and counted.
-func isKubeletProbe(r *http.Request) bool {
-	return strings.HasPrefix(r.UserAgent(), "kube-probe/")
+func isKubeletProbe(r proxy.RequestInfo) bool {
+	return strings.HasPrefix(r.UserAgent, "kube-probe/")
 }
 
 // detach releases a pod reconcile already took out of a.pods. It runs without

@@ -195,12 +195,8 @@ type h2Relay struct {
 	reqLength       int64 // the request's content-length, or -1
 	opened          int   // streams forwarded, and those of them the client reset early: rapid reset
 	prematureResets int
-	hdr             http.Header       // the request's trace headers, for the legs machinery
-	vals            []string          // backing for hdr's values
-	canon           map[string]string // field name to canonical header key, for SkipTrace
-	req             http.Request      // for SkipTrace
-	reqURL          url.URL
-	peerStr         string
+	hdr             http.Header // the request's trace headers, for the legs machinery
+	vals            []string    // backing for hdr's values
 	cscratch        []byte
 	cframes         []byte
 

@@ -7,7 +7,6 @@ package proxy
 import (
 	"encoding/binary"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -179,51 +178,42 @@ func validH2Field(f hpack.HeaderField) bool {
 	return httpguts.ValidHeaderFieldValue(f.Value)
 }
 
-// h2TraceHeaders are the header fields the legs machinery reads and rewrites:
-// spans' trace headers and the sampling override. They are emitted after the
-// request's other fields, from the http.Header the machinery left.
-var h2TraceHeaders = [...]struct{ name, key string }{
-	{"traceparent", "Traceparent"},
-	{"tracestate", "Tracestate"},
-	{"b3", "B3"},
-	{"x-b3-traceid", "X-B3-Traceid"},
-	{"x-b3-spanid", "X-B3-Spanid"},
-	{"x-b3-parentspanid", "X-B3-Parentspanid"},
-	{"x-b3-sampled", "X-B3-Sampled"},
-	{"x-b3-flags", "X-B3-Flags"},
-	{"hoptrace-sample", spans.OverrideHeader},
-}
+// h2TraceFields are the header fields the legs machinery reads and rewrites:
+// spans' trace headers and the sampling override, as HTTP/2 names them (lower
+// case) and as http.Header keys. They are emitted after the request's other
+// fields, from the http.Header the machinery left.
+var h2TraceFields = func() (f []struct{ name, key string }) {
+	keys := spans.TraceHeaders()
+	for _, k := range append(keys[:], spans.OverrideHeader) {
+		f = append(f, struct{ name, key string }{strings.ToLower(k), k})
+	}
+	return f
+}()
 
 func h2TraceHeader(name string) (key string, ok bool) {
-	switch name {
-	case "traceparent":
-		return "Traceparent", true
-	case "tracestate":
-		return "Tracestate", true
-	case "b3":
-		return "B3", true
-	case "x-b3-traceid":
-		return "X-B3-Traceid", true
-	case "x-b3-spanid":
-		return "X-B3-Spanid", true
-	case "x-b3-parentspanid":
-		return "X-B3-Parentspanid", true
-	case "x-b3-sampled":
-		return "X-B3-Sampled", true
-	case "x-b3-flags":
-		return "X-B3-Flags", true
-	case "hoptrace-sample":
-		return spans.OverrideHeader, true
+	for _, f := range h2TraceFields {
+		if f.name == name {
+			return f.key, true
+		}
 	}
 	return "", false
 }
 
+// h2ConnectionFields are connectionFields as HTTP/2 names them.
+var h2ConnectionFields = func() (f []string) {
+	for _, k := range connectionFields {
+		f = append(f, strings.ToLower(k))
+	}
+	return f
+}()
+
 // connectionSpecific reports fields HTTP/2 forbids (RFC 9113 §8.2.2): they make a
 // message malformed.
 func connectionSpecific(name string) bool {
-	switch name {
-	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
-		return true
+	for _, f := range h2ConnectionFields {
+		if f == name {
+			return true
+		}
 	}
 	return false
 }
@@ -240,9 +230,8 @@ const (
 // requestInfo reads the request's pseudo-headers and the fields spans describe,
 // and reports whether the request is well-formed (RFC 9113 §8.1.1, §8.2, §8.3):
 // a malformed one is reset, never forwarded.
-func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
-	info = requestInfo{proto: ProtocolHTTP2, version: "2", peer: r.fl.peer, dst: r.dst}
-	info.untrusted = r.fl.untrusted
+func (r *h2Relay) requestInfo() (info RequestInfo, grpc, ok bool) {
+	info = r.fl.request(ProtocolHTTP2, "2")
 	var seen uint8
 	var contentType, host, path, protocol string
 	regular := false
@@ -254,7 +243,7 @@ func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
 			case "content-type":
 				contentType = f.Value
 			case "user-agent":
-				info.userAgent = f.Value
+				info.UserAgent = f.Value
 			case "host":
 				host = f.Value
 			case "content-length":
@@ -268,8 +257,10 @@ func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
 				if !strings.EqualFold(f.Value, "trailers") {
 					return info, false, false
 				}
-			case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
-				return info, false, false // connection-specific (RFC 9113 §8.2.2)
+			default:
+				if connectionSpecific(f.Name) {
+					return info, false, false
+				}
 			}
 			continue
 		}
@@ -279,11 +270,11 @@ func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
 		var bit uint8
 		switch f.Name {
 		case ":method":
-			bit, info.method = pseudoMethod, f.Value
+			bit, info.Method = pseudoMethod, f.Value
 		case ":path":
 			bit, path = pseudoPath, f.Value
 		case ":authority":
-			bit, info.host = pseudoAuthority, f.Value
+			bit, info.Host = pseudoAuthority, f.Value
 		case ":scheme":
 			bit = pseudoScheme
 		case ":protocol":
@@ -300,43 +291,38 @@ func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
 	// any other (RFC 8441's extended CONNECT, with :protocol, among them) has a
 	// method, a scheme and a path that is not empty.
 	switch {
-	case info.method == "":
+	case info.Method == "":
 		return info, false, false
-	case info.method == http.MethodConnect && seen&pseudoProtocol == 0:
-		if seen&(pseudoScheme|pseudoPath) != 0 || info.host == "" {
+	case info.Method == http.MethodConnect && seen&pseudoProtocol == 0:
+		if seen&(pseudoScheme|pseudoPath) != 0 || info.Host == "" {
 			return info, false, false
 		}
-	case seen&pseudoProtocol != 0 && (info.method != http.MethodConnect || protocol == ""),
+	case seen&pseudoProtocol != 0 && (info.Method != http.MethodConnect || protocol == ""),
 		seen&pseudoScheme == 0, path == "":
 		return info, false, false
 	}
-	if info.host == "" {
-		info.host = host
+	if info.Host == "" {
+		info.Host = host
 	}
-	info.path, info.query, _ = strings.Cut(path, "?")
+	info.Path, info.Query, _ = strings.Cut(path, "?")
 	if isGRPC(contentType) {
-		info.proto, grpc = ProtocolGRPC, true
+		info.Protocol, grpc = ProtocolGRPC, true
 	}
 	return info, grpc, true
 }
 
 // traceHeader fills r.hdr with what the legs machinery reads: the trace headers
-// and captured headers, or every field when SkipTrace may look at any.
+// and captured headers.
 func (r *h2Relay) traceHeader() http.Header {
 	clear(r.hdr)
 	r.vals = r.vals[:0]
 	p := r.p
-	all := p.cfg.SkipTrace != nil && p.cfg.Sampler != nil
 	for _, f := range r.reqFields {
 		if strings.HasPrefix(f.Name, ":") {
 			continue
 		}
 		if key, ok := h2TraceHeader(f.Name); ok {
 			r.addHeader(key, f.Value)
-			continue
-		}
-		if all {
-			r.addHeader(r.canonical(f.Name), f.Value)
 			continue
 		}
 		for i, name := range p.h2capture {
@@ -361,38 +347,6 @@ func (r *h2Relay) addHeader(key, v string) {
 	r.hdr[key] = []string{v}
 }
 
-// canonical returns a field name's http.Header key, remembering the connection's
-// usual names.
-func (r *h2Relay) canonical(name string) string {
-	if k, ok := r.canon[name]; ok {
-		return k
-	}
-	k := http.CanonicalHeaderKey(name)
-	if r.canon == nil {
-		r.canon = make(map[string]string)
-	}
-	if len(r.canon) < 64 {
-		r.canon[name] = k
-	}
-	return k
-}
-
-// skipTrace asks cfg.SkipTrace about a request, shown as net/http would.
-func (r *h2Relay) skipTrace(info *requestInfo, h http.Header) bool {
-	if r.peerStr == "" {
-		r.peerStr = r.fl.peer.String()
-	}
-	r.reqURL = url.URL{Path: info.path, RawQuery: info.query}
-	r.req = http.Request{
-		Method: info.method, URL: &r.reqURL, Proto: "HTTP/2.0", ProtoMajor: 2,
-		Header: h, Host: info.host, RemoteAddr: r.peerStr, RequestURI: info.path,
-	}
-	if info.query != "" {
-		r.req.RequestURI += "?" + info.query
-	}
-	return r.p.cfg.SkipTrace(&r.req)
-}
-
 // clientRequest starts a new stream: legs, trace context, and the re-encoded
 // head upstream.
 func (r *h2Relay) clientRequest(id uint32, end bool) error {
@@ -407,9 +361,8 @@ func (r *h2Relay) clientRequest(id uint32, end bool) error {
 	}
 	p := r.p
 	h := r.traceHeader()
-	skip := p.cfg.Sampler != nil && p.cfg.SkipTrace != nil && r.skipTrace(&info, h)
 	st := h2StreamPool.Get().(*h2Stream)
-	p.beginLegs(&st.l, info, h, skip, srvStart)
+	p.beginLegs(&st.l, info, h, srvStart)
 	st.id, st.grpc, st.responded = id, grpc, false
 	if grpc && Protocol(r.fl.proto.Load()) != ProtocolGRPC {
 		r.fl.setProtocol(ProtocolGRPC)
@@ -453,7 +406,7 @@ func (r *h2Relay) clientRequest(id uint32, end bool) error {
 		}
 		r.enc.WriteField(f)
 	}
-	for _, t := range h2TraceHeaders {
+	for _, t := range h2TraceFields {
 		for _, v := range h[t.key] {
 			r.enc.WriteField(hpack.HeaderField{Name: t.name, Value: v})
 		}

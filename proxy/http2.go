@@ -118,28 +118,16 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	p := h.p
 	grpc := isGRPC(r.Header.Get("Content-Type"))
-	info := requestInfo{
-		proto:     ProtocolHTTP2,
-		version:   "2",
-		method:    r.Method,
-		path:      r.URL.EscapedPath(),
-		query:     r.URL.RawQuery,
-		host:      r.Host,
-		userAgent: r.Header.Get("User-Agent"),
-		peer:      h.fl.peer,
-		dst:       h.dst,
-		untrusted: h.fl.untrusted,
-	}
+	info := h.fl.request(ProtocolHTTP2, "2")
+	info.Method, info.Host, info.UserAgent = r.Method, r.Host, r.Header.Get("User-Agent")
+	info.Path, info.Query = r.URL.EscapedPath(), r.URL.RawQuery
 	if grpc {
-		info.proto = ProtocolGRPC
+		info.Protocol = ProtocolGRPC
 		h.fl.setProtocol(ProtocolGRPC)
 	}
-	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"} {
-		delete(r.Header, k) // connection-specific: HTTP/2 forbids them (RFC 9113 §8.2.2)
-	}
-	skip := p.cfg.Sampler != nil && p.cfg.SkipTrace != nil && p.cfg.SkipTrace(r)
+	deleteConnectionFields(r.Header) // HTTP/2 forbids them (RFC 9113 §8.2.2)
 	l := new(legs)
-	p.beginLegs(l, info, r.Header, skip, start)
+	p.beginLegs(l, info, r.Header, start)
 
 	out := &http.Request{
 		Method:        r.Method,
@@ -192,9 +180,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for k, vv := range resp.Header {
 		hdr[k] = vv
 	}
-	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"} {
-		delete(hdr, k)
-	}
+	deleteConnectionFields(hdr)
 	w.WriteHeader(resp.StatusCode)
 	l.respHeader = time.Now()
 

@@ -11,19 +11,26 @@ import (
 	"github.com/hoptrace/hoptrace/spans"
 )
 
-// requestInfo is what spans and statistics say about a request, gathered once
-// from whichever protocol carried it.
-type requestInfo struct {
-	proto     Protocol // ProtocolHTTP1, ProtocolHTTP2 or ProtocolGRPC
-	version   string   // network.protocol.version: "1.0", "1.1", "2"
-	method    string
-	path      string // URL path as sent, never the query
-	query     string
-	host      string // Host header or :authority
-	userAgent string
-	peer      netip.AddrPort // the client of this proxy
-	dst       netip.AddrPort // the original destination
-	untrusted bool           // the client is outside the mesh (Config.TrustSampling)
+// RequestInfo is what spans, statistics and Config.SkipTrace see of a request,
+// whichever protocol carried it. Its strings may point into the request's head:
+// whoever keeps one past the call it was given to clones it.
+type RequestInfo struct {
+	Protocol  Protocol // ProtocolHTTP1, ProtocolHTTP2 or ProtocolGRPC
+	Version   string   // network.protocol.version: "1.0", "1.1", "2"
+	Method    string
+	Path      string // URL path as sent, never the query
+	Query     string
+	Host      string // Host header or :authority
+	UserAgent string
+	Peer      netip.AddrPort // the client of this proxy
+	Dst       netip.AddrPort // the original destination
+	Untrusted bool           // the client is outside the mesh (Config.TrustSampling)
+}
+
+// request starts the RequestInfo of a request on fl: what the connection says;
+// the protocol's parser fills in the rest.
+func (fl *flow) request(proto Protocol, version string) RequestInfo {
+	return RequestInfo{Protocol: proto, Version: version, Peer: fl.peer, Dst: fl.dst, Untrusted: fl.untrusted}
 }
 
 // legs times one request through the proxy, its server leg (facing the client)
@@ -31,7 +38,7 @@ type requestInfo struct {
 // Times are the DESIGN.md leg boundaries.
 type legs struct {
 	p                 *Proxy
-	info              requestInfo
+	info              RequestInfo
 	ctx               spans.Context // the decision; SpanID is the incoming parent
 	sampled           bool
 	outcome           spans.Outcome // what became of the request's own sampling headers
@@ -56,20 +63,20 @@ type legs struct {
 	resAttrs   []spans.Attr // captured response headers
 }
 
-// begin starts timing a request whose head was read at now, and makes its
-// sampling decision: h loses the override header and, when the request is traced,
-// carries the context to send upstream.
-func (p *Proxy) beginLegs(l *legs, info requestInfo, h http.Header, skip bool, now time.Time) {
+// beginLegs starts timing a request whose head was read at now, and makes its
+// sampling decision: h loses the override header and, when the request is traced
+// (Config.SkipTrace does not exempt it), carries the context to send upstream.
+func (p *Proxy) beginLegs(l *legs, info RequestInfo, h http.Header, now time.Time) {
 	*l = legs{p: p, info: info, srvStart: now, grpcStatus: -1,
 		reqAttrs: l.reqAttrs[:0], resAttrs: l.resAttrs[:0]}
 	if p.cfg.Sampler == nil {
 		return
 	}
-	if skip {
+	if p.cfg.SkipTrace != nil && p.cfg.SkipTrace(info) {
 		delete(h, spans.OverrideHeader)
 		return
 	}
-	c, outcome := p.cfg.Sampler.DecideFor(h, spans.Policy{Untrusted: info.untrusted, Forced: p.cfg.ForcedTraces})
+	c, outcome := p.cfg.Sampler.DecideFor(h, spans.Policy{Untrusted: info.Untrusted, Forced: p.cfg.ForcedTraces})
 	l.ctx, l.outcome = c, outcome
 	if c.Sampled {
 		l.sampled = true
@@ -100,8 +107,8 @@ func (l *legs) forget() {
 // minutes, with a collector down) would keep it alive: tens of kilobytes per
 // span for requests with large cookies, of which the span uses a few bytes.
 func (l *legs) detach() {
-	strs := [...]*string{&l.info.method, &l.info.path, &l.info.query, &l.info.host,
-		&l.info.userAgent, &l.grpcMsg, &l.ctx.TraceState}
+	strs := [...]*string{&l.info.Method, &l.info.Path, &l.info.Query, &l.info.Host,
+		&l.info.UserAgent, &l.grpcMsg, &l.ctx.TraceState}
 	n := 0
 	for _, s := range strs {
 		n += len(*s)
@@ -148,7 +155,7 @@ func (l *legs) response(status int, h http.Header) {
 	if l.sampled && len(l.p.capture) > 0 {
 		l.resAttrs = l.p.captureHeaders(l.resAttrs, h, false)
 	}
-	if l.info.proto == ProtocolGRPC {
+	if l.info.Protocol == ProtocolGRPC {
 		l.grpcTrailer(h)
 	}
 }
@@ -201,10 +208,10 @@ func (l *legs) finish(end time.Time, fl *flow) {
 	if p.cfg.Observer != nil {
 		st := RequestStats{
 			Direction:  p.cfg.Direction,
-			Protocol:   l.info.proto,
-			Peer:       l.info.peer,
-			Dst:        l.info.dst,
-			Method:     statsMethod(l.info.method),
+			Protocol:   l.info.Protocol,
+			Peer:       l.info.Peer,
+			Dst:        l.info.Dst,
+			Method:     statsMethod(l.info.Method),
 			Status:     l.status,
 			GRPCStatus: l.grpcStatus,
 			ServerTime: srv,
@@ -231,12 +238,12 @@ func statsMethod(m string) string {
 }
 
 func (l *legs) spanName() string {
-	if l.info.proto == ProtocolGRPC {
-		if svc, m, ok := grpcMethod(l.info.path); ok {
+	if l.info.Protocol == ProtocolGRPC {
+		if svc, m, ok := grpcMethod(l.info.Path); ok {
 			return svc + "/" + m
 		}
 	}
-	return l.p.cfg.Routes.SpanName(l.info.method, l.info.path)
+	return l.p.cfg.Routes.SpanName(l.info.Method, l.info.Path)
 }
 
 func (l *legs) serverSpan(end time.Time) *spans.Span {
@@ -256,18 +263,18 @@ func (l *legs) serverSpan(end time.Time) *spans.Span {
 	a = append(a, spans.String("hoptrace.leg", l.p.legServer.String()))
 	a = l.common(a)
 	a = append(a, spans.String("url.scheme", "http"))
-	if l.info.path != "" {
-		a = append(a, spans.String("url.path", l.info.path))
+	if l.info.Path != "" {
+		a = append(a, spans.String("url.path", l.info.Path))
 	}
-	if l.p.cfg.QueryString && l.info.query != "" {
-		a = append(a, spans.String("url.query", l.info.query))
+	if l.p.cfg.QueryString && l.info.Query != "" {
+		a = append(a, spans.String("url.query", l.info.Query))
 	}
-	if l.info.peer.IsValid() {
-		peer := l.info.peer.Addr().String()
+	if l.info.Peer.IsValid() {
+		peer := l.info.Peer.Addr().String()
 		a = append(a,
 			spans.String("client.address", peer),
 			spans.String("network.peer.address", peer),
-			spans.Int("network.peer.port", int64(l.info.peer.Port())))
+			spans.Int("network.peer.port", int64(l.info.Peer.Port())))
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
@@ -310,10 +317,10 @@ func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 	a = append(a, spans.String("hoptrace.leg", l.p.legClient.String()))
 	a = l.common(a)
 	a = append(a, spans.String("url.full", l.urlFull()))
-	if l.info.dst.IsValid() {
+	if l.info.Dst.IsValid() {
 		a = append(a,
-			spans.String("network.peer.address", l.info.dst.Addr().String()),
-			spans.Int("network.peer.port", int64(l.info.dst.Port())))
+			spans.String("network.peer.address", l.info.Dst.Addr().String()),
+			spans.Int("network.peer.port", int64(l.info.Dst.Port())))
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
@@ -333,7 +340,7 @@ func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 
 // common appends the attributes both legs carry.
 func (l *legs) common(a []spans.Attr) []spans.Attr {
-	method := l.info.method
+	method := l.info.Method
 	if known, ok := otelMethod(method); ok {
 		a = append(a, spans.String("http.request.method", known))
 	} else {
@@ -345,16 +352,16 @@ func (l *legs) common(a []spans.Attr) []spans.Attr {
 		spans.String("server.address", host),
 		spans.Int("server.port", int64(port)),
 		spans.String("network.protocol.name", "http"),
-		spans.String("network.protocol.version", l.info.version))
-	if l.info.userAgent != "" {
-		a = append(a, spans.String("user_agent.original", l.info.userAgent))
+		spans.String("network.protocol.version", l.info.Version))
+	if l.info.UserAgent != "" {
+		a = append(a, spans.String("user_agent.original", l.info.UserAgent))
 	}
 	if l.status > 0 {
 		a = append(a, spans.Int("http.response.status_code", int64(l.status)))
 	}
-	if l.info.proto == ProtocolGRPC {
+	if l.info.Protocol == ProtocolGRPC {
 		a = append(a, spans.String("rpc.system", "grpc"))
-		if svc, m, ok := grpcMethod(l.info.path); ok {
+		if svc, m, ok := grpcMethod(l.info.Path); ok {
 			a = append(a, spans.String("rpc.service", svc), spans.String("rpc.method", m))
 		}
 		if l.grpcStatus >= 0 {
@@ -373,27 +380,27 @@ func (l *legs) common(a []spans.Attr) []spans.Attr {
 // serverAddress is the logical server the client addressed: the Host header,
 // with the original destination's port when the header has none.
 func (l *legs) serverAddress() (string, uint16) {
-	h := l.info.host
+	h := l.info.Host
 	if h == "" {
-		return l.info.dst.Addr().String(), l.info.dst.Port()
+		return l.info.Dst.Addr().String(), l.info.Dst.Port()
 	}
 	if host, port, err := net.SplitHostPort(h); err == nil {
 		if n, err := strconv.ParseUint(port, 10, 16); err == nil {
 			return host, uint16(n)
 		}
-		return host, l.info.dst.Port()
+		return host, l.info.Dst.Port()
 	}
-	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), l.info.dst.Port()
+	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), l.info.Dst.Port()
 }
 
 func (l *legs) urlFull() string {
-	host := l.info.host
+	host := l.info.Host
 	if host == "" {
-		host = l.info.dst.String()
+		host = l.info.Dst.String()
 	}
-	u := "http://" + host + l.info.path
-	if l.p.cfg.QueryString && l.info.query != "" {
-		u += "?" + l.info.query
+	u := "http://" + host + l.info.Path
+	if l.p.cfg.QueryString && l.info.Query != "" {
+		u += "?" + l.info.Query
 	}
 	return u
 }

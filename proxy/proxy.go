@@ -111,8 +111,9 @@ type Config struct {
 	Observer Observer
 
 	// SkipTrace exempts requests from tracing (kubelet probes, say); they are
-	// still proxied and observed. It must not modify the request.
-	SkipTrace func(*http.Request) bool
+	// still proxied and observed, and their trace headers pass untouched. It
+	// is asked about every request when Sampler is set.
+	SkipTrace func(RequestInfo) bool
 
 	// SkipDetect marks destinations whose protocol is known to be opaque
 	// (server-speaks-first ports): they are spliced at once, without waiting.
