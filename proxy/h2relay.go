@@ -133,14 +133,19 @@ type h2Stream struct {
 
 var h2StreamPool = sync.Pool{New: func() any { return new(h2Stream) }}
 
-// h2Relay is one client connection and its upstream connection.
+// h2Relay is one client connection and its upstream connection. Its state is
+// grouped by who owns it (docs/proxy.md, "The HTTP/2 relay's goroutines"): up
+// belongs to toUpstream, run's goroutine, which reads cr and writes uw; down
+// to toClient, which reads ur and writes cw; other goroutines (timers, a
+// stream answered locally, Shutdown's GOAWAY) only add whole frames through
+// h2Out.send. What more than one touches is atomic, a channel, or under mu.
 type h2Relay struct {
 	p      *Proxy
 	fl     *flow
 	dst    netip.AddrPort
 	cc, uc net.Conn
-	cr, ur *bufio.Reader
-	cw, uw h2Out // toward the client and toward the upstream
+	cr, ur *bufio.Reader // read by toUpstream and toClient alone
+	cw, uw h2Out         // toward the client and toward the upstream
 
 	// Settings seen passing by, for the other direction's goroutine.
 	upFrameSize   atomic.Uint32 // the upstream's latest MAX_FRAME_SIZE: our header blocks are cut to it
@@ -173,7 +178,30 @@ type h2Relay struct {
 	decidedClosed  bool
 	firstFrame     []byte // the client's SETTINGS as it came, for the fallback
 
-	// The client-to-upstream goroutine's own.
+	up   h2UpState   // toUpstream's goroutine's alone
+	down h2DownState // toClient's goroutine's alone
+
+	// Shared by both directions' goroutines and the timers, under mu.
+	mu            sync.Mutex
+	streams       map[uint32]*h2Stream
+	connWindow    int64             // what the upstream may still send on the connection, as the client granted
+	upEvents      []h2UpstreamEvent // for the client goroutine (pollUpstream)
+	upEventsSpare []h2UpstreamEvent
+	upPending     atomic.Bool
+	maxSeen       uint32 // highest stream forwarded upstream; written by the client goroutine only
+	refuseAbove   uint32 // streams above it are not forwarded: the client was told by a GOAWAY
+	goAwayLast    uint32 // lowest last-stream-id the client has been sent
+	sentGoAway    bool   // the relay itself sent the client a GOAWAY
+	draining      bool
+	closing       bool // the connection is going down: no new streams
+	clientGone    bool
+	idleSince     time.Time
+	idle          *time.Timer
+}
+
+// h2UpState is what the goroutine relaying client to upstream (toUpstream)
+// owns: request decoding and re-encoding, and the client's view of its streams.
+type h2UpState struct {
 	reqDec          *hpack.Decoder
 	enc             *hpack.Encoder
 	encBuf          bytes.Buffer
@@ -199,8 +227,11 @@ type h2Relay struct {
 	vals            []string    // backing for hdr's values
 	cscratch        []byte
 	cframes         []byte
+}
 
-	// The upstream-to-client goroutine's own.
+// h2DownState is what the goroutine relaying upstream to client (toClient)
+// owns: response decoding, for statuses and captured headers.
+type h2DownState struct {
 	respDec      *hpack.Decoder
 	respTable    uint32
 	resp         h2ResponseHead
@@ -209,22 +240,6 @@ type h2Relay struct {
 	settingsSent bool // the upstream's first SETTINGS went to the client
 	uscratch     []byte
 	ended        []h2Ended
-
-	mu            sync.Mutex
-	streams       map[uint32]*h2Stream
-	connWindow    int64             // what the upstream may still send on the connection, as the client granted
-	upEvents      []h2UpstreamEvent // for the client goroutine (pollUpstream)
-	upEventsSpare []h2UpstreamEvent
-	upPending     atomic.Bool
-	maxSeen       uint32 // highest stream forwarded upstream; written by the client goroutine only
-	refuseAbove   uint32 // streams above it are not forwarded: the client was told by a GOAWAY
-	goAwayLast    uint32 // lowest last-stream-id the client has been sent
-	sentGoAway    bool   // the relay itself sent the client a GOAWAY
-	draining      bool
-	closing       bool // the connection is going down: no new streams
-	clientGone    bool
-	idleSince     time.Time
-	idle          *time.Timer
 }
 
 // h2ResponseHead is what the relay reads from a response header block.
@@ -238,23 +253,25 @@ type h2ResponseHead struct {
 func newH2Relay(p *Proxy, fl *flow, dst netip.AddrPort, cc net.Conn, cr *bufio.Reader, uc net.Conn) *h2Relay {
 	r := &h2Relay{
 		p: p, fl: fl, dst: dst, cc: cc, uc: uc, cr: cr,
-		ur:            getReader(uc),
-		maxHeaderList: uint32(p.cfg.MaxHeaderBytes) + 10*32, // as x/net's server: 32 bytes per field, ~10 fields
-		reqTable:      h2TableSize,
-		encTable:      h2TableSize,
-		respTable:     h2TableSize,
-		hdr:           make(http.Header, 4),
-		vals:          make([]string, 0, 8),
-		streams:       make(map[uint32]*h2Stream),
-		open:          make(map[uint32]h2ClientStream),
-		initialWindow: h2InitialWindow,
-		connWindow:    h2InitialWindow,
-		refuseAbove:   h2MaxStreamID,
-		goAwayLast:    h2MaxStreamID,
-		idleSince:     time.Now(),
-		pingData:      rand.Uint64(),
-		pingAfter:     h2ReadIdleTimeout,
-		pingWithin:    h2PingTimeout,
+		ur: getReader(uc),
+		up: h2UpState{
+			maxHeaderList: uint32(p.cfg.MaxHeaderBytes) + 10*32, // as x/net's server: 32 bytes per field, ~10 fields
+			reqTable:      h2TableSize,
+			encTable:      h2TableSize,
+			hdr:           make(http.Header, 4),
+			vals:          make([]string, 0, 8),
+			open:          make(map[uint32]h2ClientStream),
+			initialWindow: h2InitialWindow,
+		},
+		down:        h2DownState{respTable: h2TableSize},
+		streams:     make(map[uint32]*h2Stream),
+		connWindow:  h2InitialWindow,
+		refuseAbove: h2MaxStreamID,
+		goAwayLast:  h2MaxStreamID,
+		idleSince:   time.Now(),
+		pingData:    rand.Uint64(),
+		pingAfter:   h2ReadIdleTimeout,
+		pingWithin:  h2PingTimeout,
 	}
 	r.upRead.Store(time.Now().UnixNano())
 	r.spoke, r.decided = make(chan struct{}), make(chan struct{})
@@ -266,10 +283,10 @@ func newH2Relay(p *Proxy, fl *flow, dst netip.AddrPort, cc net.Conn, cr *bufio.R
 	r.upTableSize.Store(h2TableSize)
 	r.reqTableMax.Store(h2TableSize)
 	r.respTableMax.Store(h2TableSize)
-	r.reqDec = hpack.NewDecoder(h2TableSize, r.requestField)
-	r.reqDec.SetMaxStringLength(int(r.maxHeaderList))
-	r.respDec = hpack.NewDecoder(h2TableSize, r.responseField)
-	r.enc = hpack.NewEncoder(&r.encBuf)
+	r.up.reqDec = hpack.NewDecoder(h2TableSize, r.requestField)
+	r.up.reqDec.SetMaxStringLength(int(r.up.maxHeaderList))
+	r.down.respDec = hpack.NewDecoder(h2TableSize, r.responseField)
+	r.up.enc = hpack.NewEncoder(&r.up.encBuf)
 	return r
 }
 
@@ -449,7 +466,7 @@ func (r *h2Relay) dropped(id uint32) bool {
 	if id > r.maxSeen {
 		return true
 	}
-	_, ok := r.local[id]
+	_, ok := r.up.local[id]
 	return ok
 }
 
@@ -461,13 +478,13 @@ func (r *h2Relay) clientData(fh h2FrameHeader) error {
 		return err
 	}
 	id := fh.stream
-	cs, open := r.open[id]
+	cs, open := r.up.open[id]
 	if !open {
 		if r.dropped(id) {
 			// Answered here, or refused: the upstream never sees these
 			// bytes and so never gives the connection window back for them.
 			if end {
-				delete(r.local, id)
+				delete(r.up.local, id)
 			}
 			return r.discardFrame(fh)
 		}
@@ -487,10 +504,10 @@ func (r *h2Relay) clientData(fh h2FrameHeader) error {
 			}
 			return r.clientStreamError(id, http2.ErrCodeProtocol, "DATA does not match content-length")
 		}
-		r.open[id] = cs
+		r.up.open[id] = cs
 	}
 	if end {
-		delete(r.open, id)
+		delete(r.up.open, id)
 		r.recordClosed(id)
 	}
 	if err := copyN(br, o, h2FrameHeaderLen+int(fh.length)); err != nil {
@@ -523,15 +540,15 @@ func (r *h2Relay) clientReset(fh h2FrameHeader) error {
 	if r.idleStream(id) {
 		return h2Error(http2.ErrCodeProtocol, "RST_STREAM on an idle stream") // §6.4
 	}
-	if _, ok := r.open[id]; ok {
-		delete(r.open, id)
+	if _, ok := r.up.open[id]; ok {
+		delete(r.up.open, id)
 		r.recordClosed(id)
 	}
 	if err := r.countReset(id, time.Now()); err != nil {
 		return err
 	}
 	if r.dropped(fh.stream) {
-		delete(r.local, fh.stream)
+		delete(r.up.local, fh.stream)
 		r.cr.Discard(h2FrameHeaderLen)
 		return discardN(r.cr, &r.uw, 4)
 	}
@@ -572,7 +589,7 @@ func (r *h2Relay) relayReset(fh h2FrameHeader, br *bufio.Reader, o *h2Out, kind 
 
 func (r *h2Relay) clientSettings(fh h2FrameHeader) error {
 	br, o := r.cr, &r.uw
-	payload, err := r.readSettings(fh, br, o, &r.cscratch)
+	payload, err := r.readSettings(fh, br, o, &r.up.cscratch)
 	if err != nil || payload == nil {
 		return err
 	}
@@ -758,7 +775,7 @@ func (r *h2Relay) upstreamData(fh h2FrameHeader) {
 	}
 	if st != nil && end {
 		st.l.cliEnd = now
-		r.ended = append(r.ended, h2Ended{st, now})
+		r.down.ended = append(r.down.ended, h2Ended{st, now})
 	}
 }
 
@@ -770,23 +787,23 @@ func (r *h2Relay) upstreamHeaders(fh h2FrameHeader) error {
 	if fh.stream == 0 {
 		return h2Error(http2.ErrCodeProtocol, "upstream HEADERS on stream 0")
 	}
-	if v := r.respTableMax.Load(); v != r.respTable {
-		r.respDec.SetAllowedMaxDynamicTableSize(v)
-		r.respTable = v
+	if v := r.respTableMax.Load(); v != r.down.respTable {
+		r.down.respDec.SetAllowedMaxDynamicTableSize(v)
+		r.down.respTable = v
 	}
-	r.resp = h2ResponseHead{grpcStatus: -1, captured: r.resp.captured[:0]}
+	r.down.resp = h2ResponseHead{grpcStatus: -1, captured: r.down.resp.captured[:0]}
 	if h2FrameHeaderLen+int(fh.length) > h2MaxResponseBlock {
 		return h2Error(http2.ErrCodeFrameSize, "upstream header block too large")
 	}
-	r.block = grow(r.block, h2FrameHeaderLen+int(fh.length))
-	if err := readFull(br, o, r.block); err != nil {
+	r.down.block = grow(r.down.block, h2FrameHeaderLen+int(fh.length))
+	if err := readFull(br, o, r.down.block); err != nil {
 		return err
 	}
-	frag, _, err := headerFragment(fh, r.block[h2FrameHeaderLen:])
+	frag, _, err := headerFragment(fh, r.down.block[h2FrameHeaderLen:])
 	if err != nil {
 		return err
 	}
-	if _, err := r.respDec.Write(frag); err != nil {
+	if _, err := r.down.respDec.Write(frag); err != nil {
 		return h2Error(http2.ErrCodeCompression, "upstream header block: "+err.Error())
 	}
 	for flags := fh.flags; !flags.Has(http2.FlagHeadersEndHeaders); { // same bit for PUSH_PROMISE
@@ -797,23 +814,23 @@ func (r *h2Relay) upstreamHeaders(fh h2FrameHeader) error {
 		if next.typ != http2.FrameContinuation || next.stream != fh.stream {
 			return h2Error(http2.ErrCodeProtocol, "upstream header block interrupted")
 		}
-		if next.length > r.upFrameMax.Load() || len(r.block)+h2FrameHeaderLen+int(next.length) > h2MaxResponseBlock {
+		if next.length > r.upFrameMax.Load() || len(r.down.block)+h2FrameHeaderLen+int(next.length) > h2MaxResponseBlock {
 			return h2Error(http2.ErrCodeFrameSize, "upstream header block too large")
 		}
-		start := len(r.block)
-		r.block = slices.Grow(r.block, h2FrameHeaderLen+int(next.length))[:start+h2FrameHeaderLen+int(next.length)]
-		if err := readFull(br, o, r.block[start:]); err != nil {
+		start := len(r.down.block)
+		r.down.block = slices.Grow(r.down.block, h2FrameHeaderLen+int(next.length))[:start+h2FrameHeaderLen+int(next.length)]
+		if err := readFull(br, o, r.down.block[start:]); err != nil {
 			return err
 		}
-		if _, err := r.respDec.Write(r.block[start+h2FrameHeaderLen:]); err != nil {
+		if _, err := r.down.respDec.Write(r.down.block[start+h2FrameHeaderLen:]); err != nil {
 			return h2Error(http2.ErrCodeCompression, "upstream header block: "+err.Error())
 		}
 		flags = next.flags
 	}
-	if err := r.respDec.Close(); err != nil {
+	if err := r.down.respDec.Close(); err != nil {
 		return h2Error(http2.ErrCodeCompression, "upstream header block: "+err.Error())
 	}
-	o.bw.Write(r.block)
+	o.bw.Write(r.down.block)
 	if fh.typ == http2.FramePushPromise {
 		return nil
 	}
@@ -825,16 +842,16 @@ func (r *h2Relay) upstreamHeaders(fh h2FrameHeader) error {
 func (r *h2Relay) responseField(f hpack.HeaderField) {
 	switch f.Name {
 	case ":status":
-		r.resp.status, _ = strconv.Atoi(f.Value)
+		r.down.resp.status, _ = strconv.Atoi(f.Value)
 	case "grpc-status":
 		if n, err := strconv.Atoi(f.Value); err == nil {
-			r.resp.grpcStatus = n
+			r.down.resp.grpcStatus = n
 		}
 	case "grpc-message":
-		r.resp.grpcMsg = f.Value
+		r.down.resp.grpcMsg = f.Value
 	default:
-		if len(r.p.h2capture) > 0 {
-			r.resp.captured = append(r.resp.captured, f)
+		if len(r.p.tr.capture) > 0 {
+			r.down.resp.captured = append(r.down.resp.captured, f)
 		}
 	}
 }
@@ -851,17 +868,17 @@ func (r *h2Relay) response(id uint32, end bool, read, written time.Time) {
 	if l.firstByte.IsZero() {
 		l.firstByte = read
 	}
-	if rs := &r.resp; rs.status >= 200 {
+	if rs := &r.down.resp; rs.status >= 200 {
 		l.status = rs.status
 		if !st.responded {
 			st.responded = true
 			l.respHeader = written
 		}
 	}
-	if st.grpc && r.resp.grpcStatus >= 0 {
-		l.grpcStatus, l.grpcMsg = r.resp.grpcStatus, r.resp.grpcMsg
+	if st.grpc && r.down.resp.grpcStatus >= 0 {
+		l.grpcStatus, l.grpcMsg = r.down.resp.grpcStatus, r.down.resp.grpcMsg
 	}
-	if l.sampled && len(r.resp.captured) > 0 {
+	if l.sampled && len(r.down.resp.captured) > 0 {
 		l.resAttrs = r.captureResponse(l.resAttrs)
 	}
 	if !end {
@@ -875,7 +892,7 @@ func (r *h2Relay) response(id uint32, end bool, read, written time.Time) {
 		r.uc.Close()
 	}
 	l.cliEnd = read
-	r.ended = append(r.ended, h2Ended{st, written})
+	r.down.ended = append(r.down.ended, h2Ended{st, written})
 }
 
 // h2Ended is a stream whose response went to the client at end, to be finished
@@ -886,32 +903,31 @@ type h2Ended struct {
 }
 
 func (r *h2Relay) finishEnded() {
-	for i, e := range r.ended {
+	for i, e := range r.down.ended {
 		r.finish(e.st, e.end)
-		r.ended[i] = h2Ended{}
+		r.down.ended[i] = h2Ended{}
 	}
-	r.ended = r.ended[:0]
+	r.down.ended = r.down.ended[:0]
 }
 
 func (r *h2Relay) captureResponse(dst []spans.Attr) []spans.Attr {
-	if r.respHdr == nil {
-		r.respHdr = make(http.Header)
+	if r.down.respHdr == nil {
+		r.down.respHdr = make(http.Header)
 	}
-	clear(r.respHdr)
-	for _, f := range r.resp.captured {
-		for i, name := range r.p.h2capture {
-			if name == f.Name {
-				k := r.p.capture[i].key
-				r.respHdr[k] = append(r.respHdr[k], f.Value)
+	clear(r.down.respHdr)
+	for _, f := range r.down.resp.captured {
+		for _, c := range r.p.tr.capture {
+			if c.field == f.Name {
+				r.down.respHdr[c.key] = append(r.down.respHdr[c.key], f.Value)
 			}
 		}
 	}
-	return r.p.captureHeaders(dst, r.respHdr, false)
+	return r.p.tr.captureHeaders(dst, r.down.respHdr, false)
 }
 
 func (r *h2Relay) upstreamSettings(fh h2FrameHeader) error {
 	br, o := r.ur, &r.cw
-	payload, err := r.readSettings(fh, br, o, &r.uscratch)
+	payload, err := r.readSettings(fh, br, o, &r.down.uscratch)
 	if err != nil || payload == nil {
 		return err
 	}
@@ -937,24 +953,24 @@ func (r *h2Relay) upstreamSettings(fh h2FrameHeader) error {
 		case http2.SettingMaxConcurrentStreams:
 			v, haveStreams = min(v, h2MaxStreams), true
 		case http2.SettingMaxHeaderListSize:
-			v, haveList = min(v, r.maxHeaderList), true
+			v, haveList = min(v, r.up.maxHeaderList), true
 		}
 		binary.BigEndian.PutUint32(payload[i+2:], v)
 	}
-	if !r.settingsSent {
+	if !r.down.settingsSent {
 		// The relay's own limits, announced with the upstream's first settings
 		// as a terminating server would.
 		if !haveStreams {
 			payload = appendSetting(payload, http2.SettingMaxConcurrentStreams, h2MaxStreams)
 		}
 		if !haveList {
-			payload = appendSetting(payload, http2.SettingMaxHeaderListSize, r.maxHeaderList)
+			payload = appendSetting(payload, http2.SettingMaxHeaderListSize, r.up.maxHeaderList)
 		}
 	}
 	o.writeHeader(len(payload), http2.FrameSettings, fh.flags, 0)
 	o.bw.Write(payload)
-	if !r.settingsSent {
-		r.settingsSent = true
+	if !r.down.settingsSent {
+		r.down.settingsSent = true
 		o.mu.Lock()
 		o.gated = false // the client has its server preface: others may write
 		o.mu.Unlock()
@@ -1124,11 +1140,11 @@ func (r *h2Relay) upstreamDone(err error) {
 	o := &r.cw
 	write := kind == "upstream" && !o.midFrame
 	if write {
-		if !r.settingsSent {
+		if !r.down.settingsSent {
 			// The upstream never spoke HTTP/2: the client still gets a server
 			// preface before anything else.
 			o.writeHeader(0, http2.FrameSettings, 0, 0)
-			r.settingsSent = true
+			r.down.settingsSent = true
 		}
 		r.endStreams(open, err)
 		if goAway {
@@ -1139,7 +1155,7 @@ func (r *h2Relay) upstreamDone(err error) {
 				r.p.log.Debug("http/2 upstream broke the protocol", "dst", r.dst, "err", err)
 			}
 			o.writeHeader(8, http2.FrameGoAway, 0, 0)
-			o.bw.Write(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(r.uscratch[:0], last), uint32(code)))
+			o.bw.Write(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(r.down.uscratch[:0], last), uint32(code)))
 		}
 		o.mu.Lock()
 		o.gated = false
@@ -1186,7 +1202,7 @@ func (r *h2Relay) endStreams(open []*h2Stream, cause error) {
 		default:
 			// Part of a response went out: a reset, so that the client does not
 			// take it for a whole one.
-			o.bw.Write(appendRSTStream(r.uscratch[:0], st.id, http2.ErrCodeInternal))
+			o.bw.Write(appendRSTStream(r.down.uscratch[:0], st.id, http2.ErrCodeInternal))
 			continue
 		}
 		o.writeHeader(len(block), http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, st.id)

@@ -255,7 +255,7 @@ func (hc *h1Conn) exchange(start time.Time) bool {
 	// one stream; h2c upgrades are declined (the client carries on in HTTP/1.1).
 	x.upgrade = co.upgrade && !body.hasBody() && wantsUpgrade(req.header["Upgrade"])
 
-	hc.p.beginLegs(&hc.legs, hc.requestInfo(), req.header, start)
+	hc.p.tr.begin(&hc.legs, hc.requestInfo(), req.header, start)
 
 	err = hc.roundTrip()
 	if x.inline {

@@ -12,7 +12,6 @@ import (
 	"net/http/httptrace"
 	"net/netip"
 	"net/url"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -36,9 +35,6 @@ func (p *Proxy) initH2() error {
 	// h2base.Shutdown, for terminated connections only.
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
 		return fmt.Errorf("configure http/2 server: %w", err)
-	}
-	for _, c := range p.capture {
-		p.h2capture = append(p.h2capture, strings.ToLower(c.key))
 	}
 	p.h2t = &http2.Transport{
 		// Prior knowledge over cleartext: the client spoke h2c to this
@@ -127,7 +123,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	deleteConnectionFields(r.Header) // HTTP/2 forbids them (RFC 9113 §8.2.2)
 	l := new(legs)
-	p.beginLegs(l, info, r.Header, start)
+	p.tr.begin(l, info, r.Header, start)
 
 	out := &http.Request{
 		Method:        r.Method,
@@ -215,8 +211,8 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if grpc {
 			l.grpcTrailer(resp.Trailer)
 		}
-		if l.sampled && len(resp.Trailer) > 0 && len(p.capture) > 0 {
-			l.resAttrs = p.captureHeaders(l.resAttrs, resp.Trailer, false)
+		if l.sampled && len(resp.Trailer) > 0 && len(p.tr.capture) > 0 {
+			l.resAttrs = p.tr.captureHeaders(l.resAttrs, resp.Trailer, false)
 		}
 	}
 	l.finish(time.Now(), h.fl)

@@ -33,11 +33,37 @@ func (fl *flow) request(proto Protocol, version string) RequestInfo {
 	return RequestInfo{Protocol: proto, Version: version, Peer: fl.peer, Dst: fl.dst, Untrusted: fl.untrusted}
 }
 
+// tracing is what the legs of a request need of their proxy, fixed when the
+// proxy is made: they see nothing else of it.
+type tracing struct {
+	dir                  Direction
+	legServer, legClient spans.Leg
+	sampler              *spans.Sampler // nil: no trace headers touched, nothing recorded
+	forced               spans.Limiter
+	skip                 func(RequestInfo) bool
+	recorder             spans.Recorder
+	observer             Observer
+	routes               *spans.Routes
+	resource             *spans.Resource
+	queryString          bool
+	capture              []capturedHeader
+}
+
+func newTracing(cfg *Config) tracing {
+	t := tracing{
+		dir: cfg.Direction, sampler: cfg.Sampler, forced: cfg.ForcedTraces, skip: cfg.SkipTrace,
+		recorder: cfg.Recorder, observer: cfg.Observer, routes: cfg.Routes, resource: cfg.Resource,
+		queryString: cfg.QueryString, capture: newCapture(cfg.CaptureHeaders),
+	}
+	t.legServer, t.legClient = cfg.Direction.Legs()
+	return t
+}
+
 // legs times one request through the proxy, its server leg (facing the client)
 // and client leg (facing the upstream), and records their spans when sampled.
 // Times are the DESIGN.md leg boundaries.
 type legs struct {
-	p                 *Proxy
+	t                 *tracing
 	info              RequestInfo
 	ctx               spans.Context // the decision; SpanID is the incoming parent
 	sampled           bool
@@ -63,25 +89,25 @@ type legs struct {
 	resAttrs   []spans.Attr // captured response headers
 }
 
-// beginLegs starts timing a request whose head was read at now, and makes its
+// begin starts timing a request whose head was read at now, and makes its
 // sampling decision: h loses the override header and, when the request is traced
 // (Config.SkipTrace does not exempt it), carries the context to send upstream.
-func (p *Proxy) beginLegs(l *legs, info RequestInfo, h http.Header, now time.Time) {
-	*l = legs{p: p, info: info, srvStart: now, grpcStatus: -1,
+func (t *tracing) begin(l *legs, info RequestInfo, h http.Header, now time.Time) {
+	*l = legs{t: t, info: info, srvStart: now, grpcStatus: -1,
 		reqAttrs: l.reqAttrs[:0], resAttrs: l.resAttrs[:0]}
-	if p.cfg.Sampler == nil {
+	if t.sampler == nil {
 		return
 	}
-	if p.cfg.SkipTrace != nil && p.cfg.SkipTrace(info) {
+	if t.skip != nil && t.skip(info) {
 		delete(h, spans.OverrideHeader)
 		return
 	}
-	c, outcome := p.cfg.Sampler.DecideFor(h, spans.Policy{Untrusted: info.Untrusted, Forced: p.cfg.ForcedTraces})
+	c, outcome := t.sampler.DecideFor(h, spans.Policy{Untrusted: info.Untrusted, Forced: t.forced})
 	l.ctx, l.outcome = c, outcome
 	if c.Sampled {
 		l.sampled = true
 		l.server, l.client = spans.NewSpanID(), spans.NewSpanID()
-		l.reqAttrs = p.captureHeaders(l.reqAttrs, h, true)
+		l.reqAttrs = t.captureHeaders(l.reqAttrs, h, true)
 		spans.Inject(h, c.Child(l.client))
 		return
 	}
@@ -152,8 +178,8 @@ func (l *legs) detach() {
 // response notes the response head as received from the upstream.
 func (l *legs) response(status int, h http.Header) {
 	l.status = status
-	if l.sampled && len(l.p.capture) > 0 {
-		l.resAttrs = l.p.captureHeaders(l.resAttrs, h, false)
+	if l.sampled && len(l.t.capture) > 0 {
+		l.resAttrs = l.t.captureHeaders(l.resAttrs, h, false)
 	}
 	if l.info.Protocol == ProtocolGRPC {
 		l.grpcTrailer(h)
@@ -187,7 +213,7 @@ func (l *legs) fail(kind string, err error) {
 
 // finish ends both legs: the response was fully written to the client at end.
 func (l *legs) finish(end time.Time, fl *flow) {
-	p := l.p
+	t := l.t
 	srv := end.Sub(l.srvStart)
 	var cli time.Duration
 	if !l.cliStart.IsZero() && !l.cliEnd.IsZero() {
@@ -199,15 +225,15 @@ func (l *legs) finish(end time.Time, fl *flow) {
 	if l.sampled {
 		id := l.ctx.TraceID
 		fl.trace.Store(&id)
-		if p.cfg.Recorder != nil {
+		if t.recorder != nil {
 			l.detach()
-			p.cfg.Recorder.Record(l.serverSpan(end))
-			p.cfg.Recorder.Record(l.clientSpan(end))
+			t.recorder.Record(l.serverSpan(end))
+			t.recorder.Record(l.clientSpan(end))
 		}
 	}
-	if p.cfg.Observer != nil {
+	if t.observer != nil {
 		st := RequestStats{
-			Direction:  p.cfg.Direction,
+			Direction:  t.dir,
 			Protocol:   l.info.Protocol,
 			Peer:       l.info.Peer,
 			Dst:        l.info.Dst,
@@ -224,7 +250,7 @@ func (l *legs) finish(end time.Time, fl *flow) {
 		if l.sampled {
 			st.TraceID = l.ctx.TraceID
 		}
-		p.cfg.Observer.ObserveRequest(st)
+		t.observer.ObserveRequest(st)
 	}
 }
 
@@ -243,7 +269,7 @@ func (l *legs) spanName() string {
 			return svc + "/" + m
 		}
 	}
-	return l.p.cfg.Routes.SpanName(l.info.Method, l.info.Path)
+	return l.t.routes.SpanName(l.info.Method, l.info.Path)
 }
 
 func (l *legs) serverSpan(end time.Time) *spans.Span {
@@ -254,19 +280,19 @@ func (l *legs) serverSpan(end time.Time) *spans.Span {
 		TraceState: l.ctx.TraceState,
 		Flags:      l.ctx.Flags(),
 		Name:       l.spanName(),
-		Kind:       l.p.legServer.Kind(),
+		Kind:       l.t.legServer.Kind(),
 		Start:      l.srvStart,
 		End:        end,
-		Resource:   l.p.cfg.Resource,
+		Resource:   l.t.resource,
 	}
 	a := make([]spans.Attr, 0, 20+len(l.reqAttrs)+len(l.resAttrs))
-	a = append(a, spans.String("hoptrace.leg", l.p.legServer.String()))
+	a = append(a, spans.String("hoptrace.leg", l.t.legServer.String()))
 	a = l.common(a)
 	a = append(a, spans.String("url.scheme", "http"))
 	if l.info.Path != "" {
 		a = append(a, spans.String("url.path", l.info.Path))
 	}
-	if l.p.cfg.QueryString && l.info.Query != "" {
+	if l.t.queryString && l.info.Query != "" {
 		a = append(a, spans.String("url.query", l.info.Query))
 	}
 	if l.info.Peer.IsValid() {
@@ -308,13 +334,13 @@ func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 		TraceState: l.ctx.TraceState,
 		Flags:      l.ctx.Flags(),
 		Name:       l.spanName(),
-		Kind:       l.p.legClient.Kind(),
+		Kind:       l.t.legClient.Kind(),
 		Start:      start,
 		End:        end,
-		Resource:   l.p.cfg.Resource,
+		Resource:   l.t.resource,
 	}
 	a := make([]spans.Attr, 0, 20+len(l.reqAttrs)+len(l.resAttrs))
-	a = append(a, spans.String("hoptrace.leg", l.p.legClient.String()))
+	a = append(a, spans.String("hoptrace.leg", l.t.legClient.String()))
 	a = l.common(a)
 	a = append(a, spans.String("url.full", l.urlFull()))
 	if l.info.Dst.IsValid() {
@@ -399,7 +425,7 @@ func (l *legs) urlFull() string {
 		host = l.info.Dst.String()
 	}
 	u := "http://" + host + l.info.Path
-	if l.p.cfg.QueryString && l.info.Query != "" {
+	if l.t.queryString && l.info.Query != "" {
 		u += "?" + l.info.Query
 	}
 	return u
@@ -447,6 +473,7 @@ func otelMethod(m string) (string, bool) {
 // capturedHeader is a header the configuration asks to record.
 type capturedHeader struct {
 	key      string // canonical
+	field    string // as an HTTP/2 field name (lower case)
 	reqAttr  string // http.request.header.<lower-case name>
 	respAttr string // http.response.header.<lower-case name>
 }
@@ -461,6 +488,7 @@ func newCapture(names []string) []capturedHeader {
 		lower := strings.ToLower(n)
 		out = append(out, capturedHeader{
 			key:      http.CanonicalHeaderKey(n),
+			field:    lower,
 			reqAttr:  "http.request.header." + lower,
 			respAttr: "http.response.header." + lower,
 		})
@@ -468,8 +496,8 @@ func newCapture(names []string) []capturedHeader {
 	return out
 }
 
-func (p *Proxy) captureHeaders(dst []spans.Attr, h http.Header, request bool) []spans.Attr {
-	for _, c := range p.capture {
+func (t *tracing) captureHeaders(dst []spans.Attr, h http.Header, request bool) []spans.Attr {
+	for _, c := range t.capture {
 		vv := h[c.key]
 		if len(vv) == 0 {
 			continue

@@ -159,24 +159,22 @@ var ErrClosed = errors.New("proxy closed")
 
 // Proxy is one tracing proxy instance. Serve may run on several listeners at once.
 type Proxy struct {
-	cfg                  Config
-	legServer, legClient spans.Leg
-	capture              []capturedHeader
-	log                  *slog.Logger
-	pool                 *pool
-	h2srv                *http2.Server
-	h2base               *http.Server // carries h2 graceful shutdown and header limits
-	h2t                  *http2.Transport
-	h2relays             h2Relays // relayed HTTP/2 connections, for Shutdown's GOAWAY
-	h2capture            []string // capture's header names as HTTP/2 fields (lower case)
-	closing              atomic.Bool
-	nextFlow             atomic.Uint64
-	mu                   sync.Mutex
-	listeners            map[net.Listener]struct{}
-	flows                map[*flow]struct{}
-	active               int  // connections being served, under mu
-	closed               bool // Close ran, under mu
-	shutdownOnce         sync.Once
+	cfg          Config
+	tr           tracing
+	log          *slog.Logger
+	pool         *pool
+	h2srv        *http2.Server
+	h2base       *http.Server // carries h2 graceful shutdown and header limits
+	h2t          *http2.Transport
+	h2relays     h2Relays // relayed HTTP/2 connections, for Shutdown's GOAWAY
+	closing      atomic.Bool
+	nextFlow     atomic.Uint64
+	mu           sync.Mutex
+	listeners    map[net.Listener]struct{}
+	flows        map[*flow]struct{}
+	active       int  // connections being served, under mu
+	closed       bool // Close ran, under mu
+	shutdownOnce sync.Once
 }
 
 // New checks cfg, fills in defaults and returns a Proxy ready to Serve.
@@ -205,12 +203,11 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{
 		cfg:       cfg,
-		capture:   newCapture(cfg.CaptureHeaders),
+		tr:        newTracing(&cfg),
 		log:       cfg.Logger.With("direction", cfg.Direction.String()),
 		listeners: make(map[net.Listener]struct{}),
 		flows:     make(map[*flow]struct{}),
 	}
-	p.legServer, p.legClient = cfg.Direction.Legs()
 	p.pool = newPool(cfg.IdleTimeout)
 	if err := p.initH2(); err != nil {
 		return nil, err
