@@ -13,8 +13,8 @@ package proxy
 // connection each read one direction and write the other, flushing only when their
 // input has nothing more buffered, so back-to-back frames leave in one write.
 //
-// Frames are parsed here, not with x/net's Framer: only header blocks and SETTINGS
-// need their payload read, and everything else (DATA above all) is copied from the
+// Frames are parsed by h2wire.go, not with x/net's Framer: only header blocks and
+// SETTINGS need their payload read, and everything else (DATA above all) is copied from the
 // reader's buffer to the writer's without being materialised as a frame.
 // BenchmarkH2FrameRelay compares the two.
 //

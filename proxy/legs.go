@@ -61,7 +61,7 @@ func newTracing(cfg *Config) tracing {
 
 // legs times one request through the proxy, its server leg (facing the client)
 // and client leg (facing the upstream), and records their spans when sampled.
-// Times are the DESIGN.md leg boundaries.
+// Times are the leg boundaries of docs/proxy.md ("The leg model").
 type legs struct {
 	t                 *tracing
 	info              RequestInfo

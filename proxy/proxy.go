@@ -222,8 +222,9 @@ func setDefault(d *time.Duration, v time.Duration) {
 }
 
 // Serve accepts connections on ln until Shutdown or Close, then returns ErrClosed.
-// ln should be a TCP listener (MPTCP off, see DESIGN.md): the proxy half-closes
-// connections and reads their addresses.
+// ln should be a TCP listener with MPTCP off, as redirect opens them (an MPTCP
+// socket cannot enter the SOCKMAP that inbound capture steers with): the proxy
+// half-closes connections and reads their addresses.
 func (p *Proxy) Serve(ln net.Listener) error {
 	if !p.trackListener(ln, true) {
 		return ErrClosed

@@ -113,7 +113,7 @@ func checkChain(t *testing.T, ss []*spans.Span, trace, parent string) map[string
 }
 
 // Item 1: a request through both proxies yields exactly four spans with the
-// DESIGN.md parent chain, and the app sees the inbound-client span as parent.
+// parent chain of docs/proxy.md, and the app sees the inbound-client span as parent.
 func TestTraceChainW3C(t *testing.T) {
 	var seen captured
 	_, appAddr := app(t, http.HandlerFunc(seen.handler))
