@@ -61,25 +61,13 @@ func TestAdminAnswersWhileAPodDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	socket := filepath.Join(dir, "admin.sock")
-	a, err := New(Config{
+	runAgent(t, Config{
 		Sources:     []pods.Source{&pods.FileSource{Path: podsFile, Poll: 20 * time.Millisecond}},
 		PinDir:      testenv.TempBPFFS(t),
 		AdminSocket: socket,
 		Reconcile:   time.Hour, // only the pods file changes drive reconcile
 		Exporter:    exporter.Config{Endpoint: "http://127.0.0.1:1", Logger: slog.New(slog.DiscardHandler)},
 		Logger:      slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
 	})
 	admin := NewClient(socket)
 	webAttached := func() bool {
