@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hoptrace/hoptrace/spans"
@@ -87,6 +89,7 @@ type legs struct {
 	failMsg    string
 	reqAttrs   []spans.Attr // captured request headers
 	resAttrs   []spans.Attr // captured response headers
+	urlFull    string       // the client span's url.full, made by detach
 }
 
 // begin starts timing a request whose head was read at now, and makes its
@@ -135,7 +138,18 @@ func (l *legs) forget() {
 func (l *legs) detach() {
 	strs := [...]*string{&l.info.Method, &l.info.Path, &l.info.Query, &l.info.Host,
 		&l.info.UserAgent, &l.grpcMsg, &l.ctx.TraceState}
-	n := 0
+	// url.full (http://host/path?query) goes in the same allocation, after
+	// the strings it is made of.
+	host := l.info.Host
+	if host == "" {
+		host = l.info.Dst.String()
+	}
+	query := l.t.queryString && l.info.Query != ""
+	n := len("http://") + len(host) + len(l.info.Path)
+	if query {
+		n += 1 + len(l.info.Query)
+	}
+	urlLen := n
 	for _, s := range strs {
 		n += len(*s)
 	}
@@ -145,11 +159,15 @@ func (l *legs) detach() {
 	for i := range l.resAttrs {
 		n += len(l.resAttrs[i].Str)
 	}
-	if n == 0 {
-		return
-	}
 	var b strings.Builder
 	b.Grow(n)
+	b.WriteString("http://")
+	b.WriteString(host)
+	b.WriteString(l.info.Path)
+	if query {
+		b.WriteByte('?')
+		b.WriteString(l.info.Query)
+	}
 	for _, s := range strs {
 		b.WriteString(*s)
 	}
@@ -159,7 +177,9 @@ func (l *legs) detach() {
 	for i := range l.resAttrs {
 		b.WriteString(l.resAttrs[i].Str)
 	}
-	all, off := b.String(), 0
+	all := b.String()
+	l.urlFull = all[:urlLen]
+	off := urlLen
 	take := func(s *string) {
 		*s = all[off : off+len(*s)]
 		off += len(*s)
@@ -227,8 +247,11 @@ func (l *legs) finish(end time.Time, fl *flow) {
 		fl.trace.Store(&id)
 		if t.recorder != nil {
 			l.detach()
-			t.recorder.Record(l.serverSpan(end))
-			t.recorder.Record(l.clientSpan(end))
+			rec := newLegSpans()
+			l.serverSpan(rec, end, fl)
+			l.clientSpan(rec, end, fl)
+			t.recorder.Record(&rec.server)
+			t.recorder.Record(&rec.client)
 		}
 	}
 	if t.observer != nil {
@@ -272,8 +295,47 @@ func (l *legs) spanName() string {
 	return l.t.routes.SpanName(l.info.Method, l.info.Path)
 }
 
-func (l *legs) serverSpan(end time.Time) *spans.Span {
-	s := &spans.Span{
+// legSpans is a sampled request's two spans and what they point to, in one
+// object, recycled: the exporter releases each span once it has encoded it
+// (spans.Release), and when both are back the object is reused. Allocating,
+// clearing and collecting a few KB per traced request was most of what
+// recording it cost. A span with more attributes than fit (many captured
+// headers) grows its slice on its own.
+type legSpans struct {
+	server, client spans.Span
+	attrs          [2 * legAttrs]spans.Attr
+	events         [2 * legEvents]spans.Event
+	out            atomic.Int32 // spans not released yet
+}
+
+const (
+	legAttrs  = 24 // a span's attributes with a few captured headers
+	legEvents = 3
+)
+
+var legSpansPool = sync.Pool{New: func() any { return new(legSpans) }}
+
+func newLegSpans() *legSpans {
+	r := legSpansPool.Get().(*legSpans)
+	r.out.Store(2)
+	return r
+}
+
+// Recycle takes back one of the two spans; the second one back returns the
+// pair to the pool, cleared of every reference.
+func (r *legSpans) Recycle(*spans.Span) {
+	if r.out.Add(-1) != 0 {
+		return
+	}
+	r.server, r.client = spans.Span{}, spans.Span{}
+	clear(r.attrs[:])
+	clear(r.events[:])
+	legSpansPool.Put(r)
+}
+
+func (l *legs) serverSpan(rec *legSpans, end time.Time, fl *flow) {
+	s := &rec.server
+	*s = spans.Span{
 		TraceID:    l.ctx.TraceID,
 		SpanID:     l.server,
 		ParentID:   l.ctx.SpanID,
@@ -285,7 +347,8 @@ func (l *legs) serverSpan(end time.Time) *spans.Span {
 		End:        end,
 		Resource:   l.t.resource,
 	}
-	a := make([]spans.Attr, 0, 20+len(l.reqAttrs)+len(l.resAttrs))
+	s.SetRecycler(rec)
+	a := rec.attrs[:0:legAttrs]
 	a = append(a, spans.String("hoptrace.leg", l.t.legServer.String()))
 	a = l.common(a)
 	a = append(a, spans.String("url.scheme", "http"))
@@ -296,7 +359,7 @@ func (l *legs) serverSpan(end time.Time) *spans.Span {
 		a = append(a, spans.String("url.query", l.info.Query))
 	}
 	if l.info.Peer.IsValid() {
-		peer := l.info.Peer.Addr().String()
+		peer := fl.peerAddr()
 		a = append(a,
 			spans.String("client.address", peer),
 			spans.String("network.peer.address", peer),
@@ -305,20 +368,19 @@ func (l *legs) serverSpan(end time.Time) *spans.Span {
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
 	s.Attrs = a
-	s.Events = events(s.Events, "request.headers", l.srvStart, "response.first_byte", l.respHeader, "response.done", end)
+	s.Events = events(rec.events[:0:legEvents], "request.headers", l.srvStart, "response.first_byte", l.respHeader, "response.done", end)
 	switch {
 	case l.grpcStatus > 0:
 		s.Status, s.StatusMessage = spans.StatusError, l.grpcMsg
 	case l.status >= 500 || l.status == 0:
 		s.Status, s.StatusMessage = spans.StatusError, l.failMsg
 	}
-	return s
 }
 
 // clientSpan is the client leg; srvEnd is the server leg's end, which it never
 // outlasts: a leg that broke off before the response ended (a reset, a vanished
 // upstream) ends with the request.
-func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
+func (l *legs) clientSpan(rec *legSpans, srvEnd time.Time, fl *flow) {
 	start := l.cliStart
 	if start.IsZero() {
 		start = l.dialStart // it never got as far as writing
@@ -327,7 +389,8 @@ func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 	if end.IsZero() || end.After(srvEnd) {
 		end = srvEnd
 	}
-	s := &spans.Span{
+	s := &rec.client
+	*s = spans.Span{
 		TraceID:    l.ctx.TraceID,
 		SpanID:     l.client,
 		ParentID:   l.server,
@@ -339,19 +402,20 @@ func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 		End:        end,
 		Resource:   l.t.resource,
 	}
-	a := make([]spans.Attr, 0, 20+len(l.reqAttrs)+len(l.resAttrs))
+	s.SetRecycler(rec)
+	a := rec.attrs[legAttrs : legAttrs : 2*legAttrs]
 	a = append(a, spans.String("hoptrace.leg", l.t.legClient.String()))
 	a = l.common(a)
-	a = append(a, spans.String("url.full", l.urlFull()))
+	a = append(a, spans.String("url.full", l.urlFull))
 	if l.info.Dst.IsValid() {
 		a = append(a,
-			spans.String("network.peer.address", l.info.Dst.Addr().String()),
+			spans.String("network.peer.address", fl.dstAddr()),
 			spans.Int("network.peer.port", int64(l.info.Dst.Port())))
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
 	s.Attrs = a
-	s.Events = events(s.Events, "wire.send", l.sent, "response.first_byte", l.firstByte, "response.done", l.cliEnd)
+	s.Events = events(rec.events[legEvents:legEvents:2*legEvents], "wire.send", l.sent, "response.first_byte", l.firstByte, "response.done", l.cliEnd)
 	switch {
 	case l.failure != "":
 		s.Status, s.StatusMessage = spans.StatusError, l.failMsg
@@ -361,7 +425,6 @@ func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 		// OpenTelemetry: a client span errs on 4xx too, a server span only on 5xx.
 		s.Status = spans.StatusError
 	}
-	return s
 }
 
 // common appends the attributes both legs carry.
@@ -417,18 +480,6 @@ func (l *legs) serverAddress() (string, uint16) {
 		return host, l.info.Dst.Port()
 	}
 	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), l.info.Dst.Port()
-}
-
-func (l *legs) urlFull() string {
-	host := l.info.Host
-	if host == "" {
-		host = l.info.Dst.String()
-	}
-	u := "http://" + host + l.info.Path
-	if l.t.queryString && l.info.Query != "" {
-		u += "?" + l.info.Query
-	}
-	return u
 }
 
 // events builds up to three events, skipping times never reached.

@@ -111,11 +111,28 @@ type flow struct {
 	srvNanos atomic.Int64
 	cliNanos atomic.Int64
 	trace    atomic.Pointer[spans.TraceID]
+	peerStr  atomic.Pointer[string] // peerAddr, made on first use
+	dstStr   atomic.Pointer[string] // dstAddr, made on first use
 
 	untrusted bool // the client is outside the mesh: its sampling headers do not count
 }
 
 func (f *flow) setProtocol(p Protocol) { f.proto.Store(uint32(p)) }
+
+// peerAddr and dstAddr are the flow's addresses as span attributes want them,
+// made once per connection, not per span. Several HTTP/2 streams may ask at
+// once: the first answer is kept, the others are equal.
+func (f *flow) peerAddr() string { return cachedAddr(&f.peerStr, f.peer.Addr()) }
+func (f *flow) dstAddr() string  { return cachedAddr(&f.dstStr, f.dst.Addr()) }
+
+func cachedAddr(p *atomic.Pointer[string], a netip.Addr) string {
+	if s := p.Load(); s != nil {
+		return *s
+	}
+	s := a.String()
+	p.CompareAndSwap(nil, &s)
+	return s
+}
 
 func (f *flow) stats() FlowStats {
 	s := FlowStats{
