@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -52,7 +51,6 @@ type h1Conn struct {
 	dst      netip.AddrPort
 	dstStr   string
 	accepted time.Time
-	peerStr  string  // for SkipTrace's requests, made once
 	waiter   *peeker // waits for the next request without a buffer
 
 	// Per request, reused.
@@ -292,8 +290,7 @@ func (hc *h1Conn) exchange(start time.Time) bool {
 	// one stream; h2c upgrades are declined (the client carries on in HTTP/1.1).
 	x.upgrade = co.upgrade && !body.hasBody() && wantsUpgrade(req.header["Upgrade"])
 
-	skip := hc.p.cfg.Sampler != nil && hc.p.cfg.SkipTrace != nil && hc.p.cfg.SkipTrace(hc.httpRequest())
-	hc.p.beginLegs(&hc.legs, hc.requestInfo(), req.header, skip, start)
+	hc.p.tr.begin(&hc.legs, hc.requestInfo(), req.header, start)
 
 	err = hc.roundTrip()
 	if x.inline {
@@ -651,59 +648,21 @@ func (hc *h1Conn) tunnel() {
 	u.conn.Close()
 }
 
-func (hc *h1Conn) requestInfo() requestInfo {
+func (hc *h1Conn) requestInfo() RequestInfo {
 	req := &hc.req
-	path, query := splitTarget(req.target)
-	info := requestInfo{
-		proto:   ProtocolHTTP1,
-		version: "1.1",
-		method:  req.method,
-		path:    path,
-		query:   query,
-		peer:    hc.fl.peer,
-		dst:     hc.dst,
-	}
-	info.untrusted = hc.fl.untrusted
+	info := hc.fl.request(ProtocolHTTP1, "1.1")
 	if req.minor == 0 {
-		info.version = "1.0"
+		info.Version = "1.0"
 	}
+	info.Method = req.method
+	info.Path, info.Query = splitTarget(req.target)
 	if v := req.header["Host"]; len(v) > 0 {
-		info.host = v[0]
+		info.Host = v[0]
 	}
 	if v := req.header["User-Agent"]; len(v) > 0 {
-		info.userAgent = v[0]
+		info.UserAgent = v[0]
 	}
 	return info
-}
-
-// httpRequest builds the *http.Request SkipTrace looks at.
-func (hc *h1Conn) httpRequest() *http.Request {
-	req := &hc.req
-	path, query := splitTarget(req.target)
-	r := &http.Request{
-		Method:     req.method,
-		URL:        &url.URL{Path: path, RawQuery: query},
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: req.minor,
-		Header:     req.header,
-		RequestURI: req.target,
-		RemoteAddr: hc.peer(),
-	}
-	if req.minor == 0 {
-		r.Proto = "HTTP/1.0"
-	}
-	if v := req.header["Host"]; len(v) > 0 {
-		r.Host = v[0]
-	}
-	return r
-}
-
-func (hc *h1Conn) peer() string {
-	if hc.peerStr == "" {
-		hc.peerStr = hc.fl.peer.String()
-	}
-	return hc.peerStr
 }
 
 // splitTarget returns the path and query of a request-target in any of its four

@@ -35,7 +35,7 @@ const (
 // forbids parsing tracestate after a traceparent failure, and an invalid tracestate
 // must not affect traceparent).
 func extractW3C(h http.Header) (Context, error) {
-	v, err := single(h[headerTraceparent])
+	v, err := single(h[HeaderTraceparent])
 	if err != nil {
 		return Context{}, err
 	}
@@ -43,7 +43,7 @@ func extractW3C(h http.Header) (Context, error) {
 	if err != nil {
 		return Context{}, err
 	}
-	if ts, err := parseTracestate(h[headerTracestate]); err == nil {
+	if ts, err := parseTracestate(h[HeaderTracestate]); err == nil {
 		c.TraceState = ts
 	}
 	return c, nil
