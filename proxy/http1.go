@@ -52,6 +52,7 @@ type h1Conn struct {
 	dstStr   string
 	accepted time.Time
 	waiter   *peeker // waits for the next request without a buffer
+	stale    bool    // the idle deadline is still set on conn (serve)
 
 	// Per request, reused.
 	req, res head
@@ -142,16 +143,29 @@ func (hc *h1Conn) serve() {
 			if !hc.awaitNext() {
 				return
 			}
-			deadline = time.Now().Add(hc.p.cfg.HeaderTimeout)
 		}
-		hc.conn.SetReadDeadline(deadline)
+		// The header timeout guards a head that trickles in. One that is
+		// already here whole (nearly every kept-alive request) needs no timer:
+		// then the idle deadline stays armed, harmless until something reads
+		// the client again, and is cleared only for what will (a body, a
+		// tunnel). Two timer updates fewer per request.
+		armed := first || !headBuffered(hc.br)
+		if armed {
+			if !first {
+				deadline = time.Now().Add(hc.p.cfg.HeaderTimeout)
+			}
+			hc.conn.SetReadDeadline(deadline)
+		}
 		raw, partial, err := readHeadString(hc.br, hc.p.cfg.MaxHeaderBytes)
 		if err != nil {
 			hc.headFailed(err, partial || first)
 			return
 		}
 		start := time.Now()
-		hc.conn.SetReadDeadline(time.Time{})
+		hc.stale = !armed
+		if armed {
+			hc.conn.SetReadDeadline(time.Time{})
+		}
 		if err := hc.req.parseRequest(raw); err != nil {
 			hc.reject(err)
 			return
@@ -290,6 +304,10 @@ func (hc *h1Conn) exchange(start time.Time) bool {
 	// An upgrade with a body would have the body and the new protocol race on
 	// one stream; h2c upgrades are declined (the client carries on in HTTP/1.1).
 	x.upgrade = co.upgrade && !body.hasBody() && wantsUpgrade(req.header["Upgrade"])
+	if hc.stale && (body.hasBody() || x.upgrade || x.connect) {
+		hc.conn.SetReadDeadline(time.Time{}) // what follows reads the client
+		hc.stale = false
+	}
 
 	hc.p.tr.begin(&hc.legs, hc.requestInfo(), req.header, start)
 
