@@ -14,6 +14,7 @@ import (
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/encoding/gzip" // the fake collector takes gzip, as collectors do
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 )

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 )
 
@@ -64,7 +63,7 @@ func (s *httpSender) send(ctx context.Context, p *payload) (partialSuccess, erro
 		}
 		body = s.zbuf.Bytes()
 	}
-	rb := newRequestBody(body)
+	rb := newRequestBody(nil, body)
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, rb)
 	if err != nil {
 		rb.Close()
@@ -94,24 +93,6 @@ func (s *httpSender) send(ctx context.Context, p *payload) (partialSuccess, erro
 	}
 	return partialSuccess{}, httpError(resp, respBody, time.Now())
 }
-
-// requestBody is a request body that reports when the transport closed it.
-type requestBody struct {
-	*bytes.Reader
-	once   sync.Once
-	closed chan struct{}
-}
-
-func newRequestBody(b []byte) *requestBody {
-	return &requestBody{Reader: bytes.NewReader(b), closed: make(chan struct{})}
-}
-
-func (r *requestBody) Close() error {
-	r.once.Do(func() { close(r.closed) })
-	return nil
-}
-
-func (r *requestBody) wait() { <-r.closed }
 
 func (s *httpSender) close() error {
 	s.client.CloseIdleConnections()

@@ -2,19 +2,20 @@ package exporter
 
 import (
 	"sync"
-
-	"google.golang.org/grpc/mem"
+	"sync/atomic"
 
 	"github.com/hoptrace/hoptrace/spans"
 )
 
 // payload is one encoded export request. The exporter holds a reference for the
-// batch's lifetime (all its attempts); each gRPC attempt takes another one that
-// gRPC frees once the bytes are written or the stream is gone. The memory goes
-// back to the pool only when the last reader is done, so a late write of an
-// abandoned attempt can never read the next batch.
+// batch's lifetime (all its attempts); an attempt whose transport may read the
+// bytes after the attempt returns takes another (ref) and frees it once the
+// transport is done. The memory goes back to the pool only when the last
+// reader is done, so a late write of an abandoned attempt can never read the
+// next batch; a reference never freed leaves the buffer to the collector.
 type payload struct {
-	buf mem.Buffer
+	bp   *[]byte
+	refs atomic.Int32
 }
 
 // encodePayload encodes batch with enc into a pooled buffer. The payload keeps
@@ -23,15 +24,24 @@ func encodePayload(enc *encoder, batch []*spans.Span) *payload {
 	bp := payloadPool.Get(enc.sizeHint(len(batch)))
 	*bp = enc.encode((*bp)[:0], batch)
 	enc.release()
-	return &payload{buf: mem.NewBuffer(bp, payloadPool)}
+	p := &payload{bp: bp}
+	p.refs.Store(1)
+	return p
 }
 
-func (p *payload) bytes() []byte { return p.buf.ReadOnlyData() }
-func (p *payload) free()         { p.buf.Free() }
+func (p *payload) bytes() []byte { return *p.bp }
+
+func (p *payload) ref() { p.refs.Add(1) }
+
+func (p *payload) free() {
+	if p.refs.Add(-1) == 0 {
+		payloadPool.Put(p.bp)
+	}
+}
 
 // payloadPool recycles request buffers: batches have similar sizes, so a buffer
 // that fit one usually fits the next.
-var payloadPool mem.BufferPool = &bufferPool{}
+var payloadPool = &bufferPool{}
 
 type bufferPool struct{ pool sync.Pool }
 
