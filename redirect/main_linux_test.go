@@ -30,6 +30,8 @@ func TestMain(m *testing.M) {
 		os.Exit(clientMain(strings.Split(os.Getenv(envTargets), ",")))
 	case os.Getenv(envAgent) != "":
 		os.Exit(agentMain(os.Getenv(envAgent)))
+	case os.Getenv(envFastApp) != "":
+		os.Exit(fastAppMain(os.Getenv(envFastApp)))
 	case os.Getenv(envAddrs) != "":
 		os.Exit(addrsMain(strings.Split(os.Getenv(envAddrs), ";")))
 	}
