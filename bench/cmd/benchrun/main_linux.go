@@ -89,6 +89,8 @@ func newSetups(cfg config) []setup {
 		direct{},
 		&hoptraceSetup{sampleRate: 1},
 		&hoptraceSetup{sampleRate: 0},
+		&hoptraceSetup{sampleRate: 1, fastPath: true},
+		&hoptraceSetup{sampleRate: 1, crossNode: true},
 		newNginx(cfg.nginx),
 		newCaddy(cfg.caddy),
 		&iptablesSetup{},
