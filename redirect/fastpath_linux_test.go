@@ -20,6 +20,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/hoptrace/hoptrace/internal/testenv"
 	"github.com/hoptrace/hoptrace/nodebox"
 )
 
@@ -206,7 +207,7 @@ func startFastApp(t *testing.T, p *nodebox.Pod, spec string) func() string {
 
 func withFastPath(c *Config) { c.FastPath = true }
 
-func fastCounters(t *testing.T, r *Redirector) FastPathCounters {
+func fastCounters(t testing.TB, r *Redirector) FastPathCounters {
 	t.Helper()
 	c, err := r.FastPathCounters()
 	if err != nil {
@@ -593,4 +594,184 @@ func connFD(t *testing.T, c net.Conn) int {
 	}
 	rc.Control(func(f uintptr) { fd = int(f) })
 	return fd
+}
+
+// envFastEcho makes the test binary a request/response app in a pod:
+// "<addr>|<request size>|<response size>" serves one connection at a time,
+// answering each request with a response, until the connection ends.
+const envFastEcho = "HOPTRACE_REDIRECT_TEST_FASTECHO"
+
+func fastEchoMain(spec string) int {
+	f := strings.Split(spec, "|")
+	req, _ := strconv.Atoi(f[1])
+	resp, _ := strconv.Atoi(f[2])
+	ln, err := net.Listen("tcp", f[0])
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	fmt.Println("listening")
+	in, out := make([]byte, req), pattern(1, resp)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return 1
+		}
+		for {
+			if _, err := io.ReadFull(c, in); err != nil {
+				break
+			}
+			if _, err := c.Write(out); err != nil {
+				break
+			}
+		}
+		c.Close()
+	}
+}
+
+// BenchmarkFastPathInPodLeg is one request/response on the inbound leg's
+// in-pod connection (the proxy's passthrough dial to the app): the request
+// goes over loopback TCP, the app's response straight to the proxy's socket
+// with the fast path on, over loopback TCP with it off.
+func BenchmarkFastPathInPodLeg(b *testing.B) {
+	for _, fast := range []bool{false, true} {
+		for _, resp := range []int{64, 16 << 10} {
+			name := fmt.Sprintf("fastpath=%v/response=%d", fast, resp)
+			b.Run(name, func(b *testing.B) {
+				var opts []func(*Config)
+				if fast {
+					opts = append(opts, withFastPath)
+				}
+				g := newRig(b, opts...)
+				p, err := g.node.AddPod("app")
+				if err != nil {
+					b.Fatal(err)
+				}
+				att, err := g.r.Attach(Pod{ID: "bench/app", CgroupDir: p.CgroupDir, NetnsPath: p.NetnsPath})
+				if err != nil {
+					b.Fatal(err)
+				}
+				target := hostPort(p.IPv4, 8080)
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$", "-test.bench=^$")
+				cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|%d|%d", envFastEcho, target, 100, resp))
+				out, _ := cmd.StdoutPipe()
+				if err := p.Start(cmd); err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { cancel(); cmd.Wait() })
+				if line, _ := bufio.NewReader(out).ReadString('\n'); line != "listening\n" {
+					b.Fatalf("app: %q", line)
+				}
+				c, err := att.InboundDialer().DialContext(ctx, "tcp", target)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				req, got := pattern(0, 100), make([]byte, resp)
+				b.SetBytes(int64(100 + resp))
+				b.ResetTimer()
+				for range b.N {
+					if _, err := c.Write(req); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(c, got); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				if fast {
+					if n := fastCounters(b, g.r); n.Redirected < uint64(b.N) {
+						b.Fatalf("only %d of %d responses redirected", n.Redirected, b.N)
+					}
+				}
+			})
+		}
+	}
+}
+
+// Shown: a restarted agent with the fast path adopts its pins (the pod keeps one
+// fast path sockops program, and the fast path works); one restarted without it
+// removes the fast path's maps and the pod's link.
+func TestFastPathRestart(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	pin := testenv.TempBPFFS(t)
+	node, err := nodebox.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	a, err := node.AddPod("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := node.AddPod("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := Pod{ID: "test/a", CgroupDir: a.CgroupDir, NetnsPath: a.NetnsPath}
+	open := func(fast bool) *Redirector {
+		r, err := Open(Config{PinDir: pin, FastPath: fast})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	sockops := func() int {
+		return cgroupPrograms(t, a.CgroupDir, ebpf.AttachCGroupSockOps)[ebpf.AttachCGroupSockOps]
+	}
+
+	r1 := open(true)
+	if _, err := r1.Attach(pod); err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.Release(); err != nil {
+		t.Fatal(err)
+	}
+	r2 := open(true)
+	att, err := r2.Attach(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := sockops(); n != 2 {
+		t.Errorf("after a restart with the fast path: %d sockops programs on the pod, want 2", n)
+	}
+	wait := startFastApp(t, a, fmt.Sprintf("client|%s|10,10|halfclose", hostPort(b.IPv4, 80)))
+	c := acceptOne(t, att.Outbound)
+	for r := range 2 {
+		readExact(t, c, pattern(r, 10), fmt.Sprintf("round %d", r))
+		c.Write(pattern(r, 10))
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.ReadAll(c)
+	c.Write([]byte("bye"))
+	c.Close()
+	if got := wait(); got != "ok" {
+		t.Fatalf("app: %s", got)
+	}
+	if n := fastCounters(t, r2).Redirected; n < 2 {
+		t.Errorf("after a restart: %d sends redirected, want 2", n)
+	}
+	if err := r2.Release(); err != nil {
+		t.Fatal(err)
+	}
+
+	r3 := open(false)
+	t.Cleanup(func() {
+		if err := r3.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := r3.Attach(pod); err != nil {
+		t.Fatal(err)
+	}
+	if n := sockops(); n != 1 {
+		t.Errorf("after a restart without the fast path: %d sockops programs on the pod, want 1", n)
+	}
+	for _, name := range fastMaps {
+		if _, err := os.Stat(pin + "/maps/" + name); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("map %s still pinned: %v", name, err)
+		}
+	}
 }
