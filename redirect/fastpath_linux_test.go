@@ -119,6 +119,7 @@ func fastApp(mode, addr string, sizes []int, end string) error {
 			if _, err := c.Write(pattern(10+i, 1000)); err != nil {
 				return err
 			}
+			fmt.Println("sent", sig)
 		}
 		return expect(c, []byte("done"), 12)
 	case "halfclose":
@@ -168,9 +169,16 @@ func expect(c net.Conn, want []byte, r int) error {
 	return nil
 }
 
-// startFastApp runs the app in pod p and returns a function that waits for its
-// verdict.
-func startFastApp(t *testing.T, p *nodebox.Pod, spec string) func() string {
+// fastAppProc is an app started in a pod: its output lines, and its end.
+type fastAppProc struct {
+	cmd    *exec.Cmd
+	lines  *bufio.Scanner
+	stderr *strings.Builder
+}
+
+// startFastApp runs the app in pod p (a server has said "listening" when it
+// returns).
+func startFastApp(t *testing.T, p *nodebox.Pod, spec string) *fastAppProc {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
@@ -179,30 +187,41 @@ func startFastApp(t *testing.T, p *nodebox.Pod, spec string) func() string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	app := &fastAppProc{cmd: cmd, lines: bufio.NewScanner(out), stderr: &strings.Builder{}}
+	cmd.Stderr = app.stderr
 	if err := p.Start(cmd); err != nil {
 		cancel()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); cmd.Wait() })
-	lines := bufio.NewScanner(out)
 	if strings.HasPrefix(spec, "server|") {
-		if !lines.Scan() || lines.Text() != "listening" {
-			t.Fatalf("app in %s did not start: %q %s", p.Name, lines.Text(), stderr.String())
+		if line := app.next(); line != "listening" {
+			t.Fatalf("app in %s did not start: %q %s", p.Name, line, app.stderr.String())
 		}
 	}
-	return func() string {
-		var all []string
-		for lines.Scan() {
-			all = append(all, lines.Text())
-		}
-		cmd.Wait()
-		if stderr.Len() > 0 {
-			all = append(all, stderr.String())
-		}
-		return strings.Join(all, "\n")
+	return app
+}
+
+// next is the app's next output line ("" at its end).
+func (a *fastAppProc) next() string {
+	if !a.lines.Scan() {
+		return ""
 	}
+	return a.lines.Text()
+}
+
+// wait returns the rest of the app's output once it has exited: "ok", or what
+// went wrong.
+func (a *fastAppProc) wait() string {
+	var all []string
+	for a.lines.Scan() {
+		all = append(all, a.lines.Text())
+	}
+	a.cmd.Wait()
+	if a.stderr.Len() > 0 {
+		all = append(all, a.stderr.String())
+	}
+	return strings.Join(all, "\n")
 }
 
 func withFastPath(c *Config) { c.FastPath = true }
@@ -288,7 +307,7 @@ func TestFastPathOutboundLeg(t *testing.T) {
 	before := fastCounters(t, g.r)
 
 	sizes := []int{1, 100, 4096, 65536, 1 << 20, 7}
-	wait := startFastApp(t, a, fmt.Sprintf("client|%s|%s|halfclose", hostPort(b.IPv4, 80), joinSizes(sizes)))
+	app := startFastApp(t, a, fmt.Sprintf("client|%s|%s|halfclose", hostPort(b.IPv4, 80), joinSizes(sizes)))
 	// Snapshot before the greeting or echo that lets the app send the next round.
 	prev := fastCounters(t, g.r)
 	c := acceptOne(t, att.Outbound)
@@ -319,7 +338,7 @@ func TestFastPathOutboundLeg(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	if got := wait(); got != "ok" {
+	if got := app.wait(); got != "ok" {
 		t.Fatalf("app: %s", got)
 	}
 	after := fastCounters(t, g.r)
@@ -350,7 +369,7 @@ func TestFastPathInboundLeg(t *testing.T) {
 
 	sizes := []int{1, 100, 4096, 65536, 1 << 20, 7}
 	target := hostPort(b.IPv4, 8080)
-	wait := startFastApp(t, b, fmt.Sprintf("server|%s|%s|halfclose", target, joinSizes(sizes)))
+	app := startFastApp(t, b, fmt.Sprintf("server|%s|%s|halfclose", target, joinSizes(sizes)))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, err := att.InboundDialer().DialContext(ctx, "tcp", target)
@@ -378,7 +397,7 @@ func TestFastPathInboundLeg(t *testing.T) {
 	if rest, err := io.ReadAll(c); err != nil || string(rest) != "bye" {
 		t.Fatalf("after half-close: %q, %v; want bye and EOF", rest, err)
 	}
-	if got := wait(); got != "ok" {
+	if got := app.wait(); got != "ok" {
 		t.Fatalf("app: %s", got)
 	}
 }
@@ -390,13 +409,13 @@ func TestFastPathReset(t *testing.T) {
 	a, b := g.pod(t, "a"), g.pod(t, "b")
 	att := g.attach(t, a, nil)
 	sizes := []int{10, 10}
-	wait := startFastApp(t, a, fmt.Sprintf("client|%s|%s|reset", hostPort(b.IPv4, 80), joinSizes(sizes)))
+	app := startFastApp(t, a, fmt.Sprintf("client|%s|%s|reset", hostPort(b.IPv4, 80), joinSizes(sizes)))
 	c := acceptOne(t, att.Outbound)
 	for r, n := range sizes {
 		readExact(t, c, pattern(r, n), fmt.Sprintf("round %d", r))
 		c.Write(pattern(r, n))
 	}
-	if got := wait(); got != "ok" {
+	if got := app.wait(); got != "ok" {
 		t.Fatalf("app: %s", got)
 	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -419,7 +438,7 @@ func TestFastPathPeerLeaves(t *testing.T) {
 
 	t.Run("leaves the map", func(t *testing.T) {
 		sizes := []int{50, 50, 50, 50}
-		wait := startFastApp(t, a, fmt.Sprintf("client|%s|%s|none", hostPort(b.IPv4, 80), joinSizes(sizes)))
+		app := startFastApp(t, a, fmt.Sprintf("client|%s|%s|none", hostPort(b.IPv4, 80), joinSizes(sizes)))
 		c := acceptOne(t, att.Outbound)
 		var left FastPathCounters
 		for r, n := range sizes {
@@ -442,21 +461,21 @@ func TestFastPathPeerLeaves(t *testing.T) {
 			}
 			c.Write(pattern(r, n))
 		}
-		if got := wait(); got != "ok" {
+		if got := app.wait(); got != "ok" {
 			t.Fatalf("app: %s", got)
 		}
 	})
 
 	t.Run("closes", func(t *testing.T) {
 		sizes := []int{50, 50}
-		wait := startFastApp(t, a, fmt.Sprintf("client|%s|%s|peerclose", hostPort(b.IPv4, 80), joinSizes(sizes)))
+		app := startFastApp(t, a, fmt.Sprintf("client|%s|%s|peerclose", hostPort(b.IPv4, 80), joinSizes(sizes)))
 		c := acceptOne(t, att.Outbound)
 		for r, n := range sizes {
 			readExact(t, c, pattern(r, n), fmt.Sprintf("round %d", r))
 			c.Write(pattern(r, n))
 		}
 		c.Close()
-		if got := wait(); got != "ok" {
+		if got := app.wait(); got != "ok" {
 			t.Fatalf("app: %s", got)
 		}
 	})
@@ -469,7 +488,7 @@ func TestFastPathOffAndDetached(t *testing.T) {
 		a, b := g.pod(t, name), g.pod(t, name+"-dst")
 		att := g.attach(t, a, nil)
 		sizes := []int{1, 4096, 1 << 20, 7}
-		wait := startFastApp(t, a, fmt.Sprintf("client|%s|%s|halfclose", hostPort(b.IPv4, 80), joinSizes(sizes)))
+		app := startFastApp(t, a, fmt.Sprintf("client|%s|%s|halfclose", hostPort(b.IPv4, 80), joinSizes(sizes)))
 		c := acceptOne(t, att.Outbound)
 		for r, n := range sizes {
 			readExact(t, c, pattern(r, n), fmt.Sprintf("round %d", r))
@@ -481,7 +500,7 @@ func TestFastPathOffAndDetached(t *testing.T) {
 		}
 		c.Write([]byte("bye"))
 		c.Close()
-		if got := wait(); got != "ok" {
+		if got := app.wait(); got != "ok" {
 			t.Fatalf("app: %s", got)
 		}
 	}
@@ -542,7 +561,7 @@ func TestFastPathKeepsOrder(t *testing.T) {
 	g := newRig(t, withFastPath)
 	a, b := g.pod(t, "a"), g.pod(t, "b")
 	att := g.attach(t, a, nil)
-	wait := startFastApp(t, a, fmt.Sprintf("client|%s|0|order", hostPort(b.IPv4, 80)))
+	app := startFastApp(t, a, fmt.Sprintf("client|%s|0|order", hostPort(b.IPv4, 80)))
 	c := acceptOne(t, att.Outbound)
 	key, _ := fastKey(att.NetnsCookie, c.LocalAddr(), c.RemoteAddr())
 	if err := g.r.fast.maps.FastPeers.Delete(&key); err != nil {
@@ -563,10 +582,17 @@ func TestFastPathKeepsOrder(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	g.r.fast.maps.FastPeers.Update(&key, uint64(connFD(t, c)), ebpf.UpdateAny)
+	if err := g.r.fast.maps.FastPeers.Update(&key, uint64(connFD(t, c)), ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
 	before := fastCounters(t, g.r)
 	c.Write([]byte("2"))
-	// Both chunks, in the order sent.
+	for _, want := range []string{"sent 1", "sent 2"} {
+		if line := app.next(); line != want {
+			t.Fatalf("app: %q, want %q", line, want)
+		}
+	}
+	// Chunk 2 is sent and chunk 1 still unread: both, in the order sent.
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got := make([]byte, 2000)
 	if _, err := io.ReadFull(c, got); err != nil {
@@ -580,7 +606,7 @@ func TestFastPathKeepsOrder(t *testing.T) {
 		t.Errorf("chunk 2: want a TCP send because chunk 1 went over TCP; counters %+v then %+v", before, after)
 	}
 	c.Write([]byte("done"))
-	if got := wait(); got != "ok" {
+	if got := app.wait(); got != "ok" {
 		t.Fatalf("app: %s", got)
 	}
 }
@@ -737,7 +763,7 @@ func TestFastPathRestart(t *testing.T) {
 	if n := sockops(); n != 2 {
 		t.Errorf("after a restart with the fast path: %d sockops programs on the pod, want 2", n)
 	}
-	wait := startFastApp(t, a, fmt.Sprintf("client|%s|10,10|halfclose", hostPort(b.IPv4, 80)))
+	app := startFastApp(t, a, fmt.Sprintf("client|%s|10,10|halfclose", hostPort(b.IPv4, 80)))
 	c := acceptOne(t, att.Outbound)
 	for r := range 2 {
 		readExact(t, c, pattern(r, 10), fmt.Sprintf("round %d", r))
@@ -747,7 +773,7 @@ func TestFastPathRestart(t *testing.T) {
 	io.ReadAll(c)
 	c.Write([]byte("bye"))
 	c.Close()
-	if got := wait(); got != "ok" {
+	if got := app.wait(); got != "ok" {
 		t.Fatalf("app: %s", got)
 	}
 	if n := fastCounters(t, r2).Redirected; n < 2 {
