@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -195,8 +196,13 @@ func (h *hoptraceSetup) verify(ctx context.Context, e *env) error {
 		if m["hoptrace_requests_total"] == 0 {
 			return fmt.Errorf("agent %s proxied no request: traffic is not captured", a.admin)
 		}
-		if h.fastPath && m[`hoptrace_fastpath_sends_total{path="redirected"}`] == 0 {
-			return fmt.Errorf("agent %s: the sk_msg fast path redirected nothing: %v", a.admin, m)
+		if h.fastPath {
+			if m[`hoptrace_fastpath_sends_total{path="redirected"}`] == 0 {
+				return fmt.Errorf("agent %s: the sk_msg fast path redirected nothing: %v", a.admin, m)
+			}
+			log.Printf("   fast path after the warm-up: %.0f app sends redirected (%.0f bytes), %.0f on TCP (no peer), %.0f on TCP (sent over TCP before)",
+				m[`hoptrace_fastpath_sends_total{path="redirected"}`], m["hoptrace_fastpath_redirected_bytes_total"],
+				m[`hoptrace_fastpath_sends_total{path="tcp-no-peer"}`], m[`hoptrace_fastpath_sends_total{path="tcp-sent-over-tcp-before"}`])
 		}
 	}
 	return nil
