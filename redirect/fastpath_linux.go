@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/bpf"
 )
@@ -27,6 +28,9 @@ type fastPath struct {
 	// peerErrors counts agent sockets that could not enter fast_peers; their
 	// connections simply stay on TCP.
 	peerErrors atomic.Uint64
+	// peersLate counts agent sockets left out because the app had already
+	// sent over TCP (its sends stay there, see fastpath.c).
+	peersLate atomic.Uint64
 }
 
 type fastPrograms struct {
@@ -121,6 +125,7 @@ type FastPathCounters struct {
 	PassNoPeer       uint64 // app sends on TCP: the agent's end is not in the fast path
 	PassTCPBefore    uint64 // app sends on TCP: the socket sent over TCP before (ordering)
 	PeerErrors       uint64 // agent sockets that could not enter the fast path
+	PeersLate        uint64 // agent sockets left out: the app had sent over TCP before accept
 }
 
 // FastPathCounters reads the fast path's counters; ErrFastPathOff if it is off.
@@ -142,6 +147,7 @@ func (r *Redirector) FastPathCounters() (FastPathCounters, error) {
 		}
 	}
 	c.PeerErrors = r.fast.peerErrors.Load()
+	c.PeersLate = r.fast.peersLate.Load()
 	return c, nil
 }
 
@@ -180,11 +186,22 @@ func (a *Attachment) addPeer(c net.Conn) {
 		fp.peerErrors.Add(1)
 		return
 	}
+	late := false
 	err := socketFD(sc, func(fd int) error {
+		// Bytes already queued: the app sent over TCP before this socket
+		// could join, so its sends stay on TCP, and joining would only put
+		// this socket's reads through the sockmap's receive path for nothing.
+		if inq, err := unix.IoctlGetInt(fd, unix.SIOCINQ); err == nil && inq > 0 {
+			late = true
+			return nil
+		}
 		return fp.maps.FastPeers.Update(&key, uint64(fd), ebpf.UpdateAny)
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		fp.peerErrors.Add(1)
+	case late:
+		fp.peersLate.Add(1)
 	}
 }
 

@@ -815,3 +815,53 @@ func cpuSeconds(tb testing.TB, pid int) float64 {
 	}
 	return s
 }
+
+// Shown: an agent socket whose app has already sent bytes over TCP stays out
+// of fast_peers (the app's sends would stay on TCP anyway) and is counted; one
+// with nothing queued joins.
+func TestFastPathLatePeer(t *testing.T) {
+	g := newRig(t, withFastPath)
+	att := g.attach(t, g.pod(t, "a"), nil)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	inFastPeers := func(c net.Conn) bool {
+		key, _ := fastKey(att.NetnsCookie, c.LocalAddr(), c.RemoteAddr())
+		var v uint64
+		return g.r.fast.maps.FastPeers.Lookup(&key, &v) == nil
+	}
+	for _, sendFirst := range []bool{false, true} {
+		app, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer app.Close()
+		agentEnd, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer agentEnd.Close()
+		if sendFirst {
+			app.Write([]byte("early"))
+			deadline := time.Now().Add(5 * time.Second)
+			for inq := 0; inq == 0 && time.Now().Before(deadline); {
+				rc, _ := agentEnd.(syscall.Conn).SyscallConn()
+				rc.Control(func(fd uintptr) { inq, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+			}
+		}
+		before := fastCounters(t, g.r)
+		att.addPeer(agentEnd)
+		after := fastCounters(t, g.r)
+		if got := inFastPeers(agentEnd); got == sendFirst {
+			t.Errorf("app sent first %v: agent socket in fast_peers %v", sendFirst, got)
+		}
+		if late := after.PeersLate - before.PeersLate; late != map[bool]uint64{false: 0, true: 1}[sendFirst] {
+			t.Errorf("app sent first %v: %d late peers counted", sendFirst, late)
+		}
+		if after.PeerErrors != 0 {
+			t.Errorf("peer errors: %+v", after)
+		}
+	}
+}
