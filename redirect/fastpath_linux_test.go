@@ -302,13 +302,22 @@ func acceptOne(t *testing.T, ln net.Listener) net.Conn {
 // ones intact — the proxy's MSG_PEEK sees them, the agent's answers (plain TCP)
 // reach the app, and a half-close passes after redirected bytes.
 func TestFastPathOutboundLeg(t *testing.T) {
+	t.Run("ipv4", func(t *testing.T) { testFastPathOutboundLeg(t, false) })
+	t.Run("ipv6", func(t *testing.T) { testFastPathOutboundLeg(t, true) })
+}
+
+func testFastPathOutboundLeg(t *testing.T, v6 bool) {
 	g := newRig(t, withFastPath)
 	a, b := g.pod(t, "a"), g.pod(t, "b")
 	att := g.attach(t, a, nil)
 	before := fastCounters(t, g.r)
 
 	sizes := []int{1, 100, 4096, 65536, 1 << 20, 7}
-	app := startFastApp(t, a, fmt.Sprintf("client|%s|%s|halfclose", hostPort(b.IPv4, 80), joinSizes(sizes)))
+	dst := b.IPv4
+	if v6 {
+		dst = b.IPv6
+	}
+	app := startFastApp(t, a, fmt.Sprintf("client|%s|%s|halfclose", hostPort(dst, 80), joinSizes(sizes)))
 	// Snapshot before the greeting or echo that lets the app send the next round.
 	prev := fastCounters(t, g.r)
 	c := acceptOne(t, att.Outbound)
@@ -364,12 +373,21 @@ func joinSizes(sizes []int) string {
 // 127.0.0.6) enters the fast path, and the app's answers reach it redirected
 // and intact; the proxy's half-close reaches the app.
 func TestFastPathInboundLeg(t *testing.T) {
+	t.Run("ipv4", func(t *testing.T) { testFastPathInboundLeg(t, false) })
+	t.Run("ipv6", func(t *testing.T) { testFastPathInboundLeg(t, true) })
+}
+
+func testFastPathInboundLeg(t *testing.T, v6 bool) {
 	g := newRig(t, withFastPath)
 	b := g.pod(t, "b")
 	att := g.attach(t, b, nil)
 
 	sizes := []int{1, 100, 4096, 65536, 1 << 20, 7}
 	target := hostPort(b.IPv4, 8080)
+	if v6 {
+		// The proxy dials the app from the pod's own IPv6 address.
+		target = hostPort(b.IPv6, 8080)
+	}
 	app := startFastApp(t, b, fmt.Sprintf("server|%s|%s|halfclose", target, joinSizes(sizes)))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
