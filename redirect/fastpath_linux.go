@@ -45,11 +45,11 @@ var fastMaps = []string{"fast_pods", "fast_apps", "fast_peers", "fast_counters"}
 // openFastPath loads the fast path, adopting its pinned maps, and attaches the
 // sk_msg program to fast_apps. An agent restarted with the fast path on adopts
 // the sockets an earlier one left there.
-func openFastPath(mapsDir string) (*fastPath, error) {
-	fp, err := loadFastPath(mapsDir)
+func openFastPath(mapsDir string, broken bool) (*fastPath, error) {
+	fp, err := loadFastPath(mapsDir, broken)
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		removeFastPins(mapsDir)
-		fp, err = loadFastPath(mapsDir)
+		fp, err = loadFastPath(mapsDir, broken)
 	}
 	if err != nil {
 		return nil, err
@@ -61,15 +61,21 @@ func openFastPath(mapsDir string) (*fastPath, error) {
 	})
 	if err != nil {
 		fp.close()
+		removeFastPins(mapsDir)
 		return nil, fmt.Errorf("attach sk_msg program: %w", err)
 	}
 	return fp, nil
 }
 
-func loadFastPath(mapsDir string) (*fastPath, error) {
+func loadFastPath(mapsDir string, broken bool) (*fastPath, error) {
 	spec, err := bpf.LoadFastpath()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded fast path object: %w", err)
+	}
+	if broken {
+		// A program the verifier must refuse: it returns without setting r0.
+		prog := spec.Programs["hoptrace_fast_msg"]
+		prog.Instructions = prog.Instructions[len(prog.Instructions)-1:]
 	}
 	delete(spec.Maps, ".bss")
 	spec.Variables = nil
@@ -82,6 +88,9 @@ func loadFastPath(mapsDir string) (*fastPath, error) {
 		Progs *fastPrograms
 	}{&fp.maps, &fp.progs}, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapsDir}})
 	if err != nil {
+		// The maps are pinned before the programs load: a refused program
+		// must not leave them behind for nothing.
+		removeFastPins(mapsDir)
 		return nil, fmt.Errorf("load fast path programs: %w", err)
 	}
 	return fp, nil

@@ -883,3 +883,29 @@ func TestFastPathLatePeer(t *testing.T) {
 		}
 	}
 }
+
+// Shown: when the kernel refuses the fast path's programs, Open still succeeds,
+// says why the fast path is off, pins nothing of it, and capture works.
+func TestFastPathLoadFailureFailsOpen(t *testing.T) {
+	g := newRig(t, func(c *Config) { c.FastPath, c.breakFastPath = true, true })
+	err := g.r.FastPath()
+	var ve *ebpf.VerifierError
+	if !errors.Is(err, ErrFastPathOff) || !errors.As(err, &ve) {
+		t.Fatalf("FastPath() = %v, want ErrFastPathOff wrapping the verifier's refusal", err)
+	}
+	for _, name := range fastMaps {
+		if _, err := os.Stat(g.pinDir + "/maps/" + name); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("map %s pinned although the fast path failed: %v", name, err)
+		}
+	}
+	a, b := g.pod(t, "a"), g.pod(t, "b")
+	att := g.attach(t, a, nil)
+	go serveOrigDst(att.Outbound, att.OutboundResolver(), "proxy")
+	target := hostPort(b.IPv4, 8080)
+	if got := connectFrom(t, a, target)[target]; got != "proxy "+target {
+		t.Fatalf("capture without the fast path: %q", got)
+	}
+	if n := cgroupPrograms(t, a.CgroupDir, ebpf.AttachCGroupSockOps)[ebpf.AttachCGroupSockOps]; n != 1 {
+		t.Errorf("%d sockops programs on the pod, want 1 (capture only)", n)
+	}
+}

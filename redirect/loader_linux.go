@@ -144,7 +144,7 @@ func Open(cfg Config) (*Redirector, error) {
 	}
 	r.removeRetiredMaps()
 	if cfg.FastPath {
-		r.fast, r.fastErr = openFastPath(r.mapsDir)
+		r.fast, r.fastErr = openFastPath(r.mapsDir, cfg.breakFastPath)
 	} else {
 		// An earlier agent's fast path: its programs keep what they use alive.
 		removeFastPins(r.mapsDir)

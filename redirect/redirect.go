@@ -74,6 +74,9 @@ type Config struct {
 	// withoutTransparency loads no getpeername/getsockname programs, as on a
 	// kernel without their hooks; for tests of that fallback.
 	withoutTransparency bool
+	// breakFastPath makes the fast path's programs fail to load, as a kernel
+	// that refuses them would; for tests of that fallback.
+	breakFastPath bool
 }
 
 // Counters are the BPF programs' running totals, summed over CPUs.
