@@ -70,14 +70,14 @@ struct {
 	__type(value, __u64);
 } fast_peers SEC(".maps");
 
-/* Mirrored in Go (redirect.FastPathCounters). */
+/* Read in Go through the generated constants (redirect.FastPathCounters). */
 enum fast_counter {
 	FAST_APP_SOCKETS = 0,    /* app sockets put into fast_apps */
 	FAST_REDIRECTED = 1,     /* sendmsg calls moved straight to the agent */
 	FAST_REDIRECTED_BYTES = 2,
 	FAST_PASS_NO_PEER = 3,   /* the agent's end is not (or no more) in fast_peers */
 	FAST_PASS_TCP_BEFORE = 4, /* the app sent over TCP before its peer joined */
-	FAST_APP_SOCKETS_FAILED = 6,
+	FAST_APP_SOCKETS_FAILED = 5,
 	FAST_COUNTER_MAX = 8,
 };
 
@@ -240,5 +240,6 @@ int hoptrace_fast_msg(struct sk_msg_md *msg)
 	return SK_PASS;
 }
 
-/* Keep the key type in BTF so bpf2go can generate its Go twin. */
+/* Keep these types in BTF so bpf2go can generate their Go twins. */
 const struct fast_key *unused_fast_key __attribute__((unused));
+const enum fast_counter *unused_fast_counter __attribute__((unused));

@@ -13,6 +13,18 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type FastpathFastCounter uint32
+
+const (
+	FastpathFastCounterFAST_APP_SOCKETS        FastpathFastCounter = 0
+	FastpathFastCounterFAST_REDIRECTED         FastpathFastCounter = 1
+	FastpathFastCounterFAST_REDIRECTED_BYTES   FastpathFastCounter = 2
+	FastpathFastCounterFAST_PASS_NO_PEER       FastpathFastCounter = 3
+	FastpathFastCounterFAST_PASS_TCP_BEFORE    FastpathFastCounter = 4
+	FastpathFastCounterFAST_APP_SOCKETS_FAILED FastpathFastCounter = 5
+	FastpathFastCounterFAST_COUNTER_MAX        FastpathFastCounter = 8
+)
+
 type FastpathFastKey struct {
 	_           structs.HostLayout
 	NetnsCookie uint64
@@ -45,6 +57,7 @@ const (
 	FastpathMapFastPods             = "fast_pods"
 	FastpathProgHoptraceFastMsg     = "hoptrace_fast_msg"
 	FastpathProgHoptraceFastSockops = "hoptrace_fast_sockops"
+	FastpathVarUnusedFastCounter    = "unused_fast_counter"
 	FastpathVarUnusedFastKey        = "unused_fast_key"
 )
 
@@ -108,7 +121,8 @@ type FastpathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FastpathVariableSpecs struct {
-	UnusedFastKey *ebpf.VariableSpec `ebpf:"unused_fast_key"`
+	UnusedFastCounter *ebpf.VariableSpec `ebpf:"unused_fast_counter"`
+	UnusedFastKey     *ebpf.VariableSpec `ebpf:"unused_fast_key"`
 }
 
 // FastpathObjects contains all objects after they have been loaded into the kernel.
@@ -150,7 +164,8 @@ func (m *FastpathMaps) Close() error {
 //
 // It can be passed to LoadFastpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FastpathVariables struct {
-	UnusedFastKey *ebpf.Variable `ebpf:"unused_fast_key"`
+	UnusedFastCounter *ebpf.Variable `ebpf:"unused_fast_counter"`
+	UnusedFastKey     *ebpf.Variable `ebpf:"unused_fast_key"`
 }
 
 // FastpathPrograms contains all programs after they have been loaded into the kernel.

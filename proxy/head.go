@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net/http"
 	"net/textproto"
@@ -101,6 +102,18 @@ func readHeadString(br *bufio.Reader, limit int) (raw string, partial bool, err 
 		headBufs.Put(bp)
 	}
 	return raw, partial, err
+}
+
+// headBuffered reports whether br holds a whole head: after any empty lines
+// before the start line, a line end followed by an empty line.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	i := 0
+	for i < len(b) && (b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	b = b[i:]
+	return bytes.Contains(b, []byte("\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
 }
 
 // field is one header line of a head.
@@ -479,6 +492,28 @@ func parseDecimal(s string) (int64, bool) {
 		n = n*10 + int64(s[i]-'0')
 	}
 	return n, true
+}
+
+// connectionFields are the fields that describe one connection rather than the
+// message (RFC 9110 §7.6.1), as http.Header keys: no path forwards them, and
+// HTTP/2 forbids them (RFC 9113 §8.2.2). TE is hop-by-hop too, but HTTP/2
+// carries "te: trailers" end to end (gRPC needs it): HTTP/1 drops it with its
+// framing fields (writeFields).
+var connectionFields = [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"}
+
+func isConnectionField(key string) bool {
+	for _, k := range connectionFields {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+func deleteConnectionFields(h http.Header) {
+	for _, k := range connectionFields {
+		delete(h, k)
+	}
 }
 
 // connOptions is what a Connection header says.

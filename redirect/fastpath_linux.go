@@ -143,9 +143,13 @@ func (r *Redirector) FastPathCounters() (FastPathCounters, error) {
 	if r.fast == nil {
 		return c, r.FastPath()
 	}
-	for idx, dst := range map[uint32]*uint64{ // enum fast_counter
-		0: &c.AppSockets, 1: &c.Redirected, 2: &c.RedirectedBytes, 3: &c.PassNoPeer,
-		4: &c.PassTCPBefore, 6: &c.AppSocketsFailed,
+	for idx, dst := range map[bpf.FastpathFastCounter]*uint64{
+		bpf.FastpathFastCounterFAST_APP_SOCKETS:        &c.AppSockets,
+		bpf.FastpathFastCounterFAST_APP_SOCKETS_FAILED: &c.AppSocketsFailed,
+		bpf.FastpathFastCounterFAST_REDIRECTED:         &c.Redirected,
+		bpf.FastpathFastCounterFAST_REDIRECTED_BYTES:   &c.RedirectedBytes,
+		bpf.FastpathFastCounterFAST_PASS_NO_PEER:       &c.PassNoPeer,
+		bpf.FastpathFastCounterFAST_PASS_TCP_BEFORE:    &c.PassTCPBefore,
 	} {
 		var per []uint64
 		if err := r.fast.maps.FastCounters.Lookup(idx, &per); err != nil {
