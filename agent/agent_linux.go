@@ -106,6 +106,14 @@ func New(cfg Config) (*Agent, error) {
 		c, err := rd.Counters()
 		return c, err == nil
 	})
+	a.m.redirect.readFastPath(func() (redirect.FastPathCounters, bool) {
+		rd := a.redirector()
+		if rd == nil {
+			return redirect.FastPathCounters{}, false
+		}
+		c, err := rd.FastPathCounters()
+		return c, err == nil
+	})
 	return a, nil
 }
 
@@ -183,7 +191,8 @@ loop:
 // privileges) the agent stays up but unready, touching no pod, and says why.
 func (a *Agent) loadBPF(ctx context.Context) {
 	end := a.tracer.start(ctx, "hoptrace.bpf.load")
-	rd, err := redirect.Open(redirect.Config{PinDir: a.cfg.PinDir, OutboundPort: a.cfg.OutboundPort, InboundPort: a.cfg.InboundPort})
+	rd, err := redirect.Open(redirect.Config{PinDir: a.cfg.PinDir, OutboundPort: a.cfg.OutboundPort, InboundPort: a.cfg.InboundPort,
+		FastPath: a.cfg.FastPath})
 	end(err)
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -196,6 +205,10 @@ func (a *Agent) loadBPF(ctx context.Context) {
 	}
 	a.rd, a.loadErr = rd, nil
 	a.log.Info("BPF programs loaded", "pin_dir", rd.PinDir())
+	if err := rd.FastPath(); a.cfg.FastPath && err != nil {
+		// Capture works without it: in-pod legs stay on loopback TCP.
+		a.log.Warn("sk_msg fast path not in use", "err", err)
+	}
 }
 
 func (a *Agent) redirector() *redirect.Redirector {

@@ -37,6 +37,9 @@ type Config struct {
 	KeepRedirectOnExit bool   // leave BPF capture in place on shutdown, for a quick restart
 	OutboundPort       uint16 // listener ports inside pods (0 = redirect defaults)
 	InboundPort        uint16
+	// FastPath moves the bytes apps send to the agent on in-pod loopback legs
+	// with sk_msg instead of through loopback TCP (redirect.Config.FastPath).
+	FastPath bool
 
 	SampleRate float64
 	Routes     []string // span-name route patterns, e.g. "/users/{id}"

@@ -92,6 +92,10 @@ func newMetrics() *metrics {
 // arrive as events and are counted here.
 type redirectCollector struct {
 	decisions, lost *prometheus.Desc
+	fastSends       *prometheus.Desc
+	fastBytes       *prometheus.Desc
+
+	fastPath func() (redirect.FastPathCounters, bool) // nil or false: fast path off
 
 	mu       sync.Mutex
 	counters func() (redirect.Counters, bool) // nil or false until BPF is loaded
@@ -105,8 +109,20 @@ func newRedirectCollector() *redirectCollector {
 			[]string{"direction", "reason"}, nil),
 		lost: prometheus.NewDesc("hoptrace_redirect_events_lost_total",
 			"Bypass events the kernel dropped because the agent fell behind reading them.", nil, nil),
+		fastSends: prometheus.NewDesc("hoptrace_fastpath_sends_total",
+			"App sends on in-pod legs seen by the sk_msg fast path, by path: redirected (straight to the agent's socket), or tcp and why (no-peer, sent-over-tcp-before).",
+			[]string{"path"}, nil),
+		fastBytes: prometheus.NewDesc("hoptrace_fastpath_redirected_bytes_total",
+			"Bytes the sk_msg fast path moved straight to the agent's sockets.", nil, nil),
 		events: map[[2]string]uint64{},
 	}
+}
+
+// readFastPath sets where the fast path's counters come from.
+func (c *redirectCollector) readFastPath(f func() (redirect.FastPathCounters, bool)) {
+	c.mu.Lock()
+	c.fastPath = f
+	c.mu.Unlock()
 }
 
 // readCounters sets where the kernel counters come from.
@@ -126,6 +142,8 @@ func (c *redirectCollector) event(direction, reason string) {
 func (c *redirectCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.decisions
 	ch <- c.lost
+	ch <- c.fastSends
+	ch <- c.fastBytes
 }
 
 func (c *redirectCollector) Collect(ch chan<- prometheus.Metric) {
@@ -142,6 +160,14 @@ func (c *redirectCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range c.events {
 		ch <- prometheus.MustNewConstMetric(c.decisions, prometheus.CounterValue, float64(n), k[0], k[1])
+	}
+	if c.fastPath != nil {
+		if f, ok := c.fastPath(); ok {
+			for path, n := range map[string]uint64{"redirected": f.Redirected, "tcp-no-peer": f.PassNoPeer, "tcp-sent-over-tcp-before": f.PassTCPBefore} {
+				ch <- prometheus.MustNewConstMetric(c.fastSends, prometheus.CounterValue, float64(n), path)
+			}
+			ch <- prometheus.MustNewConstMetric(c.fastBytes, prometheus.CounterValue, float64(f.RedirectedBytes))
+		}
 	}
 }
 

@@ -40,6 +40,7 @@ type Attachment struct {
 	inLn   *dualListener
 	links  []pinnedLink
 	pinDir string
+	fast   bool // the pod's in-pod legs use the sk_msg fast path
 }
 
 type pinnedLink struct {
@@ -105,6 +106,8 @@ func (r *Redirector) Attach(pod Pod) (_ *Attachment, err error) {
 		return nil, err
 	}
 	rollback.push(func() { r.deletePodEntries(a.record()) })
+	// The fast path is a bonus: a pod it cannot be set up for is captured without it.
+	a.fast = r.fast != nil && r.writeFastPod(a) == nil
 
 	if err := a.link(); err != nil {
 		return nil, err
@@ -144,7 +147,9 @@ func (a *Attachment) openListeners() error {
 		}
 		return err
 	}
-	a.outLn, a.inLn = newDualListener(out4, out6), newDualListener(in4, in6)
+	// Connections the app makes to the outbound listener are in-pod legs; the
+	// inbound listener's come from other pods.
+	a.outLn, a.inLn = newDualListener(out4, out6, a.addPeer), newDualListener(in4, in6, nil)
 	a.Outbound, a.Inbound = a.outLn, a.inLn
 	if err := socketFD(out4, func(fd int) (err error) { a.NetnsCookie, err = netnsCookie(fd); return err }); err != nil {
 		a.outLn.Close()
@@ -333,6 +338,7 @@ func (r *Redirector) deletePodEntries(rec bpf.RedirectPodRecord) {
 	cookie := rec.NetnsCookie
 	_ = r.maps.PodsOut.Delete(&cookie)
 	_ = r.maps.PodsLocal.Delete(&cookie)
+	r.deleteFastPod(cookie)
 	for i := 0; i < int(rec.Nips) && i < len(rec.Ips); i++ {
 		key := rec.Ips[i]
 		// Only remove an IP's entry if it still belongs to this pod: IPs are reused.
@@ -414,6 +420,14 @@ func (a *Attachment) link() (err error) {
 			cgroupStep("getsockname4", p.Getsockname4, ebpf.AttachCgroupInet4GetSockname),
 			cgroupStep("getsockname6", p.Getsockname6, ebpf.AttachCgroupInet6GetSockname),
 		)
+	}
+	fastLink := filepath.Join(a.pinDir, "fast_sockops")
+	if a.fast {
+		steps = append(steps, cgroupStep("fast_sockops", a.r.fast.progs.Sockops, ebpf.AttachCGroupSockOps))
+	} else if l, err := link.LoadPinnedLink(fastLink, nil); err == nil {
+		// Left by an agent that had the fast path on.
+		_ = l.Unpin()
+		_ = l.Close()
 	}
 	for _, s := range steps {
 		path := filepath.Join(a.pinDir, s.name)

@@ -51,10 +51,12 @@ type dualListener struct {
 	done   chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
+	// onAccept, when set, sees each accepted connection before the proxy does.
+	onAccept func(net.Conn)
 }
 
-func newDualListener(v4, v6 *net.TCPListener) *dualListener {
-	d := &dualListener{v4: v4, v6: v6, conns: make(chan net.Conn), errs: make(chan error, 2), done: make(chan struct{})}
+func newDualListener(v4, v6 *net.TCPListener, onAccept func(net.Conn)) *dualListener {
+	d := &dualListener{v4: v4, v6: v6, conns: make(chan net.Conn), errs: make(chan error, 2), done: make(chan struct{}), onAccept: onAccept}
 	for _, ln := range []*net.TCPListener{v4, v6} {
 		if ln == nil {
 			continue
@@ -79,6 +81,9 @@ func (d *dualListener) acceptLoop(ln *net.TCPListener) {
 			case <-d.done:
 			}
 			return
+		}
+		if d.onAccept != nil {
+			d.onAccept(c)
 		}
 		select {
 		case d.conns <- c:

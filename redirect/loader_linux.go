@@ -24,6 +24,8 @@ type Redirector struct {
 	// transparent: the kernel has the getpeername/getsockname hooks, so redirected
 	// sockets report their original destination to the app.
 	transparent bool
+	fast        *fastPath // nil: the fast path is off
+	fastErr     error     // why it is off although asked for
 
 	mu       sync.Mutex
 	pods     map[string]*Attachment
@@ -141,6 +143,12 @@ func Open(cfg Config) (*Redirector, error) {
 		return nil, fmt.Errorf("configure BPF programs: %w", err)
 	}
 	r.removeRetiredMaps()
+	if cfg.FastPath {
+		r.fast, r.fastErr = openFastPath(r.mapsDir, cfg.breakFastPath)
+	} else {
+		// An earlier agent's fast path: its programs keep what they use alive.
+		removeFastPins(r.mapsDir)
+	}
 	return r, nil
 }
 
@@ -219,6 +227,9 @@ func (r *Redirector) Close() error {
 		errs = append(errs, r.removePinnedLocked(id))
 	}
 	errs = append(errs, r.maps.Close(), r.progs.Close())
+	if r.fast != nil {
+		errs = append(errs, r.fast.close())
+	}
 	// The maps dir holds only hoptrace's map pins; unlinking them frees the maps.
 	if err := os.RemoveAll(r.mapsDir); err != nil {
 		errs = append(errs, fmt.Errorf("unpin maps: %w", err))
@@ -243,6 +254,9 @@ func (r *Redirector) Release() error {
 		delete(r.pods, id)
 	}
 	errs = append(errs, r.maps.Close(), r.progs.Close())
+	if r.fast != nil {
+		errs = append(errs, r.fast.close())
+	}
 	return errors.Join(errs...)
 }
 

@@ -30,6 +30,10 @@ func TestMain(m *testing.M) {
 		os.Exit(clientMain(strings.Split(os.Getenv(envTargets), ",")))
 	case os.Getenv(envAgent) != "":
 		os.Exit(agentMain(os.Getenv(envAgent)))
+	case os.Getenv(envFastEcho) != "":
+		os.Exit(fastEchoMain(os.Getenv(envFastEcho)))
+	case os.Getenv(envFastApp) != "":
+		os.Exit(fastAppMain(os.Getenv(envFastApp)))
 	case os.Getenv(envAddrs) != "":
 		os.Exit(addrsMain(strings.Split(os.Getenv(envAddrs), ";")))
 	}
@@ -123,7 +127,7 @@ type rig struct {
 	pinDir string
 }
 
-func newRig(t *testing.T, opts ...func(*Config)) *rig {
+func newRig(t testing.TB, opts ...func(*Config)) *rig {
 	t.Helper()
 	testenv.RequirePrivileged(t)
 	pin := testenv.TempBPFFS(t)

@@ -99,5 +99,11 @@ func (d *podDialer) dial(ctx context.Context, dst netip.AddrPort) (net.Conn, err
 			src = dst.Addr()
 		}
 	}
-	return netns.DialTCP(ctx, int(d.netns.netns.Fd()), src, dst, nil)
+	conn, err := netns.DialTCP(ctx, int(d.netns.netns.Fd()), src, dst, nil)
+	if err == nil && d.passthrough {
+		// The proxy's dial to the local app is an in-pod leg: the app's answers
+		// may come straight to this socket.
+		d.netns.addPeer(conn)
+	}
+	return conn, err
 }

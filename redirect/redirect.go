@@ -67,9 +67,18 @@ type Config struct {
 	// is more CPU than the capture itself.
 	AllEvents bool
 
+	// FastPath moves the bytes an app sends to the agent on an in-pod loopback
+	// leg straight to the agent's socket with sk_msg, skipping the loopback TCP
+	// stack (docs/redirect.md, "Fast path"). If it cannot be loaded, capture
+	// works without it and Redirector.FastPath says why.
+	FastPath bool
+
 	// withoutTransparency loads no getpeername/getsockname programs, as on a
 	// kernel without their hooks; for tests of that fallback.
 	withoutTransparency bool
+	// breakFastPath makes the fast path's programs fail to load, as a kernel
+	// that refuses them would; for tests of that fallback.
+	breakFastPath bool
 }
 
 // Counters are the BPF programs' running totals, summed over CPUs.

@@ -168,8 +168,15 @@ func dialLine(t *testing.T, ctx context.Context, from *nodebox.Pod, target strin
 
 // Shown: with the agent's listeners closed, new connections in both directions go
 // straight to their destination.
+// With the sk_msg fast path on, the same holds: a closed listener's accepted and
+// dialed sockets leave the fast path with it.
 func TestFailOpenWhenListenersClose(t *testing.T) {
-	g := newRig(t)
+	t.Run("capture", func(t *testing.T) { testFailOpen(t) })
+	t.Run("fast path", func(t *testing.T) { testFailOpen(t, withFastPath) })
+}
+
+func testFailOpen(t *testing.T, opts ...func(*Config)) {
+	g := newRig(t, opts...)
 	a, b := g.pod(t, "a"), g.pod(t, "b")
 	serveApp(t, b, "app-b", "0.0.0.0:8080", "[::]:8080")
 	attA := g.attach(t, a, nil)
@@ -207,7 +214,12 @@ func TestFailOpenWhenListenersClose(t *testing.T) {
 // Shown: the proxy's own upstream dial from pod A's netns reaches B
 // unredirected, and a dial from 127.0.0.6 to the local app is not captured.
 func TestProxyDialsAreNotCaptured(t *testing.T) {
-	g := newRig(t)
+	t.Run("capture", func(t *testing.T) { testProxyDials(t) })
+	t.Run("fast path", func(t *testing.T) { testProxyDials(t, withFastPath) })
+}
+
+func testProxyDials(t *testing.T, opts ...func(*Config)) {
+	g := newRig(t, opts...)
 	a, b := g.pod(t, "a"), g.pod(t, "b")
 	serveApp(t, b, "app-b", "0.0.0.0:8080", "[::]:8080")
 	attA := g.attach(t, a, nil)

@@ -14,6 +14,8 @@ var setupInfo = []struct{ name, what string }{
 	{"direct", "no proxy: fortio client pod → fortio server pod over the node's bridge (the physical limit)"},
 	{"hoptrace-100", "the agent binary, eBPF capture, `--sample-rate 1`: 4 spans per request exported over OTLP/gRPC to a local receiver"},
 	{"hoptrace-0", "the agent binary, eBPF capture, `--sample-rate 0`: pure proxy and capture cost (headers still parsed and propagated)"},
+	{"hoptrace-100-fastpath", "as hoptrace-100 with `--fast-path`: the apps' sends on the in-pod loopback legs go straight to the agent's sockets with sk_msg (docs/redirect.md); a subset of the scenarios"},
+	{"hoptrace-100-xnode", "as hoptrace-100, cross-node: two agents as on two nodes (own pin dir, pods file, admin socket), node A's capturing the client pod, node B's the server pod, each with `--mesh-networks` naming the pod subnets; CPU and RSS are both agents' summed; a subset of the scenarios"},
 	{"iptables", "the same `proxy` package (bench/cmd/iptproxy, sampling 0) behind iptables `REDIRECT` in both pods and `SO_ORIGINAL_DST`, the init-container way"},
 	{"nginx", "two chained nginx reverse proxies (client pod → server pod → app), keep-alive upstreams, 1 worker each, no tracing"},
 	{"caddy", "two chained Caddy reverse proxies with the `tracing` directive: 2 spans per request over OTLP/gRPC to the same receiver"},
@@ -72,6 +74,7 @@ func render(x results, meta bench.Meta) string {
 	}
 	b.WriteString(targetsTable(x))
 
+	b.WriteString(variantsSection(x))
 	b.WriteString("\n### Results\n\n")
 	b.WriteString("Latencies in µs. ")
 	if multi {
@@ -223,4 +226,52 @@ func runLength(rs []bench.Result, meta bench.Meta) string {
 		}
 	}
 	return "a few seconds"
+}
+
+// variants are the setups compared with hoptrace-100 of the same round, in
+// the order the comparison lists them.
+var variants = []struct{ setup, what string }{
+	{"hoptrace-100-xnode", "cross-node (two agents) vs same-node"},
+	{"hoptrace-100-fastpath", "sk_msg fast path on vs off"},
+}
+
+// variantsSection compares each variant with hoptrace-100 within each round:
+// throughput ratio, added latency and CPU per request.
+func variantsSection(x results) string {
+	var b strings.Builder
+	const base = "hoptrace-100"
+	for _, v := range variants {
+		var rows []string
+		for _, sc := range scenarioOrder(x, bench.Meta{}) {
+			if _, ok := x.get(v.setup, sc.Name); !ok {
+				continue
+			}
+			ratios := x.paired(v.setup, base, sc.Name, rpsRatio)
+			if len(ratios) == 0 {
+				continue
+			}
+			d50 := x.paired(v.setup, base, sc.Name, func(a, b bench.Result) float64 { return a.P50us - b.P50us })
+			d99 := x.paired(v.setup, base, sc.Name, func(a, b bench.Result) float64 { return a.P99us - b.P99us })
+			cpuA := x.each(v.setup, sc.Name, perRequest(func(r bench.Result) float64 { return r.CPUSeconds * 1e6 }))
+			cpuB := x.each(base, sc.Name, perRequest(func(r bench.Result) float64 { return r.CPUSeconds * 1e6 }))
+			cpuRatio := x.paired(v.setup, base, sc.Name, func(a, b bench.Result) float64 {
+				if a.Requests == 0 || b.Requests == 0 || b.CPUSeconds == 0 {
+					return 0
+				}
+				return (a.CPUSeconds / float64(a.Requests)) / (b.CPUSeconds / float64(b.Requests))
+			})
+			rows = append(rows, fmt.Sprintf("| %s | %.2f×%s | %+.0f%s | %+.0f%s | %.0f vs %.0f (%.2f×%s) |",
+				sc.Name, bench.Median(ratios), spreadOf(ratios, "%.2f", false),
+				bench.Median(d50), spreadOf(d50, "%+.0f", true), bench.Median(d99), spreadOf(d99, "%+.0f", true),
+				bench.Median(cpuA), bench.Median(cpuB), bench.Median(cpuRatio), spreadOf(cpuRatio, "%.2f", false)))
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n### %s: %s\n\n", v.setup, v.what)
+		b.WriteString("Each number compares the two setups within a round (same pods, same minute), median over the rounds, lowest and highest round in brackets.\n\n")
+		fmt.Fprintf(&b, "| scenario | req/s × %s | p50 µs vs %s | p99 µs vs %s | CPU µs/req, this vs %s |\n|---|---:|---:|---:|---:|\n", base, base, base, base)
+		b.WriteString(strings.Join(rows, "\n") + "\n")
+	}
+	return b.String()
 }

@@ -234,3 +234,38 @@ func TestRenderRounds(t *testing.T) {
 		}
 	}
 }
+
+// Shown: the cross-node and fast path setups are compared with hoptrace-100 of
+// the same round, and the cross-node target holds only when both were measured
+// in the same rounds.
+func TestVariantsComparedWithinRounds(t *testing.T) {
+	var runs []bench.Result
+	for round := 1; round <= 3; round++ {
+		f := float64(round)
+		runs = append(runs,
+			bench.Result{Round: round, Setup: "hoptrace-100", Scenario: "http-max", RPS: 5000 * f, P50us: 1000, P99us: 3000, Requests: 10000, CPUSeconds: 1},
+			bench.Result{Round: round, Setup: "hoptrace-100-xnode", Scenario: "http-max", RPS: 4000 * f, P50us: 1100, P99us: 3300, Requests: 10000, CPUSeconds: 1.2},
+		)
+	}
+	x := index(bench.Summarize(runs), runs)
+	out := variantsSection(x)
+	// 4000f/5000f = 0.8 in every round; CPU 120 vs 100 µs/req.
+	for _, want := range []string{
+		"### hoptrace-100-xnode: cross-node (two agents) vs same-node",
+		"| http-max | 0.80× (0.80–0.80) | +100 (+100 to +100) | +300 (+300 to +300) | 120 vs 100 (1.20× (1.20–1.20)) |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("comparison lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "fastpath") {
+		t.Errorf("a variant that was not measured is listed:\n%s", out)
+	}
+	if v := crossNodeTarget(x); v.status() != "met" {
+		t.Errorf("cross-node target: %s", v.status())
+	}
+	same := index(bench.Summarize(runs[:1]), runs[:1])
+	if v := crossNodeTarget(same); v.status() != "not measured" {
+		t.Errorf("cross-node target without the setup: %s", v.status())
+	}
+}

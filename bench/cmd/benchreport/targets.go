@@ -78,6 +78,7 @@ func targetsTable(x results) string {
 	vs = append(vs, captureTarget(x))
 	vs = append(vs, memoryTargets(x)...)
 	vs = append(vs, errorTarget(x))
+	vs = append(vs, crossNodeTarget(x))
 	var b strings.Builder
 	b.WriteString("| target | measured | verdict |\n|---|---|---|\n")
 	for _, v := range vs {
@@ -245,5 +246,24 @@ func errorTarget(x results) verdict {
 	} else {
 		v.measured = strings.Join(bad, "; ")
 	}
+	return v
+}
+
+// crossNodeTarget: the cross-node setup (two agents) is measured beside the
+// same-node one, in the same rounds.
+func crossNodeTarget(x results) verdict {
+	v := verdict{target: "cross-node (hoptrace-100-xnode) reported beside same-node (hoptrace-100)"}
+	var both []string
+	for _, sc := range scenarioOrder(x, bench.Meta{}) {
+		if len(x.paired("hoptrace-100-xnode", "hoptrace-100", sc.Name, rpsRatio)) > 0 {
+			both = append(both, sc.Name)
+		}
+	}
+	if len(both) == 0 {
+		v.missing = true
+		return v
+	}
+	v.met = true
+	v.measured = "in the same rounds: " + strings.Join(both, ", ") + " (see the comparison below)"
 	return v
 }

@@ -23,6 +23,11 @@ type tracer interface {
 	traces() bool
 }
 
+// subsetSetup is a setup that runs only some of the matrix's scenarios.
+type subsetSetup interface {
+	runsScenario(name string) bool
+}
+
 // natSetup is a setup that needs connection tracking in the pods (iptables
 // REDIRECT): the only one allowed to have it on.
 type natSetup interface {
@@ -95,6 +100,9 @@ func runSetup(ctx context.Context, e *env, st setup, scns []scenario) (results [
 	for _, sc := range scns {
 		// Scenarios named on the command line run on every setup.
 		if len(e.cfg.scenarios) == 0 && !sc.runsOn(st.name()) {
+			continue
+		}
+		if sub, ok := st.(subsetSetup); ok && len(e.cfg.scenarios) == 0 && !sub.runsScenario(sc.name) {
 			continue
 		}
 		r, err := measure(ctx, e, st, sc, e.cfg.duration, settleTime(e, st))

@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,26 +24,94 @@ import (
 )
 
 // hoptraceSetup is the real agent binary capturing both pods with eBPF,
-// exporting spans to the OTLP receiver.
+// exporting spans to the OTLP receiver. crossNode runs two agents, as on two
+// nodes: node A's captures the client pod, node B's the server pod, each with
+// its own pin dir, pods file and admin socket, and each trusting the other
+// node's pods' sampling decisions (--mesh-networks), as a real cluster is
+// configured. fastPath turns on the sk_msg fast path for the in-pod legs.
 type hoptraceSetup struct {
 	sampleRate float64
-	agent      *proc
-	admin      string
-	pinDir     string
+	fastPath   bool
+	crossNode  bool
+	agents     []*benchAgent
+}
+
+// benchAgent is one agent process of a setup.
+type benchAgent struct {
+	proc   *proc
+	admin  string
+	pinDir string
+	pods   int // pods it captures
 }
 
 func (h *hoptraceSetup) name() string {
-	return fmt.Sprintf("hoptrace-%g", h.sampleRate*100)
+	n := fmt.Sprintf("hoptrace-%g", h.sampleRate*100)
+	if h.crossNode {
+		n += "-xnode"
+	}
+	if h.fastPath {
+		n += "-fastpath"
+	}
+	return n
 }
 
 func (h *hoptraceSetup) target(e *env, s scenario) string { return transparentTarget(e, s) }
 
-func (h *hoptraceSetup) pids() []int { return []int{h.agent.pid()} }
+func (h *hoptraceSetup) pids() []int {
+	var out []int
+	for _, a := range h.agents {
+		out = append(out, a.proc.pid())
+	}
+	return out
+}
+
+// variantScenarios are what the fast path and cross-node variants run: enough
+// to compare with the same-node agent (latency at 1k, the maxima, new
+// connections), not the whole matrix, which would make make bench twice as long.
+var variantScenarios = []string{"http-1k", "http-max", "http-close-max", "grpc-1k", "grpc-max"}
+
+func (h *hoptraceSetup) runsScenario(name string) bool {
+	if !h.fastPath && !h.crossNode {
+		return true
+	}
+	return slices.Contains(variantScenarios, name)
+}
 
 func (h *hoptraceSetup) start(ctx context.Context, e *env) error {
-	podsFile := filepath.Join(e.cfg.workDir, "pods.yaml")
+	groups := [][]*nodebox.Pod{{e.client, e.server}}
+	if h.crossNode {
+		groups = [][]*nodebox.Pod{{e.client}, {e.server}}
+	}
+	for i, group := range groups {
+		a, err := h.startAgent(e, i, group)
+		if a != nil {
+			h.agents = append(h.agents, a)
+		}
+		if err != nil {
+			h.stop()
+			return err
+		}
+	}
+	for _, a := range h.agents {
+		if err := a.awaitCaptured(ctx, a.pods, 30*time.Second); err != nil {
+			h.stop()
+			return err
+		}
+	}
+	return nil
+}
+
+// startAgent starts agent number i ("node" A, B, …) capturing pods.
+func (h *hoptraceSetup) startAgent(e *env, i int, group []*nodebox.Pod) (*benchAgent, error) {
+	node := "bench-" + e.node.ID
+	suffix := ""
+	if h.crossNode {
+		suffix = "-" + string(rune('a'+i))
+		node += suffix
+	}
+	podsFile := filepath.Join(e.cfg.workDir, h.name()+suffix+"-pods.yaml")
 	var entries []pods.FileEntry
-	for _, p := range []*nodebox.Pod{e.client, e.server} {
+	for _, p := range group {
 		entries = append(entries, pods.FileEntry{
 			Name: p.Name, Namespace: "bench", Netns: p.NetnsPath, Cgroup: p.CgroupDir,
 			Labels: map[string]string{"app": p.Name},
@@ -49,35 +119,40 @@ func (h *hoptraceSetup) start(ctx context.Context, e *env) error {
 	}
 	b, err := yaml.Marshal(entries)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := os.WriteFile(podsFile, b, 0o644); err != nil {
-		return err
+		return nil, err
 	}
-	h.admin = filepath.Join(e.cfg.workDir, h.name()+".sock")
-	h.pinDir = "/sys/fs/bpf/hoptrace-bench-" + e.node.ID
-	cmd := exec.Command(filepath.Join(e.cfg.binDir, "hoptrace"), "agent",
+	a := &benchAgent{
+		admin:  filepath.Join(e.cfg.workDir, h.name()+suffix+".sock"),
+		pinDir: "/sys/fs/bpf/hoptrace-bench-" + e.node.ID + suffix,
+		pods:   len(group),
+	}
+	args := []string{"agent",
 		"--pods-file", podsFile,
-		"--admin-socket", h.admin,
-		"--pin-dir", h.pinDir,
-		"--node-name", "bench-"+e.node.ID,
+		"--admin-socket", a.admin,
+		"--pin-dir", a.pinDir,
+		"--node-name", node,
 		"--sample-rate", strconv.FormatFloat(h.sampleRate, 'g', -1, 64),
-		"--otlp-endpoint", "http://"+e.otlpAddr,
+		"--fast-path=" + strconv.FormatBool(h.fastPath),
+		"--otlp-endpoint", "http://" + e.otlpAddr,
 		"--log-level", "warn",
-	)
-	if h.agent, err = startProc(e.cfg.workDir, "agent-"+h.name(), nil, cmd); err != nil {
-		return err
 	}
-	if err := h.awaitCaptured(ctx, 2, 30*time.Second); err != nil {
-		h.stop()
-		return err
+	if h.crossNode {
+		// The other node's pods are peers: their sampled flags count.
+		args = append(args, "--mesh-networks", e.node.Subnet4.String()+","+e.node.Subnet6.String())
 	}
-	return nil
+	cmd := exec.Command(filepath.Join(e.cfg.binDir, "hoptrace"), args...)
+	if a.proc, err = startProc(e.cfg.workDir, "agent-"+h.name()+suffix, nil, cmd); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // awaitCaptured waits until the agent is ready and reports n attached pods.
-func (h *hoptraceSetup) awaitCaptured(ctx context.Context, n int, timeout time.Duration) error {
-	c := agent.NewClient(h.admin)
+func (a *benchAgent) awaitCaptured(ctx context.Context, n int, timeout time.Duration) error {
+	c := agent.NewClient(a.admin)
 	deadline := time.Now().Add(timeout)
 	for {
 		var err error
@@ -96,11 +171,11 @@ func (h *hoptraceSetup) awaitCaptured(ctx context.Context, n int, timeout time.D
 				err = fmt.Errorf("%d of %d pods attached", attached, n)
 			}
 		}
-		if !h.agent.alive() {
-			return fmt.Errorf("agent exited: %s", h.agent.tail())
+		if !a.proc.alive() {
+			return fmt.Errorf("agent exited: %s", a.proc.tail())
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("agent not capturing after %s: %w: %s", timeout, err, h.agent.tail())
+			return fmt.Errorf("agent not capturing after %s: %w: %s", timeout, err, a.proc.tail())
 		}
 		select {
 		case <-ctx.Done():
@@ -110,60 +185,79 @@ func (h *hoptraceSetup) awaitCaptured(ctx context.Context, n int, timeout time.D
 	}
 }
 
-// verify checks that the warm-up really went through the agent's proxies.
+// verify checks that the warm-up really went through every agent's proxies,
+// and with the fast path on, that it moved app bytes.
 func (h *hoptraceSetup) verify(ctx context.Context, e *env) error {
-	n, err := h.proxiedRequests(ctx)
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return errors.New("agent proxied no request: traffic is not captured")
+	for _, a := range h.agents {
+		m, err := a.metrics(ctx)
+		if err != nil {
+			return err
+		}
+		if m["hoptrace_requests_total"] == 0 {
+			return fmt.Errorf("agent %s proxied no request: traffic is not captured", a.admin)
+		}
+		if h.fastPath {
+			if m[`hoptrace_fastpath_sends_total{path="redirected"}`] == 0 {
+				return fmt.Errorf("agent %s: the sk_msg fast path redirected nothing: %v", a.admin, m)
+			}
+			log.Printf("   fast path after the warm-up: %.0f app sends redirected (%.0f bytes), %.0f on TCP (no peer), %.0f on TCP (sent over TCP before)",
+				m[`hoptrace_fastpath_sends_total{path="redirected"}`], m["hoptrace_fastpath_redirected_bytes_total"],
+				m[`hoptrace_fastpath_sends_total{path="tcp-no-peer"}`], m[`hoptrace_fastpath_sends_total{path="tcp-sent-over-tcp-before"}`])
+		}
 	}
 	return nil
 }
 
-// proxiedRequests sums hoptrace_requests_total from the agent's /metrics.
-func (h *hoptraceSetup) proxiedRequests(ctx context.Context) (float64, error) {
+// metrics reads the agent's /metrics: hoptrace_requests_total summed over its
+// labels, and the fast path's series as they are named.
+func (a *benchAgent) metrics(ctx context.Context) (map[string]float64, error) {
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
-		return d.DialContext(ctx, "unix", h.admin)
+		return d.DialContext(ctx, "unix", a.admin)
 	}}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/metrics", nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("agent metrics: %w", err)
+		return nil, fmt.Errorf("agent metrics: %w", err)
 	}
 	defer resp.Body.Close()
-	var total float64
+	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "hoptrace_requests_total{") {
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if i := strings.LastIndexByte(line, ' '); i > 0 {
-			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-				total += v
-			}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		switch key := line[:i]; {
+		case strings.HasPrefix(key, "hoptrace_requests_total{"):
+			out["hoptrace_requests_total"] += v
+		case strings.HasPrefix(key, "hoptrace_fastpath_"):
+			out[key] = v
 		}
 	}
-	return total, sc.Err()
+	return out, sc.Err()
 }
 
 func (h *hoptraceSetup) stop() error {
 	var errs []error
-	if h.agent != nil {
-		// The agent drains its proxies, flushes spans and removes its BPF state.
-		errs = append(errs, h.agent.stop(20*time.Second))
-	}
-	if h.pinDir != "" {
-		if _, err := os.Stat(h.pinDir); err == nil {
-			errs = append(errs, os.RemoveAll(h.pinDir))
+	for _, a := range h.agents {
+		if a.proc != nil {
+			// The agent drains its proxies, flushes spans and removes its BPF state.
+			errs = append(errs, a.proc.stop(20*time.Second))
+		}
+		if _, err := os.Stat(a.pinDir); err == nil {
+			errs = append(errs, os.RemoveAll(a.pinDir))
 		}
 	}
+	h.agents = nil
 	return errors.Join(errs...)
 }
 
