@@ -55,6 +55,7 @@ type h1Conn struct {
 	scratch  []byte
 	peerStr  string  // for SkipTrace's requests, made once
 	waiter   *peeker // waits for the next request without a buffer
+	headAt   int64   // stream offset of the request head, for Config.Infer
 
 	// Per request, reused.
 	req, res head
@@ -121,6 +122,7 @@ func (hc *h1Conn) serve() {
 			return
 		}
 		start := time.Now()
+		hc.headAt = hc.fl.in.Load() - int64(hc.br.Buffered()+len(raw))
 		hc.conn.SetReadDeadline(time.Time{})
 		if err := hc.req.parseRequest(string(raw)); err != nil {
 			hc.reject(err)
@@ -243,7 +245,9 @@ func (hc *h1Conn) exchange(start time.Time) bool {
 	x.upgrade = co.upgrade && !body.hasBody() && wantsUpgrade(req.header["Upgrade"])
 
 	skip := hc.p.cfg.Sampler != nil && hc.p.cfg.SkipTrace != nil && hc.p.cfg.SkipTrace(hc.httpRequest())
+	inferred := hc.p.inferParent(hc.conn, hc.headAt, req.header)
 	hc.p.beginLegs(&hc.legs, hc.requestInfo(), req.header, skip, start)
+	hc.legs.inferred = inferred
 
 	err = hc.roundTrip()
 	if x.inline {
@@ -322,6 +326,7 @@ func idempotent(method string, h http.Header) bool {
 // for any body still to come.
 func (hc *h1Conn) writeRequest(u *upstream) error {
 	x, l := &hc.x, &hc.legs
+	hc.p.inferSending(u, hc.req.header)
 	writeRequestHead(u.bw, &hc.req, x.body, x.upgrade, hc.dstStr)
 	if x.inline {
 		b, _ := hc.br.Peek(int(x.body.n))
