@@ -326,11 +326,13 @@ int hoptrace_infer_send(__u64 *ctx)
 		return 0;
 
 	/* A captured outbound connection: key it by the app's end and the
-	 * offset of this write from the connection's first byte. */
+	 * offset of this write from the connection's first data byte. The app
+	 * connected, so bytes_acked counts its SYN too: snd_una - bytes_acked
+	 * is the initial sequence number, and data starts one after it. */
 	struct conn_key out = pk;
 	out.port_b = pod->outbound_port;
-	__u32 first = BPF_CORE_READ(tp, snd_una) - (__u32)BPF_CORE_READ(tp, bytes_acked);
-	out.offset = write_seq - first;
+	__u32 isn = BPF_CORE_READ(tp, snd_una) - (__u32)BPF_CORE_READ(tp, bytes_acked);
+	out.offset = write_seq - isn - 1;
 
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
