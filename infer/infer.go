@@ -14,8 +14,9 @@ import (
 	"github.com/hoptrace/hoptrace/spans"
 )
 
-// ErrNotSupported says the kernel lacks what inference needs (BTF, fentry/fexit
-// on tcp_recvmsg_locked and tcp_sendmsg_locked); capture and tracing still work.
+// ErrNotSupported says the kernel lacks what inference needs (BTF and the
+// tracepoints sock_recv_length and tcp_sendmsg_locked); capture and tracing
+// still work.
 var ErrNotSupported = errors.New("context inference not supported by this kernel")
 
 // Result is what became of one outbound request without trace context.

@@ -66,6 +66,17 @@ func Open() (*Inferrer, error) {
 	return i, nil
 }
 
+// Supported loads and attaches the programs once and removes them again: nil,
+// or why inference cannot run here (wrapping ErrNotSupported when the kernel
+// lacks BTF or the tracepoints). For hoptrace check.
+func Supported() error {
+	i, err := Open()
+	if err != nil {
+		return err
+	}
+	return i.Close()
+}
+
 // isMissingTarget reports a load that failed because the kernel has no such
 // function to attach to (a kernel older than tcp_recvmsg_locked, 5.13).
 func isMissingTarget(err error) bool {

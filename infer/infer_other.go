@@ -8,6 +8,9 @@ import (
 	"github.com/hoptrace/hoptrace/spans"
 )
 
+// Supported returns ErrNotSupported off Linux.
+func Supported() error { return ErrNotSupported }
+
 // Inferrer is Linux-only.
 type Inferrer struct{}
 
