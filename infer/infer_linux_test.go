@@ -132,15 +132,22 @@ func newMesh(t *testing.T, withInference bool) *mesh {
 }
 
 // startFront runs a Python app from testdata in the front pod.
-func (m *mesh) startFront(t *testing.T, script string, args ...string) *bytes.Buffer {
+func (m *mesh) startFront(t *testing.T, script string, args ...string) {
 	t.Helper()
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		testenv.Unavailable(t, "python3 not installed")
 	}
+	m.startFrontCmd(t, py, []string{filepath.Join("testdata", script)}, args...)
+}
+
+// startFrontCmd runs prog with pre, then the front port and the back end's
+// address and port, then args, in the front pod.
+func (m *mesh) startFrontCmd(t *testing.T, prog string, pre []string, args ...string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	all := append([]string{filepath.Join("testdata", script), strconv.Itoa(frontPort), m.back.IPv4.String(), strconv.Itoa(backPort)}, args...)
-	cmd := m.front.Command(ctx, py, all...)
+	all := append(append(pre, strconv.Itoa(frontPort), m.back.IPv4.String(), strconv.Itoa(backPort)), args...)
+	cmd := m.front.Command(ctx, prog, all...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := m.front.Start(cmd); err != nil {
@@ -159,7 +166,6 @@ func (m *mesh) startFront(t *testing.T, script string, args ...string) *bytes.Bu
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return &out.Buffer
 }
 
 type syncBuffer struct {
@@ -387,5 +393,32 @@ func TestFailOpenWithInference(t *testing.T) {
 		if len(m.backLog.calls[id]) != 1 {
 			t.Fatalf("%s reached the back end %d times", id, len(m.backLog.calls[id]))
 		}
+	}
+}
+
+// Shown: a Go net/http app that forwards no headers is never linked: a Go
+// thread's last request says nothing about the goroutine writing on it. Every
+// call is counted as ambiguous or no-data.
+func TestGoAppNeverLinked(t *testing.T) {
+	m := newMesh(t, true)
+	bin := filepath.Join(t.TempDir(), "gofront")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/gofront")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build gofront: %v\n%s", err, out)
+	}
+	m.startFrontCmd(t, bin, nil, "0.005")
+	var ids []string
+	for _, c := range []struct{ conc, total int }{{1, 40}, {8, 120}} {
+		ids = append(ids, m.load(t, fmt.Sprintf("go-c%d", c.conc), c.total, c.conc, 1)...)
+	}
+	v := m.grade(t, ids, 1)
+	s := m.inferrer.Stats()
+	t.Logf("%d calls, %d linked; counters linked %d ambiguous %d no-data %d",
+		v.calls, v.linked, s.Linked, s.Ambiguous, s.NoData)
+	if v.linked != 0 || s.Linked != 0 {
+		t.Errorf("%d calls linked (counter %d, %d wrong), want none: %v", v.linked, s.Linked, v.wrong, v.wrongs)
+	}
+	if s.Ambiguous+s.NoData != uint64(v.calls) {
+		t.Errorf("ambiguous %d + no-data %d, want every call (%d) counted", s.Ambiguous, s.NoData, v.calls)
 	}
 }
