@@ -396,8 +396,9 @@ func (a *Agent) startPod(p pods.Pod) (*podRun, error) {
 			Direction: dir, Resolver: res2, Dialer: d,
 			Recorder: a.exp, Sampler: a.sampler, Routes: a.routes, Resource: res,
 			TrustSampling: a.trust.trusted, ForcedTraces: forced,
-			Observer: run.obs, SkipTrace: isKubeletProbe, Logger: logger,
-			Infer: inferCtx,
+			SpliceIdleTimeout: a.cfg.SpliceIdleTimeout,
+			Observer:          run.obs, SkipTrace: isKubeletProbe, Logger: logger,
+			Infer:             inferCtx,
 		})
 	}
 	if run.out, err = mk(proxy.Outbound, att.OutboundResolver(), att.OutboundDialer()); err == nil {

@@ -52,6 +52,10 @@ type Config struct {
 	// per pod and second, with a burst of one second's worth; 0 refuses them
 	// all. The CLI's default is DefaultForcedTraceRate.
 	ForcedTraceRate float64
+	// SpliceIdleTimeout closes a relayed byte stream (opaque, WebSocket,
+	// CONNECT) silent both ways this long (0: proxy.DefaultSpliceIdleTimeout,
+	// negative: never).
+	SpliceIdleTimeout time.Duration
 
 	AdminSocket string // unix socket for the CLI ("" = DefaultAdminSocket)
 	AdminAddr   string // optional TCP address (e.g. 127.0.0.1:9464) for probes and Prometheus

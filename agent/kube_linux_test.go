@@ -124,19 +124,22 @@ func TestAgentWithKubernetesSource(t *testing.T) {
 	if err := boxes["web"].Run(curl); err != nil || out.String() != "api ok\n" {
 		t.Fatalf("web → api: %q %v", out.String(), err)
 	}
-	flows, err := client.Flows(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	for _, f := range flows {
-		if f.Redirected && f.Dst == fmt.Sprintf("%s:8080", boxes["api"].IPv4) {
-			seen[f.Pod+" "+f.Direction] = true
+	// The inbound proxy reports its flow when its side of the connection
+	// closes, which can be a moment after curl has its answer.
+	var flows []Flow
+	waitUntil(t, 10*time.Second, "flows showing web → api captured on both sides", func() bool {
+		flows, err = client.Flows(ctx, "")
+		if err != nil {
+			return false
 		}
-	}
-	if !seen["default/web outbound"] || !seen["default/api inbound"] {
-		t.Errorf("flows do not show web → api captured on both sides: %+v", flows)
-	}
+		seen := map[string]bool{}
+		for _, f := range flows {
+			if f.Redirected && f.Dst == fmt.Sprintf("%s:8080", boxes["api"].IPv4) {
+				seen[f.Pod+" "+f.Direction] = true
+			}
+		}
+		return seen["default/web outbound"] && seen["default/api inbound"]
+	})
 
 	// Opting api out releases it.
 	api, err := admin.CoreV1().Pods("default").Get(ctx, "api", metav1.GetOptions{})

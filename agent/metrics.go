@@ -25,6 +25,7 @@ type metrics struct {
 	refused      *prometheus.CounterVec // forced traces refused
 	untrusted    *prometheus.CounterVec // untrusted sampling headers ignored
 	discarded    *prometheus.CounterVec // upstreams closed for bytes beyond a response
+	silent       *prometheus.CounterVec // spliced connections closed for silence
 	attached     prometheus.Gauge
 	attachErrors prometheus.Counter
 	detached     *prometheus.CounterVec
@@ -59,6 +60,10 @@ func newMetrics() *metrics {
 			Name: "hoptrace_upstream_discarded_total",
 			Help: "HTTP/1 upstream connections closed instead of reused because the app sent bytes beyond its response (a body on 204/304/HEAD, more than Content-Length); the next client never sees them.",
 		}, []string{"namespace", "pod"}),
+		silent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hoptrace_splice_idle_closed_total",
+			Help: "Relayed connections (not HTTP: TLS, databases, WebSocket and CONNECT tunnels) the agent closed because neither side sent anything for --splice-idle-timeout.",
+		}, []string{"namespace", "pod", "direction"}),
 		attached: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hoptrace_attached_pods",
 			Help: "Pods whose traffic is captured now.",
@@ -73,7 +78,7 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		redirect: newRedirectCollector(),
 	}
-	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.refused, m.untrusted, m.discarded, m.attached, m.attachErrors, m.detached, m.redirect,
+	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.refused, m.untrusted, m.discarded, m.silent, m.attached, m.attachErrors, m.detached, m.redirect,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -255,6 +260,9 @@ func statusClass(s proxy.RequestStats) string {
 
 func (o *podObserver) ObserveFlow(s proxy.FlowStats) {
 	o.m.flows.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String()).Inc()
+	if s.IdleClosed {
+		o.m.silent.WithLabelValues(o.namespace, o.name, s.Direction.String()).Inc()
+	}
 	o.flows.add(flowFromStats(o.pod, s))
 }
 
@@ -267,6 +275,7 @@ func (o *podObserver) forget() {
 	o.m.refused.DeletePartialMatch(labels)
 	o.m.untrusted.DeletePartialMatch(labels)
 	o.m.discarded.DeletePartialMatch(labels)
+	o.m.silent.DeletePartialMatch(labels)
 }
 
 func flowFromStats(pod string, s proxy.FlowStats) Flow {

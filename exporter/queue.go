@@ -37,12 +37,14 @@ func newQueue(capacity, batchSize int) *queue {
 func (q *queue) push(s *spans.Span) {
 	q.mu.Lock()
 	q.stats.Produced++
-	var full bool
+	var full, dropped bool
 	switch {
 	case q.closed:
 		q.stats.Dropped.Shutdown++
+		dropped = true
 	case q.n == len(q.buf):
 		q.stats.Dropped.QueueFull++
+		dropped = true
 	default:
 		i := q.head + q.n
 		if i >= len(q.buf) {
@@ -53,6 +55,9 @@ func (q *queue) push(s *spans.Span) {
 		full = q.n == q.batchSize
 	}
 	q.mu.Unlock()
+	if dropped {
+		spans.Release(s)
+	}
 	if full {
 		select {
 		case q.wake <- struct{}{}:
@@ -117,6 +122,9 @@ func (q *queue) discard() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	n := q.n
+	for i := range n {
+		spans.Release(q.buf[(q.head+i)%len(q.buf)])
+	}
 	clear(q.buf)
 	q.head, q.n = 0, 0
 	q.stats.Dropped.Shutdown += uint64(n)

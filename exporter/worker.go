@@ -3,6 +3,8 @@ package exporter
 import (
 	"errors"
 	"time"
+
+	"github.com/hoptrace/hoptrace/spans"
 )
 
 // queueFullLogEvery rate-limits the warning about spans dropped on a full queue:
@@ -66,7 +68,12 @@ func (e *Exporter) exportNext() int {
 		return 0
 	}
 	p := encodePayload(&e.enc, e.batch)
-	clear(e.batch) // the payload has it all: let the spans be collected while it is sent
+	// The payload has it all: the spans go back to their makers (or the
+	// collector) while it is sent.
+	for _, s := range e.batch {
+		spans.Release(s)
+	}
+	clear(e.batch)
 	e.export(n, p)
 	return n
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+	"sync"
 )
 
 // protocolError is a malformed message. status is the response it earns when it
@@ -78,6 +79,30 @@ func readHead(br *bufio.Reader, limit int, buf []byte) ([]byte, error) {
 	}
 }
 
+// headBufs holds the buffers heads are read into. A head is parsed from its own
+// copy (a string), so the buffer is needed only while reading: pooled, no idle
+// connection holds one. Buffers grown beyond maxPooledHead by a large head are
+// left to the collector rather than pinned in the pool.
+var headBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<10); return &b }}
+
+const maxPooledHead = 16 << 10
+
+// readHeadString is readHead into a pooled buffer, returning the head as a
+// string of its own. partial reports whether any byte of a failed head arrived.
+func readHeadString(br *bufio.Reader, limit int) (raw string, partial bool, err error) {
+	bp := headBufs.Get().(*[]byte)
+	b, err := readHead(br, limit, *bp)
+	if err == nil {
+		raw = string(b)
+	}
+	partial = len(b) > 0
+	if cap(b) <= maxPooledHead {
+		*bp = b[:0]
+		headBufs.Put(bp)
+	}
+	return raw, partial, err
+}
+
 // field is one header line of a head.
 type field struct {
 	key  string // canonical, the key in head.header
@@ -106,6 +131,23 @@ func (h *head) reset(raw string) {
 	}
 	clear(h.header)
 	*h = head{raw: raw, header: h.header, fields: h.fields[:0], values: h.values[:0]}
+}
+
+// forget drops every reference into the raw head, so that a head kept between
+// requests (an idle connection's) does not keep the last one alive. Slices and
+// the map are kept for reuse unless a large head grew them.
+func (h *head) forget() {
+	fields, values, header := h.fields, h.values, h.header
+	clear(fields[:cap(fields)]) // pipelined heads reset without forgetting
+	clear(values[:cap(values)])
+	if cap(fields) > 64 || cap(values) > 64 {
+		fields, values = nil, nil
+	}
+	if len(header) > 32 {
+		header = nil // maps do not shrink
+	}
+	clear(header)
+	*h = head{header: header, fields: fields[:0], values: values[:0]}
 }
 
 // parseRequest parses a request head read by readHead.

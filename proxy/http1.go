@@ -52,7 +52,6 @@ type h1Conn struct {
 	dst      netip.AddrPort
 	dstStr   string
 	accepted time.Time
-	scratch  []byte
 	peerStr  string  // for SkipTrace's requests, made once
 	waiter   *peeker // waits for the next request without a buffer
 	headAt   int64   // stream offset of the request head, for Config.Infer
@@ -115,16 +114,15 @@ func (hc *h1Conn) serve() {
 			deadline = time.Now().Add(hc.p.cfg.HeaderTimeout)
 		}
 		hc.conn.SetReadDeadline(deadline)
-		raw, err := readHead(hc.br, hc.p.cfg.MaxHeaderBytes, hc.scratch)
-		hc.scratch = raw[:0]
+		raw, partial, err := readHeadString(hc.br, hc.p.cfg.MaxHeaderBytes)
 		if err != nil {
-			hc.headFailed(err, len(raw) > 0 || first)
+			hc.headFailed(err, partial || first)
 			return
 		}
 		start := time.Now()
 		hc.headAt = hc.fl.in.Load() - int64(hc.br.Buffered()+len(raw))
 		hc.conn.SetReadDeadline(time.Time{})
-		if err := hc.req.parseRequest(string(raw)); err != nil {
+		if err := hc.req.parseRequest(raw); err != nil {
 			hc.reject(err)
 			return
 		}
@@ -148,6 +146,7 @@ func (hc *h1Conn) awaitNext() bool {
 	if hc.p.closing.Load() {
 		return false
 	}
+	hc.forget()
 	hc.conn.SetReadDeadline(time.Now().Add(hc.p.cfg.IdleTimeout))
 	// A kept-alive connection spends most of its life here, and a node keeps
 	// thousands of them: while it waits it holds no buffer (8 KiB less each).
@@ -163,6 +162,22 @@ func (hc *h1Conn) awaitNext() bool {
 	}
 	_, err = hc.br.Peek(1)
 	return err == nil
+}
+
+// forget lets go of everything the last exchange left behind before the
+// connection waits, for minutes or hours, for its next request: the parsed heads
+// (their strings point into the whole raw head), the legs (whose strings do too)
+// and the upstream. An idle connection then costs the same whatever the size of
+// its last head. What the legs recorded went out with their spans, as copies.
+func (hc *h1Conn) forget() {
+	hc.req.forget()
+	hc.res.forget()
+	hc.legs.forget()
+	hc.x = h1Exchange{}
+	hc.reqLen, hc.resLen = lengthReader{}, lengthReader{}
+	hc.reqChunk, hc.resChunk = chunkedReader{}, chunkedReader{}
+	hc.pump = bodyPump{}
+	hc.fl.upstream.Store(nil)
 }
 
 // headFailed answers a request head that could not be read, if an answer helps.
@@ -368,10 +383,9 @@ func (hc *h1Conn) readResponseHead(u *upstream) error {
 		if l.firstByte.IsZero() {
 			l.firstByte = time.Now()
 		}
-		raw, err := readHead(u.br, maxResponseHead, hc.scratch)
-		hc.scratch = raw[:0]
+		raw, _, err := readHeadString(u.br, maxResponseHead)
 		if err == nil {
-			err = res.parseResponse(string(raw))
+			err = res.parseResponse(raw)
 		}
 		if err != nil {
 			return &upstreamError{kind: "response", status: http.StatusBadGateway, err: err}
@@ -589,7 +603,9 @@ func (hc *h1Conn) tunnel() {
 	l.finish(now, hc.fl)
 	if err == nil {
 		hc.fl.setProtocol(ProtocolWebSocket)
-		splice(hc.conn, take(hc.br), u.conn, take(u.br), nil, nil)
+		if splice(hc.conn, take(hc.br), u.conn, take(u.br), nil, nil, hc.p.cfg.SpliceIdleTimeout) {
+			hc.fl.silent.Store(true)
+		}
 	}
 	u.conn.Close()
 }

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hoptrace/hoptrace/spans"
@@ -55,6 +57,7 @@ type legs struct {
 	failMsg    string
 	reqAttrs   []spans.Attr // captured request headers
 	resAttrs   []spans.Attr // captured response headers
+	urlFull    string       // the client span's url.full, made by detach
 }
 
 // begin starts timing a request whose head was read at now, and makes its
@@ -85,6 +88,79 @@ func (p *Proxy) beginLegs(l *legs, info requestInfo, h http.Header, skip bool, n
 	// untouched (and then tracestate too, which we may have normalised) or set
 	// a new parent-id; a new trace has no parent-id to forward at all.
 	spans.Inject(h, c.Child(spans.NewSpanID()))
+}
+
+// forget drops the strings of the last request (they point into its head)
+// while the connection idles; the attribute slices stay for reuse.
+func (l *legs) forget() {
+	clear(l.reqAttrs[:cap(l.reqAttrs)])
+	clear(l.resAttrs[:cap(l.resAttrs)])
+	*l = legs{reqAttrs: l.reqAttrs[:0], resAttrs: l.resAttrs[:0]}
+}
+
+// detach gives the strings the spans take from the request and response
+// memory of their own, in one allocation. Parsed from an HTTP/1 head they
+// point into the whole raw head, and a span waiting in the export queue (for
+// minutes, with a collector down) would keep it alive: tens of kilobytes per
+// span for requests with large cookies, of which the span uses a few bytes.
+func (l *legs) detach() {
+	strs := [...]*string{&l.info.method, &l.info.path, &l.info.query, &l.info.host,
+		&l.info.userAgent, &l.grpcMsg, &l.ctx.TraceState}
+	// url.full (http://host/path?query) goes in the same allocation, after
+	// the strings it is made of.
+	host := l.info.host
+	if host == "" {
+		host = l.info.dst.String()
+	}
+	query := l.p.cfg.QueryString && l.info.query != ""
+	n := len("http://") + len(host) + len(l.info.path)
+	if query {
+		n += 1 + len(l.info.query)
+	}
+	urlLen := n
+	for _, s := range strs {
+		n += len(*s)
+	}
+	for i := range l.reqAttrs {
+		n += len(l.reqAttrs[i].Str)
+	}
+	for i := range l.resAttrs {
+		n += len(l.resAttrs[i].Str)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString("http://")
+	b.WriteString(host)
+	b.WriteString(l.info.path)
+	if query {
+		b.WriteByte('?')
+		b.WriteString(l.info.query)
+	}
+	for _, s := range strs {
+		b.WriteString(*s)
+	}
+	for i := range l.reqAttrs {
+		b.WriteString(l.reqAttrs[i].Str)
+	}
+	for i := range l.resAttrs {
+		b.WriteString(l.resAttrs[i].Str)
+	}
+	all := b.String()
+	l.urlFull = all[:urlLen]
+	off := urlLen
+	take := func(s *string) {
+		*s = all[off : off+len(*s)]
+		off += len(*s)
+	}
+	for _, s := range strs {
+		take(s)
+	}
+	for i := range l.reqAttrs {
+		take(&l.reqAttrs[i].Str)
+	}
+	for i := range l.resAttrs {
+		take(&l.resAttrs[i].Str)
+	}
 }
 
 // response notes the response head as received from the upstream.
@@ -138,8 +214,12 @@ func (l *legs) finish(end time.Time, fl *flow) {
 		id := l.ctx.TraceID
 		fl.trace.Store(&id)
 		if p.cfg.Recorder != nil {
-			p.cfg.Recorder.Record(l.serverSpan(end))
-			p.cfg.Recorder.Record(l.clientSpan(end))
+			l.detach()
+			rec := newLegSpans()
+			l.serverSpan(rec, end, fl)
+			l.clientSpan(rec, end, fl)
+			p.cfg.Recorder.Record(&rec.server)
+			p.cfg.Recorder.Record(&rec.client)
 		}
 	}
 	if p.cfg.Observer != nil {
@@ -148,7 +228,7 @@ func (l *legs) finish(end time.Time, fl *flow) {
 			Protocol:   l.info.proto,
 			Peer:       l.info.peer,
 			Dst:        l.info.dst,
-			Method:     l.info.method,
+			Method:     statsMethod(l.info.method),
 			Status:     l.status,
 			GRPCStatus: l.grpcStatus,
 			ServerTime: srv,
@@ -165,6 +245,15 @@ func (l *legs) finish(end time.Time, fl *flow) {
 	}
 }
 
+// statsMethod is the method for RequestStats, in memory of its own: observers
+// keep statistics (by method, say) long after the request's head is gone.
+func statsMethod(m string) string {
+	if known, ok := otelMethod(m); ok {
+		return known
+	}
+	return strings.Clone(m)
+}
+
 func (l *legs) spanName() string {
 	if l.info.proto == ProtocolGRPC {
 		if svc, m, ok := grpcMethod(l.info.path); ok {
@@ -174,8 +263,47 @@ func (l *legs) spanName() string {
 	return l.p.cfg.Routes.SpanName(l.info.method, l.info.path)
 }
 
-func (l *legs) serverSpan(end time.Time) *spans.Span {
-	s := &spans.Span{
+// legSpans is a sampled request's two spans and what they point to, in one
+// object, recycled: the exporter releases each span once it has encoded it
+// (spans.Release), and when both are back the object is reused. Allocating,
+// clearing and collecting a few KB per traced request was most of what
+// recording it cost. A span with more attributes than fit (many captured
+// headers) grows its slice on its own.
+type legSpans struct {
+	server, client spans.Span
+	attrs          [2 * legAttrs]spans.Attr
+	events         [2 * legEvents]spans.Event
+	out            atomic.Int32 // spans not released yet
+}
+
+const (
+	legAttrs  = 24 // a span's attributes with a few captured headers
+	legEvents = 3
+)
+
+var legSpansPool = sync.Pool{New: func() any { return new(legSpans) }}
+
+func newLegSpans() *legSpans {
+	r := legSpansPool.Get().(*legSpans)
+	r.out.Store(2)
+	return r
+}
+
+// Recycle takes back one of the two spans; the second one back returns the
+// pair to the pool, cleared of every reference.
+func (r *legSpans) Recycle(*spans.Span) {
+	if r.out.Add(-1) != 0 {
+		return
+	}
+	r.server, r.client = spans.Span{}, spans.Span{}
+	clear(r.attrs[:])
+	clear(r.events[:])
+	legSpansPool.Put(r)
+}
+
+func (l *legs) serverSpan(rec *legSpans, end time.Time, fl *flow) {
+	s := &rec.server
+	*s = spans.Span{
 		TraceID:    l.ctx.TraceID,
 		SpanID:     l.server,
 		ParentID:   l.ctx.SpanID,
@@ -187,7 +315,8 @@ func (l *legs) serverSpan(end time.Time) *spans.Span {
 		End:        end,
 		Resource:   l.p.cfg.Resource,
 	}
-	a := make([]spans.Attr, 0, 20+len(l.reqAttrs)+len(l.resAttrs))
+	s.SetRecycler(rec)
+	a := rec.attrs[:0:legAttrs]
 	a = append(a, spans.String("hoptrace.leg", l.p.legServer.String()))
 	a = l.common(a)
 	a = append(a, spans.String("url.scheme", "http"))
@@ -198,7 +327,7 @@ func (l *legs) serverSpan(end time.Time) *spans.Span {
 		a = append(a, spans.String("url.query", l.info.query))
 	}
 	if l.info.peer.IsValid() {
-		peer := l.info.peer.Addr().String()
+		peer := fl.peerAddr()
 		a = append(a,
 			spans.String("client.address", peer),
 			spans.String("network.peer.address", peer),
@@ -207,20 +336,19 @@ func (l *legs) serverSpan(end time.Time) *spans.Span {
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
 	s.Attrs = a
-	s.Events = events(s.Events, "request.headers", l.srvStart, "response.first_byte", l.respHeader, "response.done", end)
+	s.Events = events(rec.events[:0:legEvents], "request.headers", l.srvStart, "response.first_byte", l.respHeader, "response.done", end)
 	switch {
 	case l.grpcStatus > 0:
 		s.Status, s.StatusMessage = spans.StatusError, l.grpcMsg
 	case l.status >= 500 || l.status == 0:
 		s.Status, s.StatusMessage = spans.StatusError, l.failMsg
 	}
-	return s
 }
 
 // clientSpan is the client leg; srvEnd is the server leg's end, which it never
 // outlasts: a leg that broke off before the response ended (a reset, a vanished
 // upstream) ends with the request.
-func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
+func (l *legs) clientSpan(rec *legSpans, srvEnd time.Time, fl *flow) {
 	start := l.cliStart
 	if start.IsZero() {
 		start = l.dialStart // it never got as far as writing
@@ -229,7 +357,8 @@ func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 	if end.IsZero() || end.After(srvEnd) {
 		end = srvEnd
 	}
-	s := &spans.Span{
+	s := &rec.client
+	*s = spans.Span{
 		TraceID:    l.ctx.TraceID,
 		SpanID:     l.client,
 		ParentID:   l.server,
@@ -241,19 +370,20 @@ func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 		End:        end,
 		Resource:   l.p.cfg.Resource,
 	}
-	a := make([]spans.Attr, 0, 20+len(l.reqAttrs)+len(l.resAttrs))
+	s.SetRecycler(rec)
+	a := rec.attrs[legAttrs : legAttrs : 2*legAttrs]
 	a = append(a, spans.String("hoptrace.leg", l.p.legClient.String()))
 	a = l.common(a)
-	a = append(a, spans.String("url.full", l.urlFull()))
+	a = append(a, spans.String("url.full", l.urlFull))
 	if l.info.dst.IsValid() {
 		a = append(a,
-			spans.String("network.peer.address", l.info.dst.Addr().String()),
+			spans.String("network.peer.address", fl.dstAddr()),
 			spans.Int("network.peer.port", int64(l.info.dst.Port())))
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
 	s.Attrs = a
-	s.Events = events(s.Events, "wire.send", l.sent, "response.first_byte", l.firstByte, "response.done", l.cliEnd)
+	s.Events = events(rec.events[legEvents:legEvents:2*legEvents], "wire.send", l.sent, "response.first_byte", l.firstByte, "response.done", l.cliEnd)
 	switch {
 	case l.failure != "":
 		s.Status, s.StatusMessage = spans.StatusError, l.failMsg
@@ -263,7 +393,6 @@ func (l *legs) clientSpan(srvEnd time.Time) *spans.Span {
 		// OpenTelemetry: a client span errs on 4xx too, a server span only on 5xx.
 		s.Status = spans.StatusError
 	}
-	return s
 }
 
 // common appends the attributes both legs carry.
@@ -324,18 +453,6 @@ func (l *legs) serverAddress() (string, uint16) {
 	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), l.info.dst.Port()
 }
 
-func (l *legs) urlFull() string {
-	host := l.info.host
-	if host == "" {
-		host = l.info.dst.String()
-	}
-	u := "http://" + host + l.info.path
-	if l.p.cfg.QueryString && l.info.query != "" {
-		u += "?" + l.info.query
-	}
-	return u
-}
-
 // events builds up to three events, skipping times never reached.
 func events(dst []spans.Event, n1 string, t1 time.Time, n2 string, t2 time.Time, n3 string, t3 time.Time) []spans.Event {
 	dst = dst[:0]
@@ -350,9 +467,27 @@ func events(dst []spans.Event, n1 string, t1 time.Time, n2 string, t2 time.Time,
 // otelMethod returns the method as the HTTP conventions name it, or false for a
 // method outside RFC 9110 and PATCH ("_OTHER").
 func otelMethod(m string) (string, bool) {
+	// The constants, not m: m points into the request's head, and what keeps it
+	// (a span, the observer's statistics) would keep the whole head.
 	switch m {
-	case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH":
-		return m, true
+	case http.MethodGet:
+		return http.MethodGet, true
+	case http.MethodHead:
+		return http.MethodHead, true
+	case http.MethodPost:
+		return http.MethodPost, true
+	case http.MethodPut:
+		return http.MethodPut, true
+	case http.MethodDelete:
+		return http.MethodDelete, true
+	case http.MethodConnect:
+		return http.MethodConnect, true
+	case http.MethodOptions:
+		return http.MethodOptions, true
+	case http.MethodTrace:
+		return http.MethodTrace, true
+	case http.MethodPatch:
+		return http.MethodPatch, true
 	}
 	return "", false
 }

@@ -88,6 +88,9 @@ type FlowStats struct {
 	ServerTime  time.Duration
 	ClientTime  time.Duration
 	LastTraceID spans.TraceID // the most recent sampled request's trace
+	// IdleClosed is set when the proxy closed the connection because neither
+	// side sent anything for Config.SpliceIdleTimeout.
+	IdleClosed bool
 }
 
 // flow is the live state of one client connection. Counters are atomic: the
@@ -102,16 +105,34 @@ type flow struct {
 	upstream atomic.Pointer[net.Conn] // the HTTP/1 upstream in use, closed by Close too
 	proto    atomic.Uint32
 	idle     atomic.Bool // an HTTP/1 connection between requests
+	silent   atomic.Bool // closed by the splice idle timeout
 	requests atomic.Int64
 	in, out  atomic.Int64
 	srvNanos atomic.Int64
 	cliNanos atomic.Int64
 	trace    atomic.Pointer[spans.TraceID]
+	peerStr  atomic.Pointer[string] // peerAddr, made on first use
+	dstStr   atomic.Pointer[string] // dstAddr, made on first use
 
 	untrusted bool // the client is outside the mesh: its sampling headers do not count
 }
 
 func (f *flow) setProtocol(p Protocol) { f.proto.Store(uint32(p)) }
+
+// peerAddr and dstAddr are the flow's addresses as span attributes want them,
+// made once per connection, not per span. Several HTTP/2 streams may ask at
+// once: the first answer is kept, the others are equal.
+func (f *flow) peerAddr() string { return cachedAddr(&f.peerStr, f.peer.Addr()) }
+func (f *flow) dstAddr() string  { return cachedAddr(&f.dstStr, f.dst.Addr()) }
+
+func cachedAddr(p *atomic.Pointer[string], a netip.Addr) string {
+	if s := p.Load(); s != nil {
+		return *s
+	}
+	s := a.String()
+	p.CompareAndSwap(nil, &s)
+	return s
+}
 
 func (f *flow) stats() FlowStats {
 	s := FlowStats{
@@ -126,6 +147,7 @@ func (f *flow) stats() FlowStats {
 		BytesOut:   f.out.Load(),
 		ServerTime: time.Duration(f.srvNanos.Load()),
 		ClientTime: time.Duration(f.cliNanos.Load()),
+		IdleClosed: f.silent.Load(),
 	}
 	if t := f.trace.Load(); t != nil {
 		s.LastTraceID = *t

@@ -14,6 +14,7 @@ type peeker struct {
 	await, probe func(fd uintptr) bool
 	b            [1]byte
 	errno        error // what the last peek returned
+	woken        bool  // wait's first look found nothing, and readiness came since
 }
 
 func newPeeker(c net.Conn) *peeker {
@@ -28,8 +29,21 @@ func newPeeker(c net.Conn) *peeker {
 	}
 	p.rc = rc
 	// What RawConn.Read calls: await returns false on EAGAIN, so that Read
-	// waits for readiness and calls again; probe never waits.
-	p.await = func(fd uintptr) bool { return p.peek(fd) != syscall.EAGAIN }
+	// waits for readiness and calls again; probe never waits. Called again,
+	// after the poller said the socket is readable, await does not look a
+	// second time: the read that follows wait finds out what came (bytes, an
+	// end, an error), one syscall per wake-up fewer on every kept-alive
+	// request. A spurious wake-up only makes that read wait, as reads do.
+	p.await = func(fd uintptr) bool {
+		if p.woken {
+			return true
+		}
+		if p.peek(fd) != syscall.EAGAIN {
+			return true
+		}
+		p.woken = true
+		return false
+	}
 	p.probe = func(fd uintptr) bool { p.peek(fd); return true }
 	return p
 }
@@ -46,7 +60,12 @@ func (p *peeker) wait() error {
 	if p.rc == nil {
 		return nil
 	}
-	if err := p.rc.Read(p.await); err != nil {
+	p.woken = false
+	err := p.rc.Read(p.await)
+	if p.woken {
+		p.errno = nil // the read that follows reports what came
+	}
+	if err != nil {
 		return err
 	}
 	switch p.errno {

@@ -127,6 +127,12 @@ type Config struct {
 	IdleTimeout    time.Duration // idle keep-alive connections, both sides (default 60s)
 	DialTimeout    time.Duration // upstream connect (default 5s)
 	MaxHeaderBytes int           // request head limit; beyond it 431 (default 64 KiB)
+	// SpliceIdleTimeout closes a relayed byte stream (an opaque connection, a
+	// WebSocket or CONNECT tunnel) once neither side has sent anything for this
+	// long: a peer that vanished without a FIN or reset would otherwise hold
+	// two sockets and two goroutines forever. Both sides get a FIN, as from a
+	// NAT that forgot the flow. Default 1h; negative: never.
+	SpliceIdleTimeout time.Duration
 
 	// CaptureHeaders names request and response headers recorded as span
 	// attributes (http.request.header.<name>). Nothing else is; credentials only
@@ -140,11 +146,15 @@ type Config struct {
 
 // Defaults for zero Config durations and limits.
 const (
-	DefaultDetectTimeout  = 300 * time.Millisecond
-	DefaultHeaderTimeout  = 10 * time.Second
-	DefaultIdleTimeout    = 60 * time.Second
-	DefaultDialTimeout    = 5 * time.Second
-	DefaultMaxHeaderBytes = 64 << 10
+	DefaultDetectTimeout = 300 * time.Millisecond
+	DefaultHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout   = 60 * time.Second
+	// DefaultSpliceIdleTimeout is long: database pools and message brokers keep
+	// connections silent for many minutes, and the app, not the mesh, should
+	// decide when they end.
+	DefaultSpliceIdleTimeout = time.Hour
+	DefaultDialTimeout       = 5 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
 )
 
 // ErrClosed is returned by Serve after Shutdown or Close.
@@ -188,6 +198,9 @@ func New(cfg Config) (*Proxy, error) {
 	setDefault(&cfg.HeaderTimeout, DefaultHeaderTimeout)
 	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
 	setDefault(&cfg.DialTimeout, DefaultDialTimeout)
+	if cfg.SpliceIdleTimeout == 0 {
+		cfg.SpliceIdleTimeout = DefaultSpliceIdleTimeout
+	}
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}

@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // serveOpaque relays a connection the proxy does not understand: TLS, databases,
@@ -23,7 +25,10 @@ func (p *Proxy) serveOpaque(c net.Conn, br *bufio.Reader, fl *flow, dst netip.Ad
 	}
 	defer up.Close()
 	prefix := take(br)
-	splice(c, prefix, up, nil, &fl.in, &fl.out)
+	if splice(c, prefix, up, nil, &fl.in, &fl.out, p.cfg.SpliceIdleTimeout) {
+		fl.silent.Store(true)
+		p.log.Debug("closed silent connection", "dst", dst, "idle", p.cfg.SpliceIdleTimeout)
+	}
 }
 
 // take returns a copy of the bytes br has buffered and empties it, so the
@@ -45,21 +50,51 @@ func take(br *bufio.Reader) []byte {
 // write side and then wait for the answer work; an error on either side (a reset,
 // say) tears down both, and a reset is passed on as a reset. in and out, when not
 // nil, count the bytes read from and written to the client, prefixes aside (whoever
-// read them counted them).
-func splice(client net.Conn, clientPrefix []byte, upstream net.Conn, upstreamPrefix []byte, in, out *atomic.Int64) {
-	toUpstream := &relay{dst: upstream, src: client, prefix: clientPrefix, count: in}
-	toClient := &relay{dst: client, src: upstream, prefix: upstreamPrefix, count: out}
+// read them counted them). When idle is positive and neither side sends anything
+// for that long, both are closed and splice reports true.
+func splice(client net.Conn, clientPrefix []byte, upstream net.Conn, upstreamPrefix []byte, in, out *atomic.Int64, idle time.Duration) (silent bool) {
+	var q *quiet
+	if idle > 0 {
+		q = &quiet{timeout: idle}
+		q.heard(time.Now())
+	}
+	toUpstream := &relay{dst: upstream, src: client, prefix: clientPrefix, count: in, quiet: q}
+	toClient := &relay{dst: client, src: upstream, prefix: upstreamPrefix, count: out, quiet: q}
 	done := make(chan struct{})
 	go toUpstream.run(done)
 	toClient.run(nil)
 	<-done
+	return q != nil && q.expired.Load()
 }
+
+// quiet is the idle timeout both directions of a splice share: a direction
+// that has waited the whole timeout closes the splice only if the other one
+// has not spoken meanwhile. Deadlines are set once per burst of reads, not per
+// read.
+type quiet struct {
+	timeout time.Duration
+	last    atomic.Int64 // unix nanoseconds of the latest bytes either way
+	expired atomic.Bool
+}
+
+func (q *quiet) heard(now time.Time) { q.last.Store(now.UnixNano()) }
+
+func (q *quiet) lastHeard() time.Time { return time.Unix(0, q.last.Load()) }
+
+// silentSince reports whether nothing was heard in the timeout before now.
+func (q *quiet) silentSince(now time.Time) bool {
+	return now.UnixNano()-q.last.Load() >= int64(q.timeout)
+}
+
+// errSilent ends a direction of a splice that the idle timeout closed.
+var errSilent = errors.New("splice idle timeout")
 
 // relay copies one direction of a splice.
 type relay struct {
 	dst, src net.Conn
 	prefix   []byte
 	count    *atomic.Int64
+	quiet    *quiet // nil: no idle timeout
 }
 
 func (r *relay) run(done chan<- struct{}) {
@@ -90,15 +125,36 @@ func (r *relay) copy() error {
 		}
 	}
 	waiter := newPeeker(r.src)
+	q := r.quiet
+	var deadline time.Time
 	for {
-		if err := waiter.wait(); err != nil {
-			return err
+		if q != nil {
+			// One deadline per burst of reads, from the latest bytes either way.
+			if d := q.lastHeard().Add(q.timeout); !d.Equal(deadline) {
+				deadline = d
+				r.src.SetReadDeadline(d)
+			}
 		}
-		buf := getCopyBuf()
-		err := r.drain(*buf)
-		putCopyBuf(buf)
-		if err == io.EOF {
-			return nil
+		// Not a socket: wait returns at once and drain's read waits instead.
+		err := waiter.wait()
+		if err == nil {
+			buf := getCopyBuf()
+			var moved bool
+			moved, err = r.drain(*buf)
+			putCopyBuf(buf)
+			if moved && q != nil {
+				q.heard(time.Now())
+			}
+			if err == io.EOF {
+				return nil
+			}
+		}
+		if q != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			if q.silentSince(time.Now()) {
+				q.expired.Store(true)
+				return errSilent
+			}
+			continue // the other direction spoke meanwhile
 		}
 		if err != nil {
 			return err
@@ -106,24 +162,23 @@ func (r *relay) copy() error {
 	}
 }
 
-// drain moves what src has now, going on while reads fill the buffer (a bulk
-// transfer) and returning once a read comes up short (the sender paused).
-func (r *relay) drain(buf []byte) error {
+func (r *relay) drain(buf []byte) (moved bool, err error) {
 	for {
 		n, err := r.src.Read(buf)
 		if n > 0 {
+			moved = true
 			if r.count != nil {
 				r.count.Add(int64(n))
 			}
 			if _, werr := r.dst.Write(buf[:n]); werr != nil {
-				return werr
+				return moved, werr
 			}
 		}
 		if err != nil {
-			return err
+			return moved, err
 		}
 		if n < len(buf) {
-			return nil
+			return moved, nil
 		}
 	}
 }

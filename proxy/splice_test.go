@@ -8,11 +8,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +213,99 @@ func TestOpaqueResetPropagates(t *testing.T) {
 	_, err = conn.Read(make([]byte, 1))
 	if err == nil || err == io.EOF {
 		t.Fatalf("read after the app reset: %v, want a reset", err)
+	}
+}
+
+// Item 6 (issue 11): a spliced connection on which neither side sends anything
+// for SpliceIdleTimeout is closed on both sides, and counted; one side talking
+// keeps it open.
+func TestSilentSpliceClosed(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	appSaw := make(chan error, 2)
+	appAddr := tcpApp(t, func(c net.Conn) {
+		// Server speaks first, for a while, then falls silent; the client never
+		// says anything.
+		var line [1]byte
+		for i := range 5 {
+			line[0] = byte('0' + i)
+			if _, err := c.Write(line[:]); err != nil {
+				appSaw <- err
+				return
+			}
+			time.Sleep(idle / 2)
+		}
+		_, err := c.Read(line[:])
+		appSaw <- err
+	})
+	c := newChain(t, appAddr, func(_ Direction, cfg *Config) { cfg.SpliceIdleTimeout = idle })
+	conn, err := net.Dial("tcp", c.outLn.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, 0, 5)
+	var last time.Time
+	buf := make([]byte, 16)
+	for {
+		n, err := conn.Read(buf)
+		if n > 0 {
+			got, last = append(got, buf[:n]...), time.Now()
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %q: %v, want the proxy to close the silent connection", got, err)
+		}
+	}
+	quietFor := time.Since(last)
+	// Talking one way for longer than the timeout kept the connection open.
+	if string(got) != "01234" {
+		t.Fatalf("got %q before the close, want all five bytes", got)
+	}
+	// Deadlines, not a sweep: never before a whole timeout of silence.
+	if quietFor < idle-idle/10 {
+		t.Errorf("closed %v after the last byte, before the %v idle timeout", quietFor, idle)
+	}
+	select {
+	case err := <-appSaw:
+		if err != io.EOF {
+			t.Errorf("the app's side ended with %v, want EOF (a FIN, not a reset)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the app's side of the connection was left open")
+	}
+	for _, o := range []*observer{c.outObs, c.inObs} {
+		eventually(t, "the closed flow to be reported", func() bool {
+			_, flows := o.snapshot()
+			return len(flows) == 1
+		})
+		if _, flows := o.snapshot(); !flows[0].IdleClosed || flows[0].Protocol != ProtocolOpaque {
+			t.Errorf("flow %+v: want an opaque flow closed for idleness", flows[0])
+		}
+	}
+}
+
+// A negative SpliceIdleTimeout keeps silent connections open.
+func TestSilentSpliceKeptWhenDisabled(t *testing.T) {
+	appAddr := tcpApp(t, func(c net.Conn) { io.Copy(c, c) })
+	c := newChain(t, appAddr, func(_ Direction, cfg *Config) { cfg.SpliceIdleTimeout = -1 })
+	conn, err := net.Dial("tcp", c.outLn.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("silent connection: %v, want it still open after a second", err)
+	}
+	if _, err := io.WriteString(conn, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(conn, b); err != nil || string(b) != "ping" {
+		t.Fatalf("echo after a silence: %q, %v", b, err)
 	}
 }

@@ -176,12 +176,35 @@ type Span struct {
 	StatusMessage string
 
 	Resource *Resource
+
+	recycler Recycler // takes the span back on Release; nil: the collector does
 }
 
 // Recorder receives finished spans. Implementations must not block: the proxy calls
-// Record on its data path. The exporter is the production Recorder.
+// Record on its data path. The exporter is the production Recorder. A Recorder
+// that is done with a span for good (the exporter, once it has encoded it) may
+// call Release; one that keeps spans must not.
 type Recorder interface {
 	Record(*Span)
+}
+
+// Recycler reuses the memory of spans it made (SetRecycler) once they are
+// released: on a busy node, allocating every span's record anew is most of
+// what tracing a request costs.
+type Recycler interface {
+	Recycle(*Span)
+}
+
+// SetRecycler makes r take s back when s is released.
+func (s *Span) SetRecycler(r Recycler) { s.recycler = r }
+
+// Release hands s back to its maker, if that recycles spans. Only a span's last
+// consumer may release it (a Recorder that fans spans out to others must not),
+// and nothing may read s, or its attributes and events, afterwards.
+func Release(s *Span) {
+	if r := s.recycler; r != nil {
+		r.Recycle(s)
+	}
 }
 
 // RecorderFunc adapts a function to Recorder (tests, fan-out).

@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/hoptrace/hoptrace/agent"
 	"github.com/hoptrace/hoptrace/exporter"
 	"github.com/hoptrace/hoptrace/pods"
+	"github.com/hoptrace/hoptrace/proxy"
 	"github.com/hoptrace/hoptrace/redirect"
 )
 
@@ -28,6 +30,7 @@ func newAgentCmd() *cobra.Command {
 		excludeNS  []string
 		pprofAddr  string
 		meshNets   []string
+		spliceIdle time.Duration
 	)
 	exp, envErr := exporter.ConfigFromEnv(os.Getenv)
 	cmd := &cobra.Command{
@@ -109,6 +112,14 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 				return fmt.Errorf("--mesh-networks: %w", err)
 			}
 			cfg.MeshNetworks = nets
+			switch {
+			case spliceIdle < 0:
+				return fmt.Errorf("--splice-idle-timeout %v: want a positive duration, or 0 for never", spliceIdle)
+			case spliceIdle == 0:
+				cfg.SpliceIdleTimeout = -1 // never
+			default:
+				cfg.SpliceIdleTimeout = spliceIdle
+			}
 			if cfg.NodeName == "" {
 				cfg.NodeName = os.Getenv("NODE_NAME")
 			}
@@ -146,6 +157,7 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 	f.StringVar(&procRoot, "proc-root", "/proc", "the host's procfs, where pods' network namespaces are found (needs hostPID or a host /proc mount)")
 	f.Float64Var(&cfg.SampleRate, "sample-rate", agent.DefaultSampleRate, "probability (0..1) of tracing a request that arrives without trace context")
 	f.Float64Var(&cfg.ForcedTraceRate, "forced-trace-rate", agent.DefaultForcedTraceRate, "traces per second each pod's requests may force with hoptrace-sample or B3 debug (burst: one second's worth; 0 refuses them); beyond it they get the normal decision")
+	f.DurationVar(&spliceIdle, "splice-idle-timeout", proxy.DefaultSpliceIdleTimeout, "close a relayed connection (not HTTP: TLS, databases, WebSocket and CONNECT tunnels) when neither side sent anything for this long; both sides get a FIN (0: never)")
 	f.StringSliceVar(&meshNets, "mesh-networks", nil, "comma-separated CIDRs whose clients may decide and force sampling like captured pods, e.g. the cluster's pod CIDRs 10.244.0.0/16,fd00:10:244::/56")
 	f.BoolVar(&cfg.TrustExternalSampling, "trust-external-sampling", false, "let every client decide and force sampling (sampled flags, B3 debug, hoptrace-sample), not only pods inside the mesh")
 	f.BoolVar(&cfg.InferContext, "infer-context", false, "load the context-inference programs, so pods annotated hoptrace.io/context: infer are traced without forwarding headers (docs/inference.md)")

@@ -1,0 +1,51 @@
+package proxy
+
+import (
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/hoptrace/hoptrace/spans"
+)
+
+// BenchmarkSpanRecords measures what a sampled HTTP/1 request costs one proxy
+// to record once it is done: its two spans (server and client leg), built and
+// handed to the recorder. Four spans per hop are twice this. Run:
+//
+//	go test ./proxy -run '^$' -bench SpanRecords -benchmem -count 5
+func BenchmarkSpanRecords(b *testing.B) {
+	rec := &discard{}
+	p, err := New(Config{
+		Direction:      Outbound,
+		Resolver:       fixedResolver(netip.MustParseAddrPort("10.0.0.2:8080")),
+		Recorder:       rec,
+		Sampler:        spans.NewSampler(1),
+		Resource:       &spans.Resource{Attrs: []spans.Attr{spans.String("service.name", "web")}},
+		CaptureHeaders: []string{"X-Tenant"},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	info := requestInfo{
+		proto: ProtocolHTTP1, version: "1.1", method: "GET", path: "/users/42", host: "svc-b.test:8080",
+		userAgent: "curl/8.5.0", peer: netip.MustParseAddrPort("10.0.0.1:40000"), dst: netip.MustParseAddrPort("10.0.0.2:8080"),
+	}
+	h := http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "X-Tenant": {"acme"}}
+	fl := &flow{}
+	var l legs
+	b.ReportAllocs()
+	cpu0 := processCPU()
+	for b.Loop() {
+		now := time.Now()
+		h["Traceparent"] = []string{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+		p.beginLegs(&l, info, h, false, now)
+		l.dialStart, l.cliStart, l.sent, l.firstByte, l.cliEnd, l.respHeader = now, now, now, now, now, now
+		l.response(200, http.Header{})
+		l.finish(now, fl)
+	}
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	if rec.n.Load() == 0 {
+		b.Fatal("nothing recorded")
+	}
+}
