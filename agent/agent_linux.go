@@ -398,7 +398,7 @@ func (a *Agent) startPod(p pods.Pod) (*podRun, error) {
 			TrustSampling: a.trust.trusted, ForcedTraces: forced,
 			SpliceIdleTimeout: a.cfg.SpliceIdleTimeout,
 			Observer:          run.obs, SkipTrace: isKubeletProbe, Logger: logger,
-			Infer:             inferCtx,
+			Infer: inferCtx,
 		})
 	}
 	if run.out, err = mk(proxy.Outbound, att.OutboundResolver(), att.OutboundDialer()); err == nil {
