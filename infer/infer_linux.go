@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -111,6 +112,21 @@ func (i *Inferrer) Stats() Stats {
 		}
 	}
 	return s
+}
+
+// KernelTime is what the programs cost so far: how often they ran and for how
+// long in all, while the kernel keeps BPF run-time statistics
+// (ebpf.EnableStats); zero otherwise.
+func (i *Inferrer) KernelTime() (runs uint64, total time.Duration) {
+	for _, p := range []*ebpf.Program{i.objs.HoptraceInferRecv, i.objs.HoptraceInferSend} {
+		st, err := p.Stats()
+		if err != nil {
+			continue
+		}
+		runs += st.RunCount
+		total += st.Runtime
+	}
+	return runs, total
 }
 
 // Pod enables inference for the pod with this netns cookie whose outbound

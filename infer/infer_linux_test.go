@@ -262,26 +262,30 @@ type verdicts struct {
 
 func (m *mesh) grade(t *testing.T, ids []string, callsPer int) verdicts {
 	t.Helper()
-	want := len(ids) * (2 + 2*callsPer) // per request: 2 inbound + 2 per outbound call
-	deadline := time.Now().Add(10 * time.Second)
-	var all []*spans.Span
-	for {
-		all = m.spans.snapshot()
-		if len(all) >= want || time.Now().After(deadline) {
-			break
+	// Spans are recorded as each leg finishes, a little after the response.
+	var inbound map[string]*spans.Span
+	var outbound map[string][]*spans.Span
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		inbound, outbound = map[string]*spans.Span{}, map[string][]*spans.Span{}
+		for _, s := range m.spans.snapshot() {
+			id, _ := attr(s, "http.request.header.x-request-id")
+			leg, _ := attr(s, "hoptrace.leg")
+			switch leg.Str {
+			case "inbound-client":
+				inbound[id.Str] = s
+			case "outbound-server":
+				outbound[id.Str] = append(outbound[id.Str], s)
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	inbound := map[string]*spans.Span{}
-	outbound := map[string][]*spans.Span{}
-	for _, s := range all {
-		id, _ := attr(s, "http.request.header.x-request-id")
-		leg, _ := attr(s, "hoptrace.leg")
-		switch leg.Str {
-		case "inbound-client":
-			inbound[id.Str] = s
-		case "outbound-server":
-			outbound[id.Str] = append(outbound[id.Str], s)
+		complete := true
+		for _, id := range ids {
+			if inbound[id] == nil || len(outbound[id]) < callsPer {
+				complete = false
+				break
+			}
+		}
+		if complete || time.Now().After(deadline) {
+			break
 		}
 	}
 	var v verdicts
