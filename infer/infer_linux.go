@@ -177,6 +177,10 @@ func (p *Pod) Sending(c net.Conn, ctx spans.Context) {
 // Parent implements proxy.ContextInference for the outbound proxy's client
 // connection c (the app's end is its remote address).
 func (p *Pod) Parent(c net.Conn, off int64) (spans.Context, bool) {
+	if c == nil || off < 0 {
+		p.i.n.add(NoData) // HTTP/2: not linked yet
+		return spans.Context{}, false
+	}
 	app, ok1 := tcpAddr(c.RemoteAddr())
 	listener, ok2 := tcpAddr(c.LocalAddr())
 	if !ok1 || !ok2 {

@@ -86,6 +86,9 @@ func newMesh(t *testing.T, withInference bool) *mesh {
 		m.backLog.mu.Unlock()
 		io.WriteString(w, "back "+id)
 	})}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge, for the HTTP/2 test
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 
@@ -424,5 +427,32 @@ func TestGoAppNeverLinked(t *testing.T) {
 	}
 	if s.Ambiguous+s.NoData != uint64(v.calls) {
 		t.Errorf("ambiguous %d + no-data %d, want every call (%d) counted", s.Ambiguous, s.NoData, v.calls)
+	}
+}
+
+// Shown: an outbound HTTP/2 request without context from a pod with inference
+// is not linked (the relay has no per-request byte offset) but counted.
+func TestHTTP2CountedNotLinked(t *testing.T) {
+	m := newMesh(t, true)
+	curl := lookPath(t, "curl")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 3 {
+		cmd := m.front.Command(ctx, curl, "-sf", "--http2-prior-knowledge", "-H", fmt.Sprintf("X-Request-Id: h2-%d", i),
+			fmt.Sprintf("http://%s:%d/", m.back.IPv4, backPort))
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		if err := m.front.Run(cmd); err != nil || out.String() != fmt.Sprintf("back h2-%d", i) {
+			t.Fatalf("curl over h2c: %q %v", out.String(), err)
+		}
+	}
+	s := m.inferrer.Stats()
+	if s.Linked != 0 || s.NoData != 3 {
+		t.Errorf("linked %d, no-data %d; want 0 and 3", s.Linked, s.NoData)
+	}
+	for _, sp := range m.spans.snapshot() {
+		if a, ok := attr(sp, "hoptrace.context.inferred"); ok && a.Bool {
+			t.Errorf("HTTP/2 span marked inferred: %s", sp.Name)
+		}
 	}
 }

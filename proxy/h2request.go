@@ -409,6 +409,7 @@ func (r *h2Relay) clientRequest(id uint32, end bool) error {
 	h := r.traceHeader()
 	skip := p.cfg.Sampler != nil && p.cfg.SkipTrace != nil && r.skipTrace(&info, h)
 	st := h2StreamPool.Get().(*h2Stream)
+	p.inferNotLinked(h)
 	p.beginLegs(&st.l, info, h, skip, srvStart)
 	st.id, st.grpc, st.responded = id, grpc, false
 	if grpc && Protocol(r.fl.proto.Load()) != ProtocolGRPC {

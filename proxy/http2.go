@@ -141,6 +141,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	skip := p.cfg.Sampler != nil && p.cfg.SkipTrace != nil && p.cfg.SkipTrace(r)
 	l := new(legs)
+	p.inferNotLinked(r.Header)
 	p.beginLegs(l, info, r.Header, skip, start)
 
 	out := &http.Request{

@@ -20,6 +20,8 @@ type ContextInference interface {
 	// (counted from the connection's first byte). ok says
 	// ctx is the context of the inbound request that caused it; every other
 	// answer is counted by the implementation and leaves the request alone.
+	// A request with no byte offset of its own (an HTTP/2 stream) comes with
+	// c nil and off -1: it is counted, never linked.
 	Parent(c net.Conn, off int64) (ctx spans.Context, ok bool)
 }
 
@@ -41,6 +43,19 @@ func (p *Proxy) inferParent(c net.Conn, off int64, h http.Header) bool {
 	ctx.Formats, ctx.TraceState = 0, ""
 	spans.Inject(h, ctx)
 	return true
+}
+
+// inferNotLinked counts an outbound HTTP/2 request without trace context with
+// Config.Infer: streams share a connection, so no byte offset says which write
+// of the app was the request, and it is not linked.
+func (p *Proxy) inferNotLinked(h http.Header) {
+	if p.cfg.Infer == nil || p.cfg.Sampler == nil || p.cfg.Direction != Outbound {
+		return
+	}
+	if got, ok := spans.Extract(h); ok || got.Formats != 0 {
+		return
+	}
+	p.cfg.Infer.Parent(nil, -1)
 }
 
 // inferSending announces the request about to be written on u, with the context
