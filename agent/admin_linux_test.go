@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -37,7 +36,7 @@ func startAdminAgent(t *testing.T, full bool) (sock, tcp *http.Client, tcpBase s
 	addr := ln.Addr().String()
 	ln.Close()
 	socket := filepath.Join(dir, "admin.sock")
-	a, err := New(Config{
+	runAgent(t, Config{
 		Sources:       []pods.Source{&pods.FileSource{Path: podsFile}},
 		PinDir:        filepath.Join(dir, "not-bpffs", "hoptrace"),
 		AdminSocket:   socket,
@@ -45,18 +44,6 @@ func startAdminAgent(t *testing.T, full bool) (sock, tcp *http.Client, tcpBase s
 		AdminAddrFull: full,
 		Exporter:      exporter.Config{Endpoint: "http://127.0.0.1:1", Logger: slog.New(slog.DiscardHandler)},
 		Logger:        slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
 	})
 	sock = NewClient(socket).hc
 	tcp = &http.Client{Timeout: 5 * time.Second}

@@ -67,20 +67,23 @@ type podRun struct {
 	done     sync.WaitGroup
 }
 
-// inferPod enables context inference for an attached pod. Called with a.mu held.
+// inferPod enables context inference for an attached pod.
 func (a *Agent) inferPod(att *redirect.Attachment) (*infer.Pod, error) {
+	a.mu.Lock()
+	inf, infErr := a.inf, a.infErr
+	a.mu.Unlock()
 	switch {
-	case a.inf != nil:
+	case inf != nil:
 	case !a.cfg.InferContext:
 		return nil, errors.New("the agent runs without --infer-context")
 	default:
-		return nil, a.infErr
+		return nil, infErr
 	}
 	addr, ok := att.Outbound.Addr().(*net.TCPAddr)
 	if !ok {
 		return nil, fmt.Errorf("outbound listener address %v is not TCP", att.Outbound.Addr())
 	}
-	return a.inf.Pod(att.NetnsCookie, uint16(addr.Port))
+	return inf.Pod(att.NetnsCookie, uint16(addr.Port))
 }
 
 func (r *podRun) closeInfer() {
@@ -271,14 +274,24 @@ func (a *Agent) apply(ctx context.Context, s pods.Snapshot) {
 // reconcile makes the attached pods match the desired set: it detaches deleted,
 // changed and vanished pods and attaches new and previously failed ones. It is
 // idempotent, so running it on a timer heals whatever a single event missed.
+//
+// Only Run's goroutine calls it, so the plan made under a.mu stays true while
+// the slow work (BPF attach and detach, draining proxies for up to 2 s) runs
+// without it: /readyz, /pods and the event reader never wait for a pod.
 func (a *Agent) reconcile(ctx context.Context) {
+	type release struct {
+		run    *podRun
+		reason string
+	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.rd == nil || a.desired == nil {
+	rd, desired, first := a.rd, a.desired, !a.reconciled
+	if rd == nil || desired == nil {
+		a.mu.Unlock()
 		return
 	}
+	var releases []release
 	for id, run := range a.pods {
-		want, ok := a.desired[id]
+		want, ok := desired[id]
 		reason := ""
 		switch {
 		case !ok:
@@ -289,15 +302,38 @@ func (a *Agent) reconcile(ctx context.Context) {
 			reason = "changed"
 		}
 		if reason != "" {
-			a.detachLocked(ctx, id, reason)
+			delete(a.pods, id)
+			releases = append(releases, release{run, reason})
 		}
 	}
-	if !a.reconciled {
+	if len(releases) > 0 {
+		a.trustPodsLocked()
+	}
+	for id := range a.failed {
+		if _, ok := desired[id]; !ok {
+			delete(a.failed, id)
+		}
+	}
+	var attach []pods.Pod
+	for id, p := range desired {
+		if _, ok := a.pods[id]; !ok {
+			attach = append(attach, p)
+		}
+	}
+	a.mu.Unlock()
+	// Map order would make the log and the attach order differ run to run.
+	sort.Slice(releases, func(i, j int) bool { return releases[i].run.pod.ID() < releases[j].run.pod.ID() })
+	sort.Slice(attach, func(i, j int) bool { return attach[i].ID() < attach[j].ID() })
+
+	for _, r := range releases {
+		a.detach(ctx, rd, r.run, r.reason)
+	}
+	if first {
 		// Pods an earlier agent captured and that are no longer wanted.
-		if ids, err := a.rd.Pinned(); err == nil {
+		if ids, err := rd.Pinned(); err == nil {
 			for _, id := range ids {
-				if _, ok := a.desired[id]; !ok {
-					if err := a.rd.Detach(id); err != nil {
+				if _, ok := desired[id]; !ok {
+					if err := rd.Detach(id); err != nil {
 						a.log.Warn("remove stale pod state", "pod", id, "err", err)
 					} else {
 						a.log.Info("removed capture left by an earlier agent", "pod", id)
@@ -306,24 +342,13 @@ func (a *Agent) reconcile(ctx context.Context) {
 			}
 		}
 	}
-	for id := range a.failed {
-		if _, ok := a.desired[id]; !ok {
-			delete(a.failed, id)
-		}
+	for _, p := range attach {
+		a.attach(ctx, rd, p)
 	}
-	ids := make([]string, 0, len(a.desired))
-	for id := range a.desired {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		if _, ok := a.pods[id]; ok {
-			continue
-		}
-		a.attachLocked(ctx, a.desired[id])
-	}
+	a.mu.Lock()
 	a.reconciled = true
 	a.m.attached.Set(float64(len(a.pods)))
+	a.mu.Unlock()
 }
 
 func changed(run *podRun, want pods.Pod) bool {
@@ -349,11 +374,15 @@ func netnsAlive(path string, ino uint64) bool {
 	return ino != 0 && netnsInode(path) == ino
 }
 
-func (a *Agent) attachLocked(ctx context.Context, p pods.Pod) {
+// attach captures p; it runs without a.mu (see reconcile) and takes it only to
+// record the outcome.
+func (a *Agent) attach(ctx context.Context, rd *redirect.Redirector, p pods.Pod) {
 	id := p.ID()
 	end := a.tracer.start(ctx, "hoptrace.pod.attach", spans.String("k8s.pod.name", p.Name), spans.String("k8s.namespace.name", p.Namespace))
-	run, err := a.startPod(p)
+	run, err := a.startPod(rd, p)
 	end(err)
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if err != nil {
 		prev, seen := a.failed[id]
 		if !seen || prev.err.Error() != err.Error() {
@@ -369,9 +398,9 @@ func (a *Agent) attachLocked(ctx context.Context, p pods.Pod) {
 	a.log.Info("pod captured", "pod", p.Namespace+"/"+p.Name, "service", p.ServiceName(), "ips", run.att.Addrs)
 }
 
-func (a *Agent) startPod(p pods.Pod) (*podRun, error) {
+func (a *Agent) startPod(rd *redirect.Redirector, p pods.Pod) (*podRun, error) {
 	ino := netnsInode(p.NetnsPath)
-	att, err := a.rd.Attach(redirect.Pod{
+	att, err := rd.Attach(redirect.Pod{
 		ID: p.ID(), CgroupDir: p.CgroupDir, NetnsPath: p.NetnsPath,
 		SkipInboundPorts: p.SkipInboundPorts, SkipOutboundPorts: p.SkipOutboundPorts,
 	})
@@ -406,7 +435,7 @@ func (a *Agent) startPod(p pods.Pod) (*podRun, error) {
 	}
 	if err != nil {
 		run.closeInfer()
-		a.rd.Detach(p.ID())
+		rd.Detach(p.ID())
 		return nil, fmt.Errorf("start proxies: %w", err)
 	}
 	for _, s := range []struct {
@@ -437,25 +466,20 @@ func (a *Agent) trustPodsLocked() {
 
 // isKubeletProbe exempts kubelet health checks from tracing: they would drown
 // the real traffic. They are still proxied and counted.
-func isKubeletProbe(r *http.Request) bool {
-	return strings.HasPrefix(r.UserAgent(), "kube-probe/")
+func isKubeletProbe(r proxy.RequestInfo) bool {
+	return strings.HasPrefix(r.UserAgent, "kube-probe/")
 }
 
-func (a *Agent) detachLocked(ctx context.Context, id, reason string) {
-	run := a.pods[id]
-	delete(a.pods, id)
-	a.trustPodsLocked()
+// detach releases a pod reconcile already took out of a.pods. It runs without
+// a.mu: draining the proxies takes up to 2 s.
+func (a *Agent) detach(ctx context.Context, rd *redirect.Redirector, run *podRun, reason string) {
 	end := a.tracer.start(ctx, "hoptrace.pod.detach", spans.String("k8s.pod.name", run.pod.Name), spans.String("hoptrace.reason", reason))
 	// Capture first, so the app's new connections go direct while the proxies
 	// finish the ones they have.
-	err := a.rd.Detach(id)
+	err := rd.Detach(run.pod.ID())
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	run.out.Shutdown(shutCtx)
-	run.in.Shutdown(shutCtx)
+	run.stop(shutCtx)
 	cancel()
-	run.out.Close()
-	run.in.Close()
-	run.closeInfer()
 	run.obs.forget()
 	end(err)
 	a.m.detached.WithLabelValues(reason).Inc()
@@ -464,6 +488,23 @@ func (a *Agent) detachLocked(ctx context.Context, id, reason string) {
 		lvl = slog.LevelWarn
 	}
 	a.log.Log(ctx, lvl, "pod released", "pod", run.pod.Namespace+"/"+run.pod.Name, "reason", reason, "err", err)
+}
+
+// stop drains both proxies until ctx ends, closes what is left and waits for
+// their Serve goroutines, so nothing of the pod's runs on after it.
+func (run *podRun) stop(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, p := range []*proxy.Proxy{run.out, run.in} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.Shutdown(ctx)
+			p.Close()
+		}()
+	}
+	wg.Wait()
+	run.done.Wait()
+	run.closeInfer()
 }
 
 // shutdown releases every pod, drains proxies and flushes spans.
@@ -484,9 +525,7 @@ func (a *Agent) shutdown(events *redirect.EventReader) {
 			if !a.cfg.KeepRedirectOnExit && rd != nil {
 				rd.Detach(run.pod.ID())
 			}
-			run.out.Shutdown(ctx)
-			run.in.Shutdown(ctx)
-			run.closeInfer()
+			run.stop(ctx)
 		}()
 	}
 	wg.Wait()

@@ -79,23 +79,11 @@ func TestAgentWithKubernetesSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	socket := filepath.Join(t.TempDir(), "admin.sock")
-	a, err := New(Config{
+	runAgent(t, Config{
 		NodeName: nodeName, Sources: []pods.Source{src}, PinDir: testenv.TempBPFFS(t),
 		AdminSocket: socket, SampleRate: 1, Reconcile: 500 * time.Millisecond,
 		Exporter: exporter.Config{Endpoint: "http://127.0.0.1:1", Logger: slog.New(slog.DiscardHandler)},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
 	})
 
 	client := NewClient(socket)

@@ -27,7 +27,7 @@ func TestAgentUnreadyWithoutBPF(t *testing.T) {
 	var logs strings.Builder
 	logw := &syncWriter{w: &logs}
 	socket := filepath.Join(dir, "admin.sock")
-	a, err := New(Config{
+	runAgent(t, Config{
 		Sources:     []pods.Source{&pods.FileSource{Path: podsFile}},
 		PinDir:      filepath.Join(dir, "not-bpffs", "hoptrace"),
 		AdminSocket: socket,
@@ -35,18 +35,6 @@ func TestAgentUnreadyWithoutBPF(t *testing.T) {
 		Logger:      slog.New(slog.NewTextHandler(logw, nil)),
 		Reconcile:   200 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
 
 	hc := NewClient(socket).hc
 	var body string
@@ -84,4 +72,22 @@ func TestAgentUnreadyWithoutBPF(t *testing.T) {
 	if !strings.Contains(logged, "cannot load BPF programs") {
 		t.Errorf("log does not say why: %s", logged)
 	}
+}
+
+// runAgent builds an agent from cfg and runs it until the test ends.
+func runAgent(t *testing.T, cfg Config) {
+	t.Helper()
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
 }

@@ -19,7 +19,9 @@
 
 char __license[] SEC("license") = "GPL";
 
-/* Why a connection was or was not redirected; mirrored in Go (redirect.Reason). */
+/* Why a connection was or was not redirected. These enums are the programs' ABI
+ * with the agent: bpf2go (-type) generates their Go twins, so neither side keeps
+ * a copy. */
 enum reason {
 	REASON_REDIRECTED = 1,       /* outbound: sent to the outbound listener */
 	REASON_NO_LISTENER = 2,      /* outbound: agent listener absent, fail-open */
@@ -64,7 +66,9 @@ struct pod_out {
 	__u32 pad;
 };
 
-#define POD_IN_ALL_PORTS 1
+enum pod_in_flag {
+	POD_IN_ALL_PORTS = 1,
+};
 
 /* Per-pod inbound settings, keyed by each pod IP. */
 struct pod_in {
@@ -75,8 +79,11 @@ struct pod_in {
 	__u16 pad;
 };
 
-#define PORT_CAPTURE 1
-#define PORT_SKIP 2
+/* The value of a pod_ports entry. */
+enum port_action {
+	PORT_CAPTURE = 1,
+	PORT_SKIP = 2,
+};
 
 struct pod_port {
 	__u64 netns_cookie;
@@ -647,3 +654,9 @@ const struct event *unused_event __attribute__((unused));
 const struct cidr_key *unused_cidr_key __attribute__((unused));
 const struct pod_port *unused_pod_port __attribute__((unused));
 const struct pod_local *unused_pod_local __attribute__((unused));
+const enum reason *unused_reason __attribute__((unused));
+const enum direction *unused_direction __attribute__((unused));
+const enum pod_in_flag *unused_pod_in_flag __attribute__((unused));
+const enum port_action *unused_port_action __attribute__((unused));
+const enum counter *unused_counter __attribute__((unused));
+const enum setting *unused_setting __attribute__((unused));

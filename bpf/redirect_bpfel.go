@@ -25,6 +25,22 @@ type RedirectCidrKey struct {
 	Ip          RedirectAddr
 }
 
+type RedirectCounter uint32
+
+const (
+	RedirectCounterCOUNTER_EVENTS_LOST RedirectCounter = 0
+	RedirectCounterCOUNTER_REDIRECTED  RedirectCounter = 1
+	RedirectCounterCOUNTER_CAPTURED    RedirectCounter = 2
+	RedirectCounterCOUNTER_MAX         RedirectCounter = 16
+)
+
+type RedirectDirection uint32
+
+const (
+	RedirectDirectionDIR_OUTBOUND RedirectDirection = 1
+	RedirectDirectionDIR_INBOUND  RedirectDirection = 2
+)
+
 type RedirectEvent struct {
 	_            structs.HostLayout
 	TsNs         uint64
@@ -65,6 +81,12 @@ type RedirectPodIn struct {
 	Pad          uint16
 }
 
+type RedirectPodInFlag uint32
+
+const (
+	RedirectPodInFlagPOD_IN_ALL_PORTS RedirectPodInFlag = 1
+)
+
 type RedirectPodLocal struct {
 	_  structs.HostLayout
 	V4 RedirectAddr
@@ -94,6 +116,13 @@ type RedirectPodRecord struct {
 	Pad         uint32
 }
 
+type RedirectPortAction uint32
+
+const (
+	RedirectPortActionPORT_CAPTURE RedirectPortAction = 1
+	RedirectPortActionPORT_SKIP    RedirectPortAction = 2
+)
+
 type RedirectPortKey struct {
 	_           structs.HostLayout
 	NetnsCookie uint64
@@ -102,12 +131,32 @@ type RedirectPortKey struct {
 	Pad         uint32
 }
 
+type RedirectReason uint32
+
+const (
+	RedirectReasonREASON_REDIRECTED            RedirectReason = 1
+	RedirectReasonREASON_NO_LISTENER           RedirectReason = 2
+	RedirectReasonREASON_EXCLUDED_PORT         RedirectReason = 3
+	RedirectReasonREASON_EXCLUDED_CIDR         RedirectReason = 4
+	RedirectReasonREASON_INBOUND_CAPTURED      RedirectReason = 5
+	RedirectReasonREASON_INBOUND_SKIPPED       RedirectReason = 6
+	RedirectReasonREASON_INBOUND_NO_LISTENER   RedirectReason = 7
+	RedirectReasonREASON_INBOUND_ASSIGN_FAILED RedirectReason = 8
+)
+
 type RedirectRedirected struct {
 	_          structs.HostLayout
 	Dst        RedirectOrigDst
 	ListenPort uint16
 	Pad        [3]uint16
 }
+
+type RedirectSetting uint32
+
+const (
+	RedirectSettingSETTING_ALL_EVENTS RedirectSetting = 0
+	RedirectSettingSETTING_MAX        RedirectSetting = 4
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -134,9 +183,15 @@ const (
 	RedirectProgHoptraceSkLookup     = "hoptrace_sk_lookup"
 	RedirectProgHoptraceSockops      = "hoptrace_sockops"
 	RedirectVarUnusedCidrKey         = "unused_cidr_key"
+	RedirectVarUnusedCounter         = "unused_counter"
+	RedirectVarUnusedDirection       = "unused_direction"
 	RedirectVarUnusedEvent           = "unused_event"
+	RedirectVarUnusedPodInFlag       = "unused_pod_in_flag"
 	RedirectVarUnusedPodLocal        = "unused_pod_local"
 	RedirectVarUnusedPodPort         = "unused_pod_port"
+	RedirectVarUnusedPortAction      = "unused_port_action"
+	RedirectVarUnusedReason          = "unused_reason"
+	RedirectVarUnusedSetting         = "unused_setting"
 )
 
 // LoadRedirect returns the embedded CollectionSpec for Redirect.
@@ -213,10 +268,16 @@ type RedirectMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RedirectVariableSpecs struct {
-	UnusedCidrKey  *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
-	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedPodLocal *ebpf.VariableSpec `ebpf:"unused_pod_local"`
-	UnusedPodPort  *ebpf.VariableSpec `ebpf:"unused_pod_port"`
+	UnusedCidrKey    *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
+	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedDirection  *ebpf.VariableSpec `ebpf:"unused_direction"`
+	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedPodInFlag  *ebpf.VariableSpec `ebpf:"unused_pod_in_flag"`
+	UnusedPodLocal   *ebpf.VariableSpec `ebpf:"unused_pod_local"`
+	UnusedPodPort    *ebpf.VariableSpec `ebpf:"unused_pod_port"`
+	UnusedPortAction *ebpf.VariableSpec `ebpf:"unused_port_action"`
+	UnusedReason     *ebpf.VariableSpec `ebpf:"unused_reason"`
+	UnusedSetting    *ebpf.VariableSpec `ebpf:"unused_setting"`
 }
 
 // RedirectObjects contains all objects after they have been loaded into the kernel.
@@ -274,10 +335,16 @@ func (m *RedirectMaps) Close() error {
 //
 // It can be passed to LoadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RedirectVariables struct {
-	UnusedCidrKey  *ebpf.Variable `ebpf:"unused_cidr_key"`
-	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
-	UnusedPodLocal *ebpf.Variable `ebpf:"unused_pod_local"`
-	UnusedPodPort  *ebpf.Variable `ebpf:"unused_pod_port"`
+	UnusedCidrKey    *ebpf.Variable `ebpf:"unused_cidr_key"`
+	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedDirection  *ebpf.Variable `ebpf:"unused_direction"`
+	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedPodInFlag  *ebpf.Variable `ebpf:"unused_pod_in_flag"`
+	UnusedPodLocal   *ebpf.Variable `ebpf:"unused_pod_local"`
+	UnusedPodPort    *ebpf.Variable `ebpf:"unused_pod_port"`
+	UnusedPortAction *ebpf.Variable `ebpf:"unused_port_action"`
+	UnusedReason     *ebpf.Variable `ebpf:"unused_reason"`
+	UnusedSetting    *ebpf.Variable `ebpf:"unused_setting"`
 }
 
 // RedirectPrograms contains all programs after they have been loaded into the kernel.

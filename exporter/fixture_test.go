@@ -21,7 +21,7 @@ func podResource(service, pod string) *spans.Resource {
 }
 
 // hop returns the four spans the proxy records for one request from pod A to pod B,
-// parented as DESIGN.md says, in the order the legs finish.
+// parented as docs/proxy.md says, in the order the legs finish.
 func hop(a, b *spans.Resource, start time.Time, status int64) []*spans.Span {
 	trace := spans.NewTraceID()
 	ids := [4]spans.SpanID{spans.NewSpanID(), spans.NewSpanID(), spans.NewSpanID(), spans.NewSpanID()}

@@ -13,8 +13,8 @@ package proxy
 // connection each read one direction and write the other, flushing only when their
 // input has nothing more buffered, so back-to-back frames leave in one write.
 //
-// Frames are parsed here, not with x/net's Framer: only header blocks and SETTINGS
-// need their payload read, and everything else (DATA above all) is copied from the
+// Frames are parsed by h2wire.go, not with x/net's Framer: only header blocks and
+// SETTINGS need their payload read, and everything else (DATA above all) is copied from the
 // reader's buffer to the writer's without being materialised as a frame.
 // BenchmarkH2FrameRelay compares the two.
 //
@@ -51,11 +51,19 @@ import (
 	"github.com/hoptrace/hoptrace/spans"
 )
 
+// Upstream connections are health-checked with pings after this much silence
+// with streams open, so a dead peer fails requests instead of hanging them (the
+// terminating path's transport does the same). Variables only so that tests can
+// shorten them.
+var (
+	h2ReadIdleTimeout = 30 * time.Second
+	h2PingTimeout     = 10 * time.Second
+)
+
 const (
-	h2FrameHeaderLen = 9
-	h2MinFrameSize   = 16384 // SETTINGS_MAX_FRAME_SIZE's initial value and floor
-	h2MaxFrameSize   = 1<<24 - 1
-	h2MaxStreamID    = 1<<31 - 1
+	// h2MaxStreams bounds the streams a client may have open at once, on both
+	// HTTP/2 paths.
+	h2MaxStreams = 1000
 	// h2TableSize is HPACK's initial dynamic table size, and the most our own
 	// encoder ever uses.
 	h2TableSize = 4096
@@ -78,9 +86,6 @@ const (
 	// h2MaxLocal bounds the streams answered by the relay itself that the client
 	// may still send frames on.
 	h2MaxLocal = 128
-	// h2MaxQueue bounds the frames waiting for the relaying goroutine to let go
-	// of a writer; a client that makes more is abusive.
-	h2MaxQueue = 64 << 10
 )
 
 // serveH2 relays an HTTP/2 connection whose preface br holds. When the upstream
@@ -109,66 +114,6 @@ func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrPo
 	}
 }
 
-// h2FrameHeader is the fixed 9-byte head of every frame (RFC 9113 §4.1).
-type h2FrameHeader struct {
-	length uint32
-	typ    http2.FrameType
-	flags  http2.Flags
-	stream uint32
-}
-
-func parseH2FrameHeader(b []byte) h2FrameHeader {
-	return h2FrameHeader{
-		length: uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2]),
-		typ:    http2.FrameType(b[3]),
-		flags:  http2.Flags(b[4]),
-		stream: binary.BigEndian.Uint32(b[5:9]) & h2MaxStreamID,
-	}
-}
-
-func appendH2FrameHeader(dst []byte, length int, typ http2.FrameType, flags http2.Flags, stream uint32) []byte {
-	return append(dst, byte(length>>16), byte(length>>8), byte(length), byte(typ), byte(flags),
-		byte(stream>>24), byte(stream>>16), byte(stream>>8), byte(stream))
-}
-
-func appendRSTStream(dst []byte, stream uint32, code http2.ErrCode) []byte {
-	dst = appendH2FrameHeader(dst, 4, http2.FrameRSTStream, 0, stream)
-	return binary.BigEndian.AppendUint32(dst, uint32(code))
-}
-
-func appendGoAway(dst []byte, last uint32, code http2.ErrCode, debug string) []byte {
-	dst = appendH2FrameHeader(dst, 8+len(debug), http2.FrameGoAway, 0, 0)
-	dst = binary.BigEndian.AppendUint32(dst, last)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(code))
-	return append(dst, debug...)
-}
-
-func appendPing(dst []byte, data uint64) []byte {
-	dst = appendH2FrameHeader(dst, 8, http2.FramePing, 0, 0)
-	return binary.BigEndian.AppendUint64(dst, data)
-}
-
-func appendWindowUpdate(dst []byte, stream, incr uint32) []byte {
-	dst = appendH2FrameHeader(dst, 4, http2.FrameWindowUpdate, 0, stream)
-	return binary.BigEndian.AppendUint32(dst, incr)
-}
-
-// h2ConnError is a connection error (RFC 9113 §5.4.1) a peer committed.
-type h2ConnError struct {
-	code http2.ErrCode
-	msg  string
-}
-
-func (e *h2ConnError) Error() string { return "http2: " + e.msg + " (" + e.code.String() + ")" }
-
-func h2Error(code http2.ErrCode, msg string) error { return &h2ConnError{code: code, msg: msg} }
-
-// h2WriteError is a failure to write to the peer a direction relays to: it is gone.
-type h2WriteError struct{ err error }
-
-func (e *h2WriteError) Error() string { return "write: " + e.err.Error() }
-func (e *h2WriteError) Unwrap() error { return e.err }
-
 var (
 	errH2Fallback       = errors.New("upstream does not speak HTTP/2")
 	errH2ClientReset    = errors.New("client reset the stream")
@@ -176,65 +121,6 @@ var (
 	errH2UpstreamSilent = errors.New("upstream did not answer a ping")
 	errH2ClientBroke    = errors.New("client broke the protocol")
 )
-
-// h2Out is the writing end toward one peer. One goroutine relays frames into it;
-// others (a stream the relay answers itself, a GOAWAY on shutdown) add whole frames
-// between the relayed ones, never inside one.
-type h2Out struct {
-	mu       sync.Mutex
-	bw       *bufio.Writer // nil once the connection is released
-	owned    bool          // the relaying goroutine is writing: others queue
-	gated    bool          // the peer has not had its server preface yet: everyone else waits
-	queue    []byte        // whole frames from other goroutines
-	midFrame bool          // owner only: a frame is partly written
-	hdr      [h2FrameHeaderLen]byte
-}
-
-// own is called by the relaying goroutine before it writes.
-func (o *h2Out) own() {
-	o.mu.Lock()
-	o.owned = true
-	o.mu.Unlock()
-}
-
-// release writes what others queued, flushes, and lets others write directly
-// until the next own. The relaying goroutine calls it before it blocks between
-// frames.
-func (o *h2Out) release() error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.owned = false
-	if len(o.queue) > 0 && !o.gated {
-		o.bw.Write(o.queue)
-		o.queue = o.queue[:0]
-	}
-	return o.bw.Flush()
-}
-
-// send adds whole frames from a goroutine other than the owner. It reports false
-// when too much is waiting already.
-func (o *h2Out) send(frames []byte) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	switch {
-	case o.bw == nil:
-	case o.owned || o.gated:
-		if len(o.queue)+len(frames) > h2MaxQueue {
-			return false
-		}
-		o.queue = append(o.queue, frames...)
-	default:
-		o.bw.Write(frames)
-		o.bw.Flush()
-	}
-	return true
-}
-
-// writeHeader writes a frame header; the owner only.
-func (o *h2Out) writeHeader(length int, typ http2.FrameType, flags http2.Flags, stream uint32) {
-	appendH2FrameHeader(o.hdr[:0], length, typ, flags, stream)
-	o.bw.Write(o.hdr[:])
-}
 
 // h2Stream is a request in flight on a relayed connection.
 type h2Stream struct {
@@ -247,14 +133,19 @@ type h2Stream struct {
 
 var h2StreamPool = sync.Pool{New: func() any { return new(h2Stream) }}
 
-// h2Relay is one client connection and its upstream connection.
+// h2Relay is one client connection and its upstream connection. Its state is
+// grouped by who owns it (docs/proxy.md, "The HTTP/2 relay's goroutines"): up
+// belongs to toUpstream, run's goroutine, which reads cr and writes uw; down
+// to toClient, which reads ur and writes cw; other goroutines (timers, a
+// stream answered locally, Shutdown's GOAWAY) only add whole frames through
+// h2Out.send. What more than one touches is atomic, a channel, or under mu.
 type h2Relay struct {
 	p      *Proxy
 	fl     *flow
 	dst    netip.AddrPort
 	cc, uc net.Conn
-	cr, ur *bufio.Reader
-	cw, uw h2Out // toward the client and toward the upstream
+	cr, ur *bufio.Reader // read by toUpstream and toClient alone
+	cw, uw h2Out         // toward the client and toward the upstream
 
 	// Settings seen passing by, for the other direction's goroutine.
 	upFrameSize   atomic.Uint32 // the upstream's latest MAX_FRAME_SIZE: our header blocks are cut to it
@@ -287,7 +178,30 @@ type h2Relay struct {
 	decidedClosed  bool
 	firstFrame     []byte // the client's SETTINGS as it came, for the fallback
 
-	// The client-to-upstream goroutine's own.
+	up   h2UpState   // toUpstream's goroutine's alone
+	down h2DownState // toClient's goroutine's alone
+
+	// Shared by both directions' goroutines and the timers, under mu.
+	mu            sync.Mutex
+	streams       map[uint32]*h2Stream
+	connWindow    int64             // what the upstream may still send on the connection, as the client granted
+	upEvents      []h2UpstreamEvent // for the client goroutine (pollUpstream)
+	upEventsSpare []h2UpstreamEvent
+	upPending     atomic.Bool
+	maxSeen       uint32 // highest stream forwarded upstream; written by the client goroutine only
+	refuseAbove   uint32 // streams above it are not forwarded: the client was told by a GOAWAY
+	goAwayLast    uint32 // lowest last-stream-id the client has been sent
+	sentGoAway    bool   // the relay itself sent the client a GOAWAY
+	draining      bool
+	closing       bool // the connection is going down: no new streams
+	clientGone    bool
+	idleSince     time.Time
+	idle          *time.Timer
+}
+
+// h2UpState is what the goroutine relaying client to upstream (toUpstream)
+// owns: request decoding and re-encoding, and the client's view of its streams.
+type h2UpState struct {
 	reqDec          *hpack.Decoder
 	enc             *hpack.Encoder
 	encBuf          bytes.Buffer
@@ -309,16 +223,15 @@ type h2Relay struct {
 	reqLength       int64 // the request's content-length, or -1
 	opened          int   // streams forwarded, and those of them the client reset early: rapid reset
 	prematureResets int
-	hdr             http.Header       // the request's trace headers, for the legs machinery
-	vals            []string          // backing for hdr's values
-	canon           map[string]string // field name to canonical header key, for SkipTrace
-	req             http.Request      // for SkipTrace
-	reqURL          url.URL
-	peerStr         string
+	hdr             http.Header // the request's trace headers, for the legs machinery
+	vals            []string    // backing for hdr's values
 	cscratch        []byte
 	cframes         []byte
+}
 
-	// The upstream-to-client goroutine's own.
+// h2DownState is what the goroutine relaying upstream to client (toClient)
+// owns: response decoding, for statuses and captured headers.
+type h2DownState struct {
 	respDec      *hpack.Decoder
 	respTable    uint32
 	resp         h2ResponseHead
@@ -327,22 +240,6 @@ type h2Relay struct {
 	settingsSent bool // the upstream's first SETTINGS went to the client
 	uscratch     []byte
 	ended        []h2Ended
-
-	mu            sync.Mutex
-	streams       map[uint32]*h2Stream
-	connWindow    int64             // what the upstream may still send on the connection, as the client granted
-	upEvents      []h2UpstreamEvent // for the client goroutine (pollUpstream)
-	upEventsSpare []h2UpstreamEvent
-	upPending     atomic.Bool
-	maxSeen       uint32 // highest stream forwarded upstream; written by the client goroutine only
-	refuseAbove   uint32 // streams above it are not forwarded: the client was told by a GOAWAY
-	goAwayLast    uint32 // lowest last-stream-id the client has been sent
-	sentGoAway    bool   // the relay itself sent the client a GOAWAY
-	draining      bool
-	closing       bool // the connection is going down: no new streams
-	clientGone    bool
-	idleSince     time.Time
-	idle          *time.Timer
 }
 
 // h2ResponseHead is what the relay reads from a response header block.
@@ -356,23 +253,25 @@ type h2ResponseHead struct {
 func newH2Relay(p *Proxy, fl *flow, dst netip.AddrPort, cc net.Conn, cr *bufio.Reader, uc net.Conn) *h2Relay {
 	r := &h2Relay{
 		p: p, fl: fl, dst: dst, cc: cc, uc: uc, cr: cr,
-		ur:            getReader(uc),
-		maxHeaderList: uint32(p.cfg.MaxHeaderBytes) + 10*32, // as x/net's server: 32 bytes per field, ~10 fields
-		reqTable:      h2TableSize,
-		encTable:      h2TableSize,
-		respTable:     h2TableSize,
-		hdr:           make(http.Header, 4),
-		vals:          make([]string, 0, 8),
-		streams:       make(map[uint32]*h2Stream),
-		open:          make(map[uint32]h2ClientStream),
-		initialWindow: h2InitialWindow,
-		connWindow:    h2InitialWindow,
-		refuseAbove:   h2MaxStreamID,
-		goAwayLast:    h2MaxStreamID,
-		idleSince:     time.Now(),
-		pingData:      rand.Uint64(),
-		pingAfter:     h2ReadIdleTimeout,
-		pingWithin:    h2PingTimeout,
+		ur: getReader(uc),
+		up: h2UpState{
+			maxHeaderList: uint32(p.cfg.MaxHeaderBytes) + 10*32, // as x/net's server: 32 bytes per field, ~10 fields
+			reqTable:      h2TableSize,
+			encTable:      h2TableSize,
+			hdr:           make(http.Header, 4),
+			vals:          make([]string, 0, 8),
+			open:          make(map[uint32]h2ClientStream),
+			initialWindow: h2InitialWindow,
+		},
+		down:        h2DownState{respTable: h2TableSize},
+		streams:     make(map[uint32]*h2Stream),
+		connWindow:  h2InitialWindow,
+		refuseAbove: h2MaxStreamID,
+		goAwayLast:  h2MaxStreamID,
+		idleSince:   time.Now(),
+		pingData:    rand.Uint64(),
+		pingAfter:   h2ReadIdleTimeout,
+		pingWithin:  h2PingTimeout,
 	}
 	r.upRead.Store(time.Now().UnixNano())
 	r.spoke, r.decided = make(chan struct{}), make(chan struct{})
@@ -384,10 +283,10 @@ func newH2Relay(p *Proxy, fl *flow, dst netip.AddrPort, cc net.Conn, cr *bufio.R
 	r.upTableSize.Store(h2TableSize)
 	r.reqTableMax.Store(h2TableSize)
 	r.respTableMax.Store(h2TableSize)
-	r.reqDec = hpack.NewDecoder(h2TableSize, r.requestField)
-	r.reqDec.SetMaxStringLength(int(r.maxHeaderList))
-	r.respDec = hpack.NewDecoder(h2TableSize, r.responseField)
-	r.enc = hpack.NewEncoder(&r.encBuf)
+	r.up.reqDec = hpack.NewDecoder(h2TableSize, r.requestField)
+	r.up.reqDec.SetMaxStringLength(int(r.up.maxHeaderList))
+	r.down.respDec = hpack.NewDecoder(h2TableSize, r.responseField)
+	r.up.enc = hpack.NewEncoder(&r.up.encBuf)
 	return r
 }
 
@@ -396,10 +295,10 @@ func newH2Relay(p *Proxy, fl *flow, dst netip.AddrPort, cc net.Conn, cr *bufio.R
 // failed to speak HTTP/2 before anything but the client's preface and SETTINGS
 // went to it, which the terminating path can take over.
 func (r *h2Relay) run() (fallback bool) {
-	if !r.p.trackH2Relay(r, true) {
+	if !r.p.h2relays.track(r.p, r, true) {
 		return false // shutting down
 	}
-	defer r.p.trackH2Relay(r, false)
+	defer r.p.h2relays.track(r.p, r, false)
 	r.mu.Lock()
 	r.idle = time.AfterFunc(r.p.cfg.IdleTimeout, r.checkIdle)
 	r.liveTimer = time.AfterFunc(r.pingAfter, r.checkLive)
@@ -451,120 +350,6 @@ func (r *h2Relay) release() {
 	}
 	putReader(r.ur)
 	r.ur = nil
-}
-
-// readH2FrameHeader returns the next frame header from br, still buffered there.
-// Before waiting for input it lets go of o, flushing it; a failure to write is an
-// *h2WriteError.
-func readH2FrameHeader(br *bufio.Reader, o *h2Out) (h2FrameHeader, error) {
-	if br.Buffered() < h2FrameHeaderLen {
-		if err := o.release(); err != nil {
-			return h2FrameHeader{}, &h2WriteError{err}
-		}
-		_, err := br.Peek(h2FrameHeaderLen)
-		o.own()
-		if err != nil {
-			return h2FrameHeader{}, err
-		}
-	}
-	b, _ := br.Peek(h2FrameHeaderLen)
-	return parseH2FrameHeader(b), nil
-}
-
-// peekH2FrameHeader is readH2FrameHeader inside a header block, where o is not let
-// go: nothing may come between the block's frames.
-func peekH2FrameHeader(br *bufio.Reader, o *h2Out) (h2FrameHeader, error) {
-	if br.Buffered() < h2FrameHeaderLen {
-		o.bw.Flush()
-	}
-	b, err := br.Peek(h2FrameHeaderLen)
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return h2FrameHeader{}, err
-	}
-	return parseH2FrameHeader(b), nil
-}
-
-// copyN relays the next n bytes of br to o, flushing o before waiting for more.
-func copyN(br *bufio.Reader, o *h2Out, n int) error {
-	o.midFrame = true
-	for n > 0 {
-		if br.Buffered() == 0 {
-			o.bw.Flush() // an error stays in bw, for release to report
-			if n >= br.Size() {
-				// Large: read past the reader's buffer, one read per piece.
-				buf := getCopyBuf()
-				k, err := br.Read((*buf)[:min(n, len(*buf))])
-				o.bw.Write((*buf)[:k])
-				putCopyBuf(buf)
-				n -= k
-				if err != nil {
-					return err
-				}
-				continue
-			}
-			if _, err := br.Peek(1); err != nil {
-				return err
-			}
-		}
-		b, _ := br.Peek(min(n, br.Buffered()))
-		o.bw.Write(b)
-		br.Discard(len(b))
-		n -= len(b)
-	}
-	o.midFrame = false
-	return nil
-}
-
-// readFull reads len(dst) bytes from br, flushing o first if that means waiting.
-func readFull(br *bufio.Reader, o *h2Out, dst []byte) error {
-	if br.Buffered() < len(dst) {
-		o.bw.Flush()
-	}
-	_, err := io.ReadFull(br, dst)
-	if errors.Is(err, io.EOF) {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
-}
-
-func grow(b []byte, n int) []byte {
-	if cap(b) < n {
-		return make([]byte, n, max(n, 2*cap(b)))
-	}
-	return b[:n]
-}
-
-// headerFragment strips a HEADERS or PUSH_PROMISE payload to its header block
-// fragment, returning the priority fields when present.
-func headerFragment(fh h2FrameHeader, payload []byte) (frag, prio []byte, err error) {
-	padded := fh.flags.Has(http2.FlagHeadersPadded) // same bit for PUSH_PROMISE
-	pad := 0
-	if padded {
-		if len(payload) < 1 {
-			return nil, nil, h2Error(http2.ErrCodeFrameSize, "padded frame too short")
-		}
-		pad = int(payload[0])
-		payload = payload[1:]
-	}
-	switch {
-	case fh.typ == http2.FramePushPromise:
-		if len(payload) < 4 {
-			return nil, nil, h2Error(http2.ErrCodeFrameSize, "PUSH_PROMISE too short")
-		}
-		payload = payload[4:]
-	case fh.typ == http2.FrameHeaders && fh.flags.Has(http2.FlagHeadersPriority):
-		if len(payload) < 5 {
-			return nil, nil, h2Error(http2.ErrCodeFrameSize, "HEADERS priority too short")
-		}
-		prio, payload = payload[:5], payload[5:]
-	}
-	if pad > len(payload) {
-		return nil, nil, h2Error(http2.ErrCodeProtocol, "padding longer than the payload")
-	}
-	return payload[:len(payload)-pad], prio, nil
 }
 
 // ---- client to upstream ----
@@ -675,21 +460,13 @@ func (r *h2Relay) upstreamWriteFailed() {
 	r.uw.mu.Unlock()
 }
 
-func discardN(br *bufio.Reader, o *h2Out, n int) error {
-	if br.Buffered() < n {
-		o.bw.Flush()
-	}
-	_, err := br.Discard(n)
-	return err
-}
-
 // dropped reports whether a stream never reached the upstream, so its frames
 // must not either.
 func (r *h2Relay) dropped(id uint32) bool {
 	if id > r.maxSeen {
 		return true
 	}
-	_, ok := r.local[id]
+	_, ok := r.up.local[id]
 	return ok
 }
 
@@ -701,13 +478,13 @@ func (r *h2Relay) clientData(fh h2FrameHeader) error {
 		return err
 	}
 	id := fh.stream
-	cs, open := r.open[id]
+	cs, open := r.up.open[id]
 	if !open {
 		if r.dropped(id) {
 			// Answered here, or refused: the upstream never sees these
 			// bytes and so never gives the connection window back for them.
 			if end {
-				delete(r.local, id)
+				delete(r.up.local, id)
 			}
 			return r.discardFrame(fh)
 		}
@@ -727,10 +504,10 @@ func (r *h2Relay) clientData(fh h2FrameHeader) error {
 			}
 			return r.clientStreamError(id, http2.ErrCodeProtocol, "DATA does not match content-length")
 		}
-		r.open[id] = cs
+		r.up.open[id] = cs
 	}
 	if end {
-		delete(r.open, id)
+		delete(r.up.open, id)
 		r.recordClosed(id)
 	}
 	if err := copyN(br, o, h2FrameHeaderLen+int(fh.length)); err != nil {
@@ -763,15 +540,15 @@ func (r *h2Relay) clientReset(fh h2FrameHeader) error {
 	if r.idleStream(id) {
 		return h2Error(http2.ErrCodeProtocol, "RST_STREAM on an idle stream") // §6.4
 	}
-	if _, ok := r.open[id]; ok {
-		delete(r.open, id)
+	if _, ok := r.up.open[id]; ok {
+		delete(r.up.open, id)
 		r.recordClosed(id)
 	}
 	if err := r.countReset(id, time.Now()); err != nil {
 		return err
 	}
 	if r.dropped(fh.stream) {
-		delete(r.local, fh.stream)
+		delete(r.up.local, fh.stream)
 		r.cr.Discard(h2FrameHeaderLen)
 		return discardN(r.cr, &r.uw, 4)
 	}
@@ -812,7 +589,7 @@ func (r *h2Relay) relayReset(fh h2FrameHeader, br *bufio.Reader, o *h2Out, kind 
 
 func (r *h2Relay) clientSettings(fh h2FrameHeader) error {
 	br, o := r.cr, &r.uw
-	payload, err := r.readSettings(fh, br, o, &r.cscratch)
+	payload, err := r.readSettings(fh, br, o, &r.up.cscratch)
 	if err != nil || payload == nil {
 		return err
 	}
@@ -998,7 +775,7 @@ func (r *h2Relay) upstreamData(fh h2FrameHeader) {
 	}
 	if st != nil && end {
 		st.l.cliEnd = now
-		r.ended = append(r.ended, h2Ended{st, now})
+		r.down.ended = append(r.down.ended, h2Ended{st, now})
 	}
 }
 
@@ -1010,23 +787,23 @@ func (r *h2Relay) upstreamHeaders(fh h2FrameHeader) error {
 	if fh.stream == 0 {
 		return h2Error(http2.ErrCodeProtocol, "upstream HEADERS on stream 0")
 	}
-	if v := r.respTableMax.Load(); v != r.respTable {
-		r.respDec.SetAllowedMaxDynamicTableSize(v)
-		r.respTable = v
+	if v := r.respTableMax.Load(); v != r.down.respTable {
+		r.down.respDec.SetAllowedMaxDynamicTableSize(v)
+		r.down.respTable = v
 	}
-	r.resp = h2ResponseHead{grpcStatus: -1, captured: r.resp.captured[:0]}
+	r.down.resp = h2ResponseHead{grpcStatus: -1, captured: r.down.resp.captured[:0]}
 	if h2FrameHeaderLen+int(fh.length) > h2MaxResponseBlock {
 		return h2Error(http2.ErrCodeFrameSize, "upstream header block too large")
 	}
-	r.block = grow(r.block, h2FrameHeaderLen+int(fh.length))
-	if err := readFull(br, o, r.block); err != nil {
+	r.down.block = grow(r.down.block, h2FrameHeaderLen+int(fh.length))
+	if err := readFull(br, o, r.down.block); err != nil {
 		return err
 	}
-	frag, _, err := headerFragment(fh, r.block[h2FrameHeaderLen:])
+	frag, _, err := headerFragment(fh, r.down.block[h2FrameHeaderLen:])
 	if err != nil {
 		return err
 	}
-	if _, err := r.respDec.Write(frag); err != nil {
+	if _, err := r.down.respDec.Write(frag); err != nil {
 		return h2Error(http2.ErrCodeCompression, "upstream header block: "+err.Error())
 	}
 	for flags := fh.flags; !flags.Has(http2.FlagHeadersEndHeaders); { // same bit for PUSH_PROMISE
@@ -1037,23 +814,23 @@ func (r *h2Relay) upstreamHeaders(fh h2FrameHeader) error {
 		if next.typ != http2.FrameContinuation || next.stream != fh.stream {
 			return h2Error(http2.ErrCodeProtocol, "upstream header block interrupted")
 		}
-		if next.length > r.upFrameMax.Load() || len(r.block)+h2FrameHeaderLen+int(next.length) > h2MaxResponseBlock {
+		if next.length > r.upFrameMax.Load() || len(r.down.block)+h2FrameHeaderLen+int(next.length) > h2MaxResponseBlock {
 			return h2Error(http2.ErrCodeFrameSize, "upstream header block too large")
 		}
-		start := len(r.block)
-		r.block = slices.Grow(r.block, h2FrameHeaderLen+int(next.length))[:start+h2FrameHeaderLen+int(next.length)]
-		if err := readFull(br, o, r.block[start:]); err != nil {
+		start := len(r.down.block)
+		r.down.block = slices.Grow(r.down.block, h2FrameHeaderLen+int(next.length))[:start+h2FrameHeaderLen+int(next.length)]
+		if err := readFull(br, o, r.down.block[start:]); err != nil {
 			return err
 		}
-		if _, err := r.respDec.Write(r.block[start+h2FrameHeaderLen:]); err != nil {
+		if _, err := r.down.respDec.Write(r.down.block[start+h2FrameHeaderLen:]); err != nil {
 			return h2Error(http2.ErrCodeCompression, "upstream header block: "+err.Error())
 		}
 		flags = next.flags
 	}
-	if err := r.respDec.Close(); err != nil {
+	if err := r.down.respDec.Close(); err != nil {
 		return h2Error(http2.ErrCodeCompression, "upstream header block: "+err.Error())
 	}
-	o.bw.Write(r.block)
+	o.bw.Write(r.down.block)
 	if fh.typ == http2.FramePushPromise {
 		return nil
 	}
@@ -1065,16 +842,16 @@ func (r *h2Relay) upstreamHeaders(fh h2FrameHeader) error {
 func (r *h2Relay) responseField(f hpack.HeaderField) {
 	switch f.Name {
 	case ":status":
-		r.resp.status, _ = strconv.Atoi(f.Value)
+		r.down.resp.status, _ = strconv.Atoi(f.Value)
 	case "grpc-status":
 		if n, err := strconv.Atoi(f.Value); err == nil {
-			r.resp.grpcStatus = n
+			r.down.resp.grpcStatus = n
 		}
 	case "grpc-message":
-		r.resp.grpcMsg = f.Value
+		r.down.resp.grpcMsg = f.Value
 	default:
-		if len(r.p.h2capture) > 0 {
-			r.resp.captured = append(r.resp.captured, f)
+		if len(r.p.tr.capture) > 0 {
+			r.down.resp.captured = append(r.down.resp.captured, f)
 		}
 	}
 }
@@ -1091,17 +868,17 @@ func (r *h2Relay) response(id uint32, end bool, read, written time.Time) {
 	if l.firstByte.IsZero() {
 		l.firstByte = read
 	}
-	if rs := &r.resp; rs.status >= 200 {
+	if rs := &r.down.resp; rs.status >= 200 {
 		l.status = rs.status
 		if !st.responded {
 			st.responded = true
 			l.respHeader = written
 		}
 	}
-	if st.grpc && r.resp.grpcStatus >= 0 {
-		l.grpcStatus, l.grpcMsg = r.resp.grpcStatus, r.resp.grpcMsg
+	if st.grpc && r.down.resp.grpcStatus >= 0 {
+		l.grpcStatus, l.grpcMsg = r.down.resp.grpcStatus, r.down.resp.grpcMsg
 	}
-	if l.sampled && len(r.resp.captured) > 0 {
+	if l.sampled && len(r.down.resp.captured) > 0 {
 		l.resAttrs = r.captureResponse(l.resAttrs)
 	}
 	if !end {
@@ -1115,7 +892,7 @@ func (r *h2Relay) response(id uint32, end bool, read, written time.Time) {
 		r.uc.Close()
 	}
 	l.cliEnd = read
-	r.ended = append(r.ended, h2Ended{st, written})
+	r.down.ended = append(r.down.ended, h2Ended{st, written})
 }
 
 // h2Ended is a stream whose response went to the client at end, to be finished
@@ -1126,32 +903,31 @@ type h2Ended struct {
 }
 
 func (r *h2Relay) finishEnded() {
-	for i, e := range r.ended {
+	for i, e := range r.down.ended {
 		r.finish(e.st, e.end)
-		r.ended[i] = h2Ended{}
+		r.down.ended[i] = h2Ended{}
 	}
-	r.ended = r.ended[:0]
+	r.down.ended = r.down.ended[:0]
 }
 
 func (r *h2Relay) captureResponse(dst []spans.Attr) []spans.Attr {
-	if r.respHdr == nil {
-		r.respHdr = make(http.Header)
+	if r.down.respHdr == nil {
+		r.down.respHdr = make(http.Header)
 	}
-	clear(r.respHdr)
-	for _, f := range r.resp.captured {
-		for i, name := range r.p.h2capture {
-			if name == f.Name {
-				k := r.p.capture[i].key
-				r.respHdr[k] = append(r.respHdr[k], f.Value)
+	clear(r.down.respHdr)
+	for _, f := range r.down.resp.captured {
+		for _, c := range r.p.tr.capture {
+			if c.field == f.Name {
+				r.down.respHdr[c.key] = append(r.down.respHdr[c.key], f.Value)
 			}
 		}
 	}
-	return r.p.captureHeaders(dst, r.respHdr, false)
+	return r.p.tr.captureHeaders(dst, r.down.respHdr, false)
 }
 
 func (r *h2Relay) upstreamSettings(fh h2FrameHeader) error {
 	br, o := r.ur, &r.cw
-	payload, err := r.readSettings(fh, br, o, &r.uscratch)
+	payload, err := r.readSettings(fh, br, o, &r.down.uscratch)
 	if err != nil || payload == nil {
 		return err
 	}
@@ -1177,34 +953,29 @@ func (r *h2Relay) upstreamSettings(fh h2FrameHeader) error {
 		case http2.SettingMaxConcurrentStreams:
 			v, haveStreams = min(v, h2MaxStreams), true
 		case http2.SettingMaxHeaderListSize:
-			v, haveList = min(v, r.maxHeaderList), true
+			v, haveList = min(v, r.up.maxHeaderList), true
 		}
 		binary.BigEndian.PutUint32(payload[i+2:], v)
 	}
-	if !r.settingsSent {
+	if !r.down.settingsSent {
 		// The relay's own limits, announced with the upstream's first settings
 		// as a terminating server would.
 		if !haveStreams {
 			payload = appendSetting(payload, http2.SettingMaxConcurrentStreams, h2MaxStreams)
 		}
 		if !haveList {
-			payload = appendSetting(payload, http2.SettingMaxHeaderListSize, r.maxHeaderList)
+			payload = appendSetting(payload, http2.SettingMaxHeaderListSize, r.up.maxHeaderList)
 		}
 	}
 	o.writeHeader(len(payload), http2.FrameSettings, fh.flags, 0)
 	o.bw.Write(payload)
-	if !r.settingsSent {
-		r.settingsSent = true
+	if !r.down.settingsSent {
+		r.down.settingsSent = true
 		o.mu.Lock()
 		o.gated = false // the client has its server preface: others may write
 		o.mu.Unlock()
 	}
 	return nil
-}
-
-func appendSetting(dst []byte, id http2.SettingID, v uint32) []byte {
-	dst = binary.BigEndian.AppendUint16(dst, uint16(id))
-	return binary.BigEndian.AppendUint32(dst, v)
 }
 
 func (r *h2Relay) upstreamReset(fh h2FrameHeader) error {
@@ -1369,11 +1140,11 @@ func (r *h2Relay) upstreamDone(err error) {
 	o := &r.cw
 	write := kind == "upstream" && !o.midFrame
 	if write {
-		if !r.settingsSent {
+		if !r.down.settingsSent {
 			// The upstream never spoke HTTP/2: the client still gets a server
 			// preface before anything else.
 			o.writeHeader(0, http2.FrameSettings, 0, 0)
-			r.settingsSent = true
+			r.down.settingsSent = true
 		}
 		r.endStreams(open, err)
 		if goAway {
@@ -1384,7 +1155,7 @@ func (r *h2Relay) upstreamDone(err error) {
 				r.p.log.Debug("http/2 upstream broke the protocol", "dst", r.dst, "err", err)
 			}
 			o.writeHeader(8, http2.FrameGoAway, 0, 0)
-			o.bw.Write(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(r.uscratch[:0], last), uint32(code)))
+			o.bw.Write(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(r.down.uscratch[:0], last), uint32(code)))
 		}
 		o.mu.Lock()
 		o.gated = false
@@ -1431,7 +1202,7 @@ func (r *h2Relay) endStreams(open []*h2Stream, cause error) {
 		default:
 			// Part of a response went out: a reset, so that the client does not
 			// take it for a whole one.
-			o.bw.Write(appendRSTStream(r.uscratch[:0], st.id, http2.ErrCodeInternal))
+			o.bw.Write(appendRSTStream(r.down.uscratch[:0], st.id, http2.ErrCodeInternal))
 			continue
 		}
 		o.writeHeader(len(block), http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, st.id)
@@ -1554,30 +1325,39 @@ func (r *h2Relay) checkIdle() {
 	r.mu.Unlock()
 }
 
-// trackH2Relay registers a relay for Shutdown's GOAWAY; it reports false when
-// shutdown began already.
-func (p *Proxy) trackH2Relay(r *h2Relay, add bool) bool {
-	p.h2mu.Lock()
-	defer p.h2mu.Unlock()
+// h2Relays is a proxy's set of relayed connections, for Shutdown's GOAWAY.
+type h2Relays struct {
+	mu sync.Mutex
+	m  map[*h2Relay]struct{}
+}
+
+// track registers a relay (add) or forgets it; it reports false when the proxy
+// began shutting down already.
+func (rs *h2Relays) track(p *Proxy, r *h2Relay, add bool) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
 	if !add {
-		delete(p.h2relays, r)
+		delete(rs.m, r)
 		return true
 	}
 	if p.closing.Load() {
 		return false
 	}
-	p.h2relays[r] = struct{}{}
+	if rs.m == nil {
+		rs.m = make(map[*h2Relay]struct{})
+	}
+	rs.m[r] = struct{}{}
 	return true
 }
 
-// drainH2Relays sends every relayed connection a GOAWAY; Shutdown runs it.
-func (p *Proxy) drainH2Relays() {
-	p.h2mu.Lock()
-	rs := slices.Collect(maps.Keys(p.h2relays))
-	p.h2mu.Unlock()
+// drain sends every relayed connection a GOAWAY; Shutdown runs it.
+func (rs *h2Relays) drain() {
+	rs.mu.Lock()
+	relays := slices.Collect(maps.Keys(rs.m))
+	rs.mu.Unlock()
 	// In parallel: a client that does not read must not hold up the others'
 	// GOAWAYs until Shutdown's deadline.
-	for _, r := range rs {
+	for _, r := range relays {
 		go r.drain()
 	}
 }

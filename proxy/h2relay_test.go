@@ -860,7 +860,7 @@ func TestH2RelayHeaders(t *testing.T) {
 	}))
 	c := newChain(t, addr.AddrPort(), func(_ Direction, cfg *Config) {
 		cfg.CaptureHeaders = []string{"X-Request-Id", "x-reply", "X-Done"}
-		cfg.SkipTrace = func(r *http.Request) bool { return strings.HasPrefix(r.UserAgent(), "kube-probe/") }
+		cfg.SkipTrace = func(r RequestInfo) bool { return strings.HasPrefix(r.UserAgent, "kube-probe/") }
 	})
 	client := c.h2cClient()
 	resp := get(t, client, "http://svc-b.test/x", map[string]string{
@@ -903,22 +903,42 @@ func TestH2RelayHeaders(t *testing.T) {
 	c.requireNoSpans(t)
 }
 
-// The trace headers the relay manages are every one spans writes.
+// The trace headers the relay manages are exactly the ones spans manages, in
+// both directions: every one Inject writes is found by the relay's lookup, and
+// every one the relay sets apart is removed by Inject (or, the override, by the
+// sampling decision) — none is left out, none is extra.
 func TestH2TraceHeadersCoverSpans(t *testing.T) {
 	ctx := spans.Context{TraceID: spans.NewTraceID(), SpanID: spans.NewSpanID(), Sampled: true, TraceState: "a=b",
 		Formats: spans.FormatW3C | spans.FormatB3Single | spans.FormatB3Multi}
+	written := 0
 	for _, c := range []spans.Context{ctx, {Debug: true, Formats: spans.FormatB3Multi}, {Formats: spans.FormatB3Multi}} {
 		h := http.Header{}
 		spans.Inject(h, c)
 		for k := range h {
+			written++
 			if key, ok := h2TraceHeader(strings.ToLower(k)); !ok || key != k {
 				t.Errorf("spans writes %s, which the relay does not manage", k)
 			}
 		}
 	}
-	for _, th := range h2TraceHeaders {
-		if key, ok := h2TraceHeader(th.name); !ok || key != th.key || http.CanonicalHeaderKey(th.name) != th.key {
-			t.Errorf("%s: %q %v", th.name, key, ok)
+	if written < 7 {
+		t.Fatalf("spans wrote only %d trace headers: the check covers nothing", written)
+	}
+	if len(h2TraceFields) != len(spans.TraceHeaders())+1 {
+		t.Errorf("the relay manages %d fields, spans %d trace headers and the override", len(h2TraceFields), len(spans.TraceHeaders()))
+	}
+	for _, f := range h2TraceFields {
+		if key, ok := h2TraceHeader(f.name); !ok || key != f.key || http.CanonicalHeaderKey(f.name) != f.key {
+			t.Errorf("%s: %q %v", f.name, key, ok)
+		}
+		h := http.Header{f.key: {"1"}}
+		if f.key == spans.OverrideHeader {
+			spans.NewSampler(0).Decide(h)
+		} else {
+			spans.Inject(h, spans.Context{})
+		}
+		if len(h) != 0 {
+			t.Errorf("the relay manages %s, which spans neither reads nor writes", f.key)
 		}
 	}
 }
@@ -935,6 +955,9 @@ func TestH2StaticFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{":status=502", "content-type=application/grpc", "grpc-message=" + strings.Repeat("m", 300)}
+	if len(fields) != len(want) {
+		t.Errorf("%d fields decoded, want %d", len(fields), len(want))
+	}
 	for i, f := range fields {
 		if i >= len(want) || f.Name+"="+f.Value != want[i] {
 			t.Errorf("field %d: %s=%s", i, f.Name, f.Value)

@@ -7,7 +7,6 @@ package proxy
 import (
 	"encoding/binary"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -28,18 +27,18 @@ func (r *h2Relay) clientHeaders(fh h2FrameHeader) error {
 	if id == 0 {
 		return h2Error(http2.ErrCodeProtocol, "HEADERS on stream 0")
 	}
-	if v := r.reqTableMax.Load(); v != r.reqTable {
-		r.reqDec.SetAllowedMaxDynamicTableSize(v)
-		r.reqTable = v
+	if v := r.reqTableMax.Load(); v != r.up.reqTable {
+		r.up.reqDec.SetAllowedMaxDynamicTableSize(v)
+		r.up.reqTable = v
 	}
-	r.reqFields, r.reqSize, r.reqTruncated, r.reqInvalid = r.reqFields[:0], 0, false, false
-	r.reqDec.SetEmitEnabled(true)
+	r.up.reqFields, r.up.reqSize, r.up.reqTruncated, r.up.reqInvalid = r.up.reqFields[:0], 0, false, false
+	r.up.reqDec.SetEmitEnabled(true)
 
 	if int(fh.length) > r.maxBlockFrame() {
 		return h2Error(http2.ErrCodeProtocol, "header block too large")
 	}
-	r.cscratch = grow(r.cscratch, int(fh.length))
-	payload := r.cscratch[:fh.length]
+	r.up.cscratch = grow(r.up.cscratch, int(fh.length))
+	payload := r.up.cscratch[:fh.length]
 	if err := readFull(br, o, payload); err != nil {
 		return err
 	}
@@ -47,7 +46,7 @@ func (r *h2Relay) clientHeaders(fh h2FrameHeader) error {
 	if err != nil {
 		return err
 	}
-	r.prioLen = copy(r.prio[:], prio)
+	r.up.prioLen = copy(r.up.prio[:], prio)
 	if err := r.decodeRequestFragment(frag); err != nil {
 		return err
 	}
@@ -70,8 +69,8 @@ func (r *h2Relay) clientHeaders(fh h2FrameHeader) error {
 			return h2Error(http2.ErrCodeEnhanceYourCalm, "header block in too many frames")
 		}
 		br.Discard(h2FrameHeaderLen)
-		r.cscratch = grow(r.cscratch, int(next.length))
-		frag := r.cscratch[:next.length]
+		r.up.cscratch = grow(r.up.cscratch, int(next.length))
+		frag := r.up.cscratch[:next.length]
 		if err := readFull(br, o, frag); err != nil {
 			return err
 		}
@@ -80,17 +79,17 @@ func (r *h2Relay) clientHeaders(fh h2FrameHeader) error {
 		}
 		flags = next.flags
 	}
-	if err := r.reqDec.Close(); err != nil {
+	if err := r.up.reqDec.Close(); err != nil {
 		return h2Error(http2.ErrCodeCompression, err.Error())
 	}
 	end := fh.flags.Has(http2.FlagHeadersEndStream)
 	// A stream cannot depend on itself (RFC 9113 §5.3.1).
 	selfDep := len(prio) == 5 && binary.BigEndian.Uint32(prio)&h2MaxStreamID == id
-	if id > r.lastClientID {
+	if id > r.up.lastClientID {
 		if id%2 == 0 {
 			return h2Error(http2.ErrCodeProtocol, "client opened an even stream")
 		}
-		r.lastClientID = id
+		r.up.lastClientID = id
 		if selfDep {
 			return r.resetLocally(id, end, http2.ErrCodeProtocol)
 		}
@@ -98,15 +97,15 @@ func (r *h2Relay) clientHeaders(fh h2FrameHeader) error {
 	}
 	// A stream opened before: trailers, if the client's half of it is open
 	// (RFC 9113 §5.1, §8.1).
-	if _, open := r.open[id]; open {
+	if _, open := r.up.open[id]; open {
 		if selfDep {
 			return r.clientStreamError(id, http2.ErrCodeProtocol, "stream depends on itself")
 		}
 		return r.clientTrailers(id, end)
 	}
-	if _, local := r.local[id]; local || id > r.maxSeen && r.refused(id) {
+	if _, local := r.up.local[id]; local || id > r.maxSeen && r.refused(id) {
 		if end {
-			delete(r.local, id)
+			delete(r.up.local, id)
 		}
 		return nil // decoded for the dynamic table, and that is all
 	}
@@ -127,19 +126,19 @@ func (r *h2Relay) refused(id uint32) bool {
 
 // maxBlockFrame bounds a request header frame before it is read: twice the header
 // list limit, as decodeRequestFragment checks, plus padding and priority.
-func (r *h2Relay) maxBlockFrame() int { return 2*int(r.maxHeaderList) + h2FrameHeaderLen + 256 + 5 }
+func (r *h2Relay) maxBlockFrame() int { return 2*int(r.up.maxHeaderList) + h2FrameHeaderLen + 256 + 5 }
 
 func (r *h2Relay) decodeRequestFragment(frag []byte) error {
 	// As x/net's server: a fragment far beyond what the list may still hold is
 	// not worth decoding (a CONTINUATION flood), and ends the connection.
 	remain := uint32(0)
-	if !r.reqTruncated {
-		remain = r.maxHeaderList - r.reqSize
+	if !r.up.reqTruncated {
+		remain = r.up.maxHeaderList - r.up.reqSize
 	}
 	if len(frag) > 2*int(remain)+h2FrameHeaderLen && len(frag) > 0 {
 		return h2Error(http2.ErrCodeProtocol, "header block too large")
 	}
-	if _, err := r.reqDec.Write(frag); err != nil {
+	if _, err := r.up.reqDec.Write(frag); err != nil {
 		return h2Error(http2.ErrCodeCompression, err.Error())
 	}
 	return nil
@@ -148,16 +147,16 @@ func (r *h2Relay) decodeRequestFragment(frag []byte) error {
 // requestField collects a decoded request field, within the header list limit.
 func (r *h2Relay) requestField(f hpack.HeaderField) {
 	size := f.Size()
-	if r.reqSize+size > r.maxHeaderList {
-		r.reqTruncated = true
-		r.reqDec.SetEmitEnabled(false) // still decoded, for the dynamic table
+	if r.up.reqSize+size > r.up.maxHeaderList {
+		r.up.reqTruncated = true
+		r.up.reqDec.SetEmitEnabled(false) // still decoded, for the dynamic table
 		return
 	}
-	r.reqSize += size
+	r.up.reqSize += size
 	if !validH2Field(f) {
-		r.reqInvalid = true
+		r.up.reqInvalid = true
 	}
-	r.reqFields = append(r.reqFields, f)
+	r.up.reqFields = append(r.up.reqFields, f)
 }
 
 // validH2Field checks a field as x/net's server does: a lower-case token name
@@ -179,51 +178,42 @@ func validH2Field(f hpack.HeaderField) bool {
 	return httpguts.ValidHeaderFieldValue(f.Value)
 }
 
-// h2TraceHeaders are the header fields the legs machinery reads and rewrites:
-// spans' trace headers and the sampling override. They are emitted after the
-// request's other fields, from the http.Header the machinery left.
-var h2TraceHeaders = [...]struct{ name, key string }{
-	{"traceparent", "Traceparent"},
-	{"tracestate", "Tracestate"},
-	{"b3", "B3"},
-	{"x-b3-traceid", "X-B3-Traceid"},
-	{"x-b3-spanid", "X-B3-Spanid"},
-	{"x-b3-parentspanid", "X-B3-Parentspanid"},
-	{"x-b3-sampled", "X-B3-Sampled"},
-	{"x-b3-flags", "X-B3-Flags"},
-	{"hoptrace-sample", spans.OverrideHeader},
-}
+// h2TraceFields are the header fields the legs machinery reads and rewrites:
+// spans' trace headers and the sampling override, as HTTP/2 names them (lower
+// case) and as http.Header keys. They are emitted after the request's other
+// fields, from the http.Header the machinery left.
+var h2TraceFields = func() (f []struct{ name, key string }) {
+	keys := spans.TraceHeaders()
+	for _, k := range append(keys[:], spans.OverrideHeader) {
+		f = append(f, struct{ name, key string }{strings.ToLower(k), k})
+	}
+	return f
+}()
 
 func h2TraceHeader(name string) (key string, ok bool) {
-	switch name {
-	case "traceparent":
-		return "Traceparent", true
-	case "tracestate":
-		return "Tracestate", true
-	case "b3":
-		return "B3", true
-	case "x-b3-traceid":
-		return "X-B3-Traceid", true
-	case "x-b3-spanid":
-		return "X-B3-Spanid", true
-	case "x-b3-parentspanid":
-		return "X-B3-Parentspanid", true
-	case "x-b3-sampled":
-		return "X-B3-Sampled", true
-	case "x-b3-flags":
-		return "X-B3-Flags", true
-	case "hoptrace-sample":
-		return spans.OverrideHeader, true
+	for _, f := range h2TraceFields {
+		if f.name == name {
+			return f.key, true
+		}
 	}
 	return "", false
 }
 
+// h2ConnectionFields are connectionFields as HTTP/2 names them.
+var h2ConnectionFields = func() (f []string) {
+	for _, k := range connectionFields {
+		f = append(f, strings.ToLower(k))
+	}
+	return f
+}()
+
 // connectionSpecific reports fields HTTP/2 forbids (RFC 9113 §8.2.2): they make a
 // message malformed.
 func connectionSpecific(name string) bool {
-	switch name {
-	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
-		return true
+	for _, f := range h2ConnectionFields {
+		if f == name {
+			return true
+		}
 	}
 	return false
 }
@@ -240,36 +230,37 @@ const (
 // requestInfo reads the request's pseudo-headers and the fields spans describe,
 // and reports whether the request is well-formed (RFC 9113 §8.1.1, §8.2, §8.3):
 // a malformed one is reset, never forwarded.
-func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
-	info = requestInfo{proto: ProtocolHTTP2, version: "2", peer: r.fl.peer, dst: r.dst}
-	info.untrusted = r.fl.untrusted
+func (r *h2Relay) requestInfo() (info RequestInfo, grpc, ok bool) {
+	info = r.fl.request(ProtocolHTTP2, "2")
 	var seen uint8
 	var contentType, host, path, protocol string
 	regular := false
-	r.reqLength = -1
-	for _, f := range r.reqFields {
+	r.up.reqLength = -1
+	for _, f := range r.up.reqFields {
 		if !strings.HasPrefix(f.Name, ":") {
 			regular = true
 			switch f.Name {
 			case "content-type":
 				contentType = f.Value
 			case "user-agent":
-				info.userAgent = f.Value
+				info.UserAgent = f.Value
 			case "host":
 				host = f.Value
 			case "content-length":
 				n, ok := parseDecimal(f.Value)
-				if !ok || r.reqLength >= 0 && n != r.reqLength {
+				if !ok || r.up.reqLength >= 0 && n != r.up.reqLength {
 					return info, false, false
 				}
-				r.reqLength = n
+				r.up.reqLength = n
 			case "te":
 				// The only TE an HTTP/2 request may carry (RFC 9113 §8.2.2).
 				if !strings.EqualFold(f.Value, "trailers") {
 					return info, false, false
 				}
-			case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
-				return info, false, false // connection-specific (RFC 9113 §8.2.2)
+			default:
+				if connectionSpecific(f.Name) {
+					return info, false, false
+				}
 			}
 			continue
 		}
@@ -279,11 +270,11 @@ func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
 		var bit uint8
 		switch f.Name {
 		case ":method":
-			bit, info.method = pseudoMethod, f.Value
+			bit, info.Method = pseudoMethod, f.Value
 		case ":path":
 			bit, path = pseudoPath, f.Value
 		case ":authority":
-			bit, info.host = pseudoAuthority, f.Value
+			bit, info.Host = pseudoAuthority, f.Value
 		case ":scheme":
 			bit = pseudoScheme
 		case ":protocol":
@@ -300,34 +291,33 @@ func (r *h2Relay) requestInfo() (info requestInfo, grpc, ok bool) {
 	// any other (RFC 8441's extended CONNECT, with :protocol, among them) has a
 	// method, a scheme and a path that is not empty.
 	switch {
-	case info.method == "":
+	case info.Method == "":
 		return info, false, false
-	case info.method == http.MethodConnect && seen&pseudoProtocol == 0:
-		if seen&(pseudoScheme|pseudoPath) != 0 || info.host == "" {
+	case info.Method == http.MethodConnect && seen&pseudoProtocol == 0:
+		if seen&(pseudoScheme|pseudoPath) != 0 || info.Host == "" {
 			return info, false, false
 		}
-	case seen&pseudoProtocol != 0 && (info.method != http.MethodConnect || protocol == ""),
+	case seen&pseudoProtocol != 0 && (info.Method != http.MethodConnect || protocol == ""),
 		seen&pseudoScheme == 0, path == "":
 		return info, false, false
 	}
-	if info.host == "" {
-		info.host = host
+	if info.Host == "" {
+		info.Host = host
 	}
-	info.path, info.query, _ = strings.Cut(path, "?")
+	info.Path, info.Query, _ = strings.Cut(path, "?")
 	if isGRPC(contentType) {
-		info.proto, grpc = ProtocolGRPC, true
+		info.Protocol, grpc = ProtocolGRPC, true
 	}
 	return info, grpc, true
 }
 
-// traceHeader fills r.hdr with what the legs machinery reads: the trace headers
-// and captured headers, or every field when SkipTrace may look at any.
+// traceHeader fills r.up.hdr with what the legs machinery reads: the trace headers
+// and captured headers.
 func (r *h2Relay) traceHeader() http.Header {
-	clear(r.hdr)
-	r.vals = r.vals[:0]
+	clear(r.up.hdr)
+	r.up.vals = r.up.vals[:0]
 	p := r.p
-	all := p.cfg.SkipTrace != nil && p.cfg.Sampler != nil
-	for _, f := range r.reqFields {
+	for _, f := range r.up.reqFields {
 		if strings.HasPrefix(f.Name, ":") {
 			continue
 		}
@@ -335,82 +325,45 @@ func (r *h2Relay) traceHeader() http.Header {
 			r.addHeader(key, f.Value)
 			continue
 		}
-		if all {
-			r.addHeader(r.canonical(f.Name), f.Value)
-			continue
-		}
-		for i, name := range p.h2capture {
-			if name == f.Name {
-				r.addHeader(p.capture[i].key, f.Value)
+		for _, c := range p.tr.capture {
+			if c.field == f.Name {
+				r.addHeader(c.key, f.Value)
 			}
 		}
 	}
-	return r.hdr
+	return r.up.hdr
 }
 
 func (r *h2Relay) addHeader(key, v string) {
-	if old, ok := r.hdr[key]; ok {
-		r.hdr[key] = append(old, v)
+	if old, ok := r.up.hdr[key]; ok {
+		r.up.hdr[key] = append(old, v)
 		return
 	}
-	if n := len(r.vals); n < cap(r.vals) {
-		r.vals = append(r.vals, v)
-		r.hdr[key] = r.vals[n : n+1 : n+1]
+	if n := len(r.up.vals); n < cap(r.up.vals) {
+		r.up.vals = append(r.up.vals, v)
+		r.up.hdr[key] = r.up.vals[n : n+1 : n+1]
 		return
 	}
-	r.hdr[key] = []string{v}
-}
-
-// canonical returns a field name's http.Header key, remembering the connection's
-// usual names.
-func (r *h2Relay) canonical(name string) string {
-	if k, ok := r.canon[name]; ok {
-		return k
-	}
-	k := http.CanonicalHeaderKey(name)
-	if r.canon == nil {
-		r.canon = make(map[string]string)
-	}
-	if len(r.canon) < 64 {
-		r.canon[name] = k
-	}
-	return k
-}
-
-// skipTrace asks cfg.SkipTrace about a request, shown as net/http would.
-func (r *h2Relay) skipTrace(info *requestInfo, h http.Header) bool {
-	if r.peerStr == "" {
-		r.peerStr = r.fl.peer.String()
-	}
-	r.reqURL = url.URL{Path: info.path, RawQuery: info.query}
-	r.req = http.Request{
-		Method: info.method, URL: &r.reqURL, Proto: "HTTP/2.0", ProtoMajor: 2,
-		Header: h, Host: info.host, RemoteAddr: r.peerStr, RequestURI: info.path,
-	}
-	if info.query != "" {
-		r.req.RequestURI += "?" + info.query
-	}
-	return r.p.cfg.SkipTrace(&r.req)
+	r.up.hdr[key] = []string{v}
 }
 
 // clientRequest starts a new stream: legs, trace context, and the re-encoded
 // head upstream.
 func (r *h2Relay) clientRequest(id uint32, end bool) error {
 	srvStart := time.Now()
-	if r.reqTruncated {
+	if r.up.reqTruncated {
 		return r.answerLocally(id, end, http.StatusRequestHeaderFieldsTooLarge)
 	}
 	info, grpc, ok := r.requestInfo()
-	if r.reqInvalid || !ok || end && r.reqLength > 0 {
+	if r.up.reqInvalid || !ok || end && r.up.reqLength > 0 {
 		// Malformed (RFC 9113 §8.1.1): never forwarded.
 		return r.resetLocally(id, end, http2.ErrCodeProtocol)
 	}
 	p := r.p
 	h := r.traceHeader()
-	skip := p.cfg.Sampler != nil && p.cfg.SkipTrace != nil && r.skipTrace(&info, h)
 	st := h2StreamPool.Get().(*h2Stream)
 	p.inferNotLinked(h)
-	p.beginLegs(&st.l, info, h, skip, srvStart)
+	p.tr.begin(&st.l, info, h, srvStart)
 	st.id, st.grpc, st.responded = id, grpc, false
 	if grpc && Protocol(r.fl.proto.Load()) != ProtocolGRPC {
 		r.fl.setProtocol(ProtocolGRPC)
@@ -429,55 +382,55 @@ func (r *h2Relay) clientRequest(id uint32, end bool) error {
 		r.mu.Unlock()
 		h2StreamPool.Put(st)
 		return nil
-	case len(r.streams) >= h2MaxStreams || len(r.open) >= h2MaxStreams:
+	case len(r.streams) >= h2MaxStreams || len(r.up.open) >= h2MaxStreams:
 		// Streams whose response ended but whose client half is open count
 		// too (RFC 9113 §5.1.2).
 		r.mu.Unlock()
 		h2StreamPool.Put(st)
 		return r.resetLocally(id, end, http2.ErrCodeRefusedStream)
 	}
-	st.window = r.initialWindow
+	st.window = r.up.initialWindow
 	r.streams[id] = st
 	r.maxSeen = id
 	r.mu.Unlock()
-	r.opened++
+	r.up.opened++
 	if end {
 		r.recordClosed(id)
 	} else {
-		r.open[id] = h2ClientStream{declared: r.reqLength}
+		r.up.open[id] = h2ClientStream{declared: r.up.reqLength}
 	}
 
 	r.beginEncode()
-	for _, f := range r.reqFields {
+	for _, f := range r.up.reqFields {
 		if _, ok := h2TraceHeader(f.Name); ok {
 			continue
 		}
-		r.enc.WriteField(f)
+		r.up.enc.WriteField(f)
 	}
-	for _, t := range h2TraceHeaders {
+	for _, t := range h2TraceFields {
 		for _, v := range h[t.key] {
-			r.enc.WriteField(hpack.HeaderField{Name: t.name, Value: v})
+			r.up.enc.WriteField(hpack.HeaderField{Name: t.name, Value: v})
 		}
 	}
-	r.writeHeaderBlock(id, end, r.prio[:r.prioLen])
+	r.writeHeaderBlock(id, end, r.up.prio[:r.up.prioLen])
 	return nil
 }
 
 func (r *h2Relay) beginEncode() {
-	r.encBuf.Reset()
-	if v := r.upTableSize.Load(); v != r.encTable {
-		r.encTable = v
+	r.up.encBuf.Reset()
+	if v := r.upTableSize.Load(); v != r.up.encTable {
+		r.up.encTable = v
 		v = min(v, h2TableSize)
-		r.enc.SetMaxDynamicTableSizeLimit(v)
-		r.enc.SetMaxDynamicTableSize(v)
+		r.up.enc.SetMaxDynamicTableSizeLimit(v)
+		r.up.enc.SetMaxDynamicTableSize(v)
 	}
 }
 
-// writeHeaderBlock writes r.encBuf upstream as HEADERS and as many CONTINUATION
+// writeHeaderBlock writes r.up.encBuf upstream as HEADERS and as many CONTINUATION
 // frames as the upstream's frame size asks for.
 func (r *h2Relay) writeHeaderBlock(id uint32, end bool, prio []byte) {
 	o := &r.uw
-	block := r.encBuf.Bytes()
+	block := r.up.encBuf.Bytes()
 	size := int(r.upFrameSize.Load())
 	var flags http2.Flags
 	if end {
@@ -507,22 +460,22 @@ func (r *h2Relay) writeHeaderBlock(id uint32, end bool, prio []byte) {
 // clientTrailers relays a header block on a forwarded stream whose client half is
 // open: trailers, which end the stream (RFC 9113 §8.1).
 func (r *h2Relay) clientTrailers(id uint32, end bool) error {
-	bad := r.reqTruncated || r.reqInvalid || !end
-	for _, f := range r.reqFields {
+	bad := r.up.reqTruncated || r.up.reqInvalid || !end
+	for _, f := range r.up.reqFields {
 		bad = bad || strings.HasPrefix(f.Name, ":") || connectionSpecific(f.Name)
 	}
-	if cs := r.open[id]; end && cs.declared >= 0 && cs.received != cs.declared {
+	if cs := r.up.open[id]; end && cs.declared >= 0 && cs.received != cs.declared {
 		bad = true // the content ended short of its content-length (§8.1.1)
 	}
 	if bad {
 		// A malformed trailer section ends the stream on both sides.
 		return r.clientStreamError(id, http2.ErrCodeProtocol, "malformed trailers")
 	}
-	delete(r.open, id)
+	delete(r.up.open, id)
 	r.recordClosed(id)
 	r.beginEncode()
-	for _, f := range r.reqFields {
-		r.enc.WriteField(f)
+	for _, f := range r.up.reqFields {
+		r.up.enc.WriteField(f)
 	}
 	r.writeHeaderBlock(id, end, nil)
 	if end {
@@ -539,8 +492,8 @@ func (r *h2Relay) clientTrailers(id uint32, end bool) error {
 // answerLocally answers a stream with a bodiless status; it never reaches the
 // upstream.
 func (r *h2Relay) answerLocally(id uint32, end bool, status int) error {
-	block := appendStaticField(r.cscratch[:0], ":status", strconv.Itoa(status))
-	b := appendH2FrameHeader(r.cframes[:0], len(block), http2.FrameHeaders,
+	block := appendStaticField(r.up.cscratch[:0], ":status", strconv.Itoa(status))
+	b := appendH2FrameHeader(r.up.cframes[:0], len(block), http2.FrameHeaders,
 		http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, id)
 	b = append(b, block...)
 	if !end {
@@ -550,7 +503,7 @@ func (r *h2Relay) answerLocally(id uint32, end bool, status int) error {
 	} else {
 		r.recordClosed(id)
 	}
-	r.cframes = b
+	r.up.cframes = b
 	return r.sendClient(b)
 }
 
@@ -560,22 +513,22 @@ func (r *h2Relay) resetLocally(id uint32, end bool, code http2.ErrCode) error {
 	} else {
 		r.recordClosed(id)
 	}
-	r.cframes = appendRSTStream(r.cframes[:0], id, code)
-	return r.sendClient(r.cframes)
+	r.up.cframes = appendRSTStream(r.up.cframes[:0], id, code)
+	return r.sendClient(r.up.cframes)
 }
 
 // markLocal remembers a stream answered here, so that what the client still sends
 // on it is dropped.
 func (r *h2Relay) markLocal(id uint32) {
-	if r.local == nil {
-		r.local = make(map[uint32]struct{})
+	if r.up.local == nil {
+		r.up.local = make(map[uint32]struct{})
 	}
-	if len(r.local) >= h2MaxLocal {
+	if len(r.up.local) >= h2MaxLocal {
 		// Frames on streams forgotten here reach the upstream, which resets
 		// them as closed.
-		clear(r.local)
+		clear(r.up.local)
 	}
-	r.local[id] = struct{}{}
+	r.up.local[id] = struct{}{}
 }
 
 // appendStaticField appends a field as a literal without indexing (RFC 7541

@@ -84,16 +84,16 @@ func (e *h2StreamError) Error() string { return "http2: " + e.msg + " (" + e.cod
 
 // idleStream reports whether a client stream id was never opened (RFC 9113 §5.1).
 // Even ids are the server's: the relay follows none of them.
-func (r *h2Relay) idleStream(id uint32) bool { return id%2 == 1 && id > r.lastClientID }
+func (r *h2Relay) idleStream(id uint32) bool { return id%2 == 1 && id > r.up.lastClientID }
 
 // recordClosed remembers a stream whose client half just closed.
 func (r *h2Relay) recordClosed(id uint32) {
-	r.closedRing[r.closedNext%h2RecentClosed] = id
-	r.closedNext++
+	r.up.closedRing[r.up.closedNext%h2RecentClosed] = id
+	r.up.closedNext++
 }
 
 func (r *h2Relay) recentlyClosed(id uint32) bool {
-	for _, c := range r.closedRing {
+	for _, c := range r.up.closedRing {
 		if c == id {
 			return true
 		}
@@ -115,15 +115,15 @@ func (r *h2Relay) pollUpstream() {
 	r.upPending.Store(false)
 	r.mu.Unlock()
 	for _, ev := range evs {
-		cs, ok := r.open[ev.id]
+		cs, ok := r.up.open[ev.id]
 		switch {
 		case !ok:
 		case ev.reset:
-			delete(r.open, ev.id)
+			delete(r.up.open, ev.id)
 			r.markLocal(ev.id)
 		default:
 			cs.responded, cs.window = true, ev.window
-			r.open[ev.id] = cs
+			r.up.open[ev.id] = cs
 		}
 	}
 	r.upEventsSpare = evs[:0]
@@ -155,13 +155,13 @@ func (r *h2Relay) responseEndedLocked(st *h2Stream) {
 // gets RST_STREAM with code, the upstream, if it has the stream, RST_STREAM
 // CANCEL, and whatever the client still sends on it is dropped.
 func (r *h2Relay) clientStreamError(id uint32, code http2.ErrCode, msg string) error {
-	_, open := r.open[id]
-	delete(r.open, id)
+	_, open := r.up.open[id]
+	delete(r.up.open, id)
 	now := time.Now()
 	st := r.take(id, now)
 	if st != nil || open {
-		r.cframes = appendRSTStream(r.cframes[:0], id, http2.ErrCodeCancel)
-		r.uw.bw.Write(r.cframes)
+		r.up.cframes = appendRSTStream(r.up.cframes[:0], id, http2.ErrCodeCancel)
+		r.uw.bw.Write(r.up.cframes)
 	}
 	if st != nil {
 		st.l.fail("client", &h2StreamError{code: code, msg: msg})
@@ -172,8 +172,8 @@ func (r *h2Relay) clientStreamError(id uint32, code http2.ErrCode, msg string) e
 	} else {
 		r.recordClosed(id)
 	}
-	r.cframes = appendRSTStream(r.cframes[:0], id, code)
-	return r.sendClient(r.cframes)
+	r.up.cframes = appendRSTStream(r.up.cframes[:0], id, code)
+	return r.sendClient(r.up.cframes)
 }
 
 // discardFrame drops the frame fh heads, giving the client back the connection
@@ -186,8 +186,8 @@ func (r *h2Relay) discardFrame(fh h2FrameHeader) error {
 		return err
 	}
 	if fh.typ == http2.FrameData && fh.length > 0 {
-		r.cframes = appendWindowUpdate(r.cframes[:0], 0, fh.length)
-		return r.sendClient(r.cframes)
+		r.up.cframes = appendWindowUpdate(r.up.cframes[:0], 0, fh.length)
+		return r.sendClient(r.up.cframes)
 	}
 	return nil
 }
@@ -335,10 +335,10 @@ func (r *h2Relay) clientWindowUpdate(fh h2FrameHeader) error {
 		// The response ended: its end was noted before the stream left the
 		// table, so the window is here now if the client's half is open.
 		r.pollUpstream()
-		if cs, ok := r.open[id]; ok && cs.responded {
+		if cs, ok := r.up.open[id]; ok && cs.responded {
 			cs.window += incr
 			over = cs.window > h2MaxWindow
-			r.open[id] = cs
+			r.up.open[id] = cs
 		}
 	}
 	if over {
@@ -414,17 +414,17 @@ func checkSettings(payload []byte) ([]byte, int64, error) {
 // applyInitialWindow moves every stream's window by the change of the client's
 // SETTINGS_INITIAL_WINDOW_SIZE (RFC 9113 §6.9.2).
 func (r *h2Relay) applyInitialWindow(v int64) error {
-	delta := v - r.initialWindow
-	r.initialWindow = v
+	delta := v - r.up.initialWindow
+	r.up.initialWindow = v
 	if delta == 0 {
 		return nil
 	}
 	over := false
-	for id, cs := range r.open {
+	for id, cs := range r.up.open {
 		if cs.responded {
 			cs.window += delta
 			over = over || cs.window > h2MaxWindow
-			r.open[id] = cs
+			r.up.open[id] = cs
 		}
 	}
 	r.mu.Lock()
@@ -455,8 +455,8 @@ func (r *h2Relay) countReset(id uint32, now time.Time) error {
 	if !premature {
 		return nil
 	}
-	r.prematureResets++
-	if r.opened >= h2ResetFloor && 2*r.prematureResets > r.opened {
+	r.up.prematureResets++
+	if r.up.opened >= h2ResetFloor && 2*r.up.prematureResets > r.up.opened {
 		return h2Error(http2.ErrCodeEnhanceYourCalm, "too many streams reset by the client")
 	}
 	return nil

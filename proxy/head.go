@@ -481,6 +481,28 @@ func parseDecimal(s string) (int64, bool) {
 	return n, true
 }
 
+// connectionFields are the fields that describe one connection rather than the
+// message (RFC 9110 §7.6.1), as http.Header keys: no path forwards them, and
+// HTTP/2 forbids them (RFC 9113 §8.2.2). TE is hop-by-hop too, but HTTP/2
+// carries "te: trailers" end to end (gRPC needs it): HTTP/1 drops it with its
+// framing fields (writeFields).
+var connectionFields = [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"}
+
+func isConnectionField(key string) bool {
+	for _, k := range connectionFields {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+func deleteConnectionFields(h http.Header) {
+	for _, k := range connectionFields {
+		delete(h, k)
+	}
+}
+
 // connOptions is what a Connection header says.
 type connOptions struct {
 	close, keepAlive, upgrade bool

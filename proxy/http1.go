@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -52,7 +51,6 @@ type h1Conn struct {
 	dst      netip.AddrPort
 	dstStr   string
 	accepted time.Time
-	peerStr  string  // for SkipTrace's requests, made once
 	waiter   *peeker // waits for the next request without a buffer
 	headAt   int64   // stream offset of the request head, for Config.Infer
 
@@ -87,11 +85,45 @@ func newH1Conn(p *Proxy, c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrP
 		p:        p,
 		conn:     c,
 		br:       br,
-		bw:       getWriter(c),
 		fl:       fl,
 		dst:      dst,
 		dstStr:   dst.String(),
 		accepted: accepted,
+	}
+}
+
+// reader and writer return the client connection's buffers, from the pools
+// when the connection has none: they are held only while used, not while the
+// connection idles or the app works on a request (releaseReader,
+// releaseWriter).
+func (hc *h1Conn) reader() *bufio.Reader {
+	if hc.br == nil {
+		hc.br = getReader(hc.conn)
+	}
+	return hc.br
+}
+
+func (hc *h1Conn) writer() *bufio.Writer {
+	if hc.bw == nil {
+		hc.bw = getWriter(hc.conn)
+	}
+	return hc.bw
+}
+
+// releaseReader gives the reader back when it holds nothing (no pipelined
+// request, no body).
+func (hc *h1Conn) releaseReader() {
+	if hc.br != nil && hc.br.Buffered() == 0 {
+		putReader(hc.br)
+		hc.br = nil
+	}
+}
+
+// releaseWriter gives the writer back once what it held was flushed.
+func (hc *h1Conn) releaseWriter() {
+	if hc.bw != nil && hc.bw.Buffered() == 0 {
+		putWriter(hc.bw)
+		hc.bw = nil
 	}
 }
 
@@ -138,7 +170,7 @@ func (hc *h1Conn) serve() {
 // awaitNext waits for the next request on a kept-alive connection, up to the idle
 // timeout. Shutdown closes connections while they wait here.
 func (hc *h1Conn) awaitNext() bool {
-	if hc.br.Buffered() > 0 { // pipelined
+	if hc.br != nil && hc.br.Buffered() > 0 { // pipelined
 		return !hc.p.closing.Load()
 	}
 	hc.fl.idle.Store(true)
@@ -156,7 +188,7 @@ func (hc *h1Conn) awaitNext() bool {
 		hc.waiter = newPeeker(hc.conn)
 	}
 	err := hc.waiter.wait()
-	hc.br, hc.bw = getReader(hc.conn), getWriter(hc.conn)
+	hc.br = getReader(hc.conn)
 	if err != nil {
 		return false
 	}
@@ -213,12 +245,12 @@ func (hc *h1Conn) lingerClose() {
 		return
 	}
 	hc.conn.SetReadDeadline(time.Now().Add(lingerTimeout))
-	io.CopyN(io.Discard, hc.br, lingerBytes)
+	io.CopyN(io.Discard, hc.reader(), lingerBytes)
 }
 
 // writeError sends a response the proxy makes up itself.
 func (hc *h1Conn) writeError(status int, msg string, keep bool) {
-	w := hc.bw
+	w := hc.writer()
 	body := http.StatusText(status) + ": " + msg + "\n"
 	writeStatusLine(w, status, http.StatusText(status))
 	w.WriteString("Content-Type: text/plain; charset=utf-8\r\n")
@@ -233,6 +265,7 @@ func (hc *h1Conn) writeError(status int, msg string, keep bool) {
 		w.WriteString(body)
 	}
 	w.Flush()
+	hc.releaseWriter()
 }
 
 // exchange proxies one request whose head was read at start. It reports whether
@@ -259,9 +292,8 @@ func (hc *h1Conn) exchange(start time.Time) bool {
 	// one stream; h2c upgrades are declined (the client carries on in HTTP/1.1).
 	x.upgrade = co.upgrade && !body.hasBody() && wantsUpgrade(req.header["Upgrade"])
 
-	skip := hc.p.cfg.Sampler != nil && hc.p.cfg.SkipTrace != nil && hc.p.cfg.SkipTrace(hc.httpRequest())
 	inferred := hc.p.inferParent(hc.conn, hc.headAt, req.header)
-	hc.p.beginLegs(&hc.legs, hc.requestInfo(), req.header, skip, start)
+	hc.p.tr.begin(&hc.legs, hc.requestInfo(), req.header, start)
 	hc.legs.inferred = inferred
 
 	err = hc.roundTrip()
@@ -342,24 +374,31 @@ func idempotent(method string, h http.Header) bool {
 func (hc *h1Conn) writeRequest(u *upstream) error {
 	x, l := &hc.x, &hc.legs
 	hc.p.inferSending(u, hc.req.header)
-	writeRequestHead(u.bw, &hc.req, x.body, x.upgrade, hc.dstStr)
+	bw := u.writer()
+	writeRequestHead(bw, &hc.req, x.body, x.upgrade, hc.dstStr)
 	if x.inline {
 		b, _ := hc.br.Peek(int(x.body.n))
-		u.bw.Write(b)
+		bw.Write(b)
 	}
 	// The client leg starts as the head goes on the wire, not after write(2)
 	// returns: by then, on a busy node, the next proxy may already have read it,
 	// and its span would start before its parent's.
 	l.cliStart = time.Now()
-	if err := u.bw.Flush(); err != nil {
+	if err := bw.Flush(); err != nil {
 		return &upstreamError{kind: "write", status: http.StatusBadGateway, err: err}
 	}
 	if !x.body.hasBody() || x.inline {
 		l.sent = time.Now()
+		// While the app works on it the request holds no buffer on either
+		// side (an inline body stays in the reader until it cannot be resent).
+		u.releaseWriter()
+		if !x.body.hasBody() {
+			hc.releaseReader()
+		}
 		return nil
 	}
 	bp := &hc.pump
-	*bp = bodyPump{up: u, copy: bodyCopy{dst: u.bw}}
+	*bp = bodyPump{up: u, copy: bodyCopy{dst: bw}}
 	if x.body.kind == bodyChunked {
 		hc.reqChunk.reset(hc.br, hc.p.cfg.MaxHeaderBytes)
 		bp.copy.src, bp.chunks, bp.copy.chunked = &hc.reqChunk, &hc.reqChunk, true
@@ -377,7 +416,7 @@ func (hc *h1Conn) writeRequest(u *upstream) error {
 func (hc *h1Conn) readResponseHead(u *upstream) error {
 	x, l, res := &hc.x, &hc.legs, &hc.res
 	for {
-		if _, err := u.br.Peek(1); err != nil {
+		if err := u.awaitResponse(); err != nil {
 			return &upstreamError{kind: "upstream", status: http.StatusBadGateway, err: err}
 		}
 		if l.firstByte.IsZero() {
@@ -402,10 +441,11 @@ func (hc *h1Conn) readResponseHead(u *upstream) error {
 			x.got100 = true
 		}
 		if hc.req.minor == 1 {
-			writeStatusLine(hc.bw, res.status, res.reason)
-			writeFields(hc.bw, res, false, false)
-			hc.bw.WriteString("\r\n")
-			if err := hc.bw.Flush(); err != nil {
+			w := hc.writer()
+			writeStatusLine(w, res.status, res.reason)
+			writeFields(w, res, false, false)
+			w.WriteString("\r\n")
+			if err := w.Flush(); err != nil {
 				return &upstreamError{kind: "client", err: err}
 			}
 		}
@@ -435,13 +475,14 @@ func (hc *h1Conn) respond() bool {
 		x.keep = false
 	}
 	l.response(res.status, res.header)
-	writeResponseHead(hc.bw, res, out, x.keep, hc.req.minor, hc.req.method)
+	w := hc.writer()
+	writeResponseHead(w, res, out, x.keep, hc.req.minor, hc.req.method)
 	x.answered = true
 	l.respHeader = time.Now()
 
 	var readErr, writeErr error
 	if in.hasBody() {
-		bc := bodyCopy{dst: hc.bw, chunked: out.kind == bodyChunked}
+		bc := bodyCopy{dst: w, chunked: out.kind == bodyChunked}
 		switch in.kind {
 		case bodyLength:
 			hc.resLen = lengthReader{br: u.br, n: in.n}
@@ -458,7 +499,7 @@ func (hc *h1Conn) respond() bool {
 			if in.kind == bodyChunked {
 				trailer = hc.resChunk.trailer
 			}
-			writeErr = writeLastChunk(hc.bw, trailer)
+			writeErr = writeLastChunk(w, trailer)
 		}
 	}
 	if readErr == nil {
@@ -469,8 +510,9 @@ func (hc *h1Conn) respond() bool {
 	// already, and the parent span must not end before this one.
 	end := time.Now()
 	if writeErr == nil {
-		writeErr = hc.bw.Flush()
+		writeErr = w.Flush()
 	}
+	hc.releaseWriter()
 	if readErr != nil {
 		l.fail("upstream", readErr)
 	}
@@ -590,8 +632,9 @@ func (hc *h1Conn) failed(err error) bool {
 // goes to the client and from then on bytes are relayed both ways as they are.
 func (hc *h1Conn) tunnel() {
 	x, l, u := &hc.x, &hc.legs, hc.x.up
-	writeTunnelHead(hc.bw, &hc.res, x.connect)
-	err := hc.bw.Flush()
+	w := hc.writer()
+	writeTunnelHead(w, &hc.res, x.connect)
+	err := w.Flush()
 	now := time.Now()
 	l.respHeader, l.cliEnd = now, now
 	l.response(hc.res.status, hc.res.header)
@@ -610,59 +653,21 @@ func (hc *h1Conn) tunnel() {
 	u.conn.Close()
 }
 
-func (hc *h1Conn) requestInfo() requestInfo {
+func (hc *h1Conn) requestInfo() RequestInfo {
 	req := &hc.req
-	path, query := splitTarget(req.target)
-	info := requestInfo{
-		proto:   ProtocolHTTP1,
-		version: "1.1",
-		method:  req.method,
-		path:    path,
-		query:   query,
-		peer:    hc.fl.peer,
-		dst:     hc.dst,
-	}
-	info.untrusted = hc.fl.untrusted
+	info := hc.fl.request(ProtocolHTTP1, "1.1")
 	if req.minor == 0 {
-		info.version = "1.0"
+		info.Version = "1.0"
 	}
+	info.Method = req.method
+	info.Path, info.Query = splitTarget(req.target)
 	if v := req.header["Host"]; len(v) > 0 {
-		info.host = v[0]
+		info.Host = v[0]
 	}
 	if v := req.header["User-Agent"]; len(v) > 0 {
-		info.userAgent = v[0]
+		info.UserAgent = v[0]
 	}
 	return info
-}
-
-// httpRequest builds the *http.Request SkipTrace looks at.
-func (hc *h1Conn) httpRequest() *http.Request {
-	req := &hc.req
-	path, query := splitTarget(req.target)
-	r := &http.Request{
-		Method:     req.method,
-		URL:        &url.URL{Path: path, RawQuery: query},
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: req.minor,
-		Header:     req.header,
-		RequestURI: req.target,
-		RemoteAddr: hc.peer(),
-	}
-	if req.minor == 0 {
-		r.Proto = "HTTP/1.0"
-	}
-	if v := req.header["Host"]; len(v) > 0 {
-		r.Host = v[0]
-	}
-	return r
-}
-
-func (hc *h1Conn) peer() string {
-	if hc.peerStr == "" {
-		hc.peerStr = hc.fl.peer.String()
-	}
-	return hc.peerStr
 }
 
 // splitTarget returns the path and query of a request-target in any of its four

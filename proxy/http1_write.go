@@ -4,14 +4,9 @@ import (
 	"bufio"
 	"net/http"
 	"strconv"
-)
 
-// traceFields are the canonical names of every trace header. Requests carry them
-// as the legs left them in the header map, never as received.
-var traceFields = [...]string{
-	"Traceparent", "Tracestate", "B3",
-	"X-B3-Traceid", "X-B3-Spanid", "X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags",
-}
+	"github.com/hoptrace/hoptrace/spans"
+)
 
 // writeRequestHead writes the head sent upstream: always HTTP/1.1 (so upstream
 // connections are kept alive even for HTTP/1.0 clients), the received fields minus
@@ -22,7 +17,8 @@ func writeRequestHead(w *bufio.Writer, req *head, body framing, upgrade bool, ds
 	w.WriteString(req.target)
 	w.WriteString(" HTTP/1.1\r\n")
 	writeFields(w, req, upgrade, true)
-	for _, k := range traceFields {
+	// Trace headers as the legs left them in the header map, never as received.
+	for _, k := range spans.TraceHeaders() {
 		for _, v := range req.header[k] {
 			writeField(w, k, v)
 		}
@@ -85,17 +81,19 @@ func writeTunnelHead(w *bufio.Writer, res *head, connect bool) {
 // written from the map.
 func writeFields(w *bufio.Writer, h *head, keepUpgrade, request bool) {
 	for _, f := range h.fields {
-		switch f.key {
-		case "Connection", "Proxy-Connection", "Keep-Alive", "Te", "Transfer-Encoding", "Content-Length", "Http2-Settings":
-			continue
-		case "Upgrade":
+		switch {
+		case f.key == "Upgrade":
 			if !keepUpgrade {
 				continue
 			}
-		case "Traceparent", "Tracestate", "B3", "X-B3-Traceid", "X-B3-Spanid", "X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags":
-			if request {
-				continue
-			}
+		case isConnectionField(f.key):
+			continue
+		case f.key == "Te", f.key == "Content-Length", f.key == "Http2-Settings":
+			// Hop-by-hop too (RFC 9110 §7.6.1, RFC 7540 §3.2.1); the framing is
+			// the proxy's own.
+			continue
+		case request && spans.IsTraceHeader(f.key):
+			continue
 		}
 		if _, ok := h.header[f.key]; !ok {
 			continue

@@ -12,22 +12,15 @@ import (
 	"net/http/httptrace"
 	"net/netip"
 	"net/url"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
 )
 
-// Upstream HTTP/2 connections are health-checked with pings after this much
-// silence, so a dead peer fails requests instead of hanging them. Variables only
-// so that tests can shorten them.
-var (
-	h2ReadIdleTimeout = 30 * time.Second
-	h2PingTimeout     = 10 * time.Second
-)
-
-const h2MaxStreams = 1000
+// The terminating path: the fallback for HTTP/2 connections the relay
+// (h2relay.go) cannot serve. It takes its stream limit and upstream health
+// checks from the relay's constants, so a client sees the same limits either way.
 
 func (p *Proxy) initH2() error {
 	p.h2base = &http.Server{
@@ -38,15 +31,10 @@ func (p *Proxy) initH2() error {
 		IdleTimeout:          p.cfg.IdleTimeout,
 		MaxConcurrentStreams: h2MaxStreams,
 	}
-	// Registers the GOAWAY-on-shutdown hook that Shutdown triggers.
+	// Registers the GOAWAY-on-shutdown hook that Shutdown triggers through
+	// h2base.Shutdown, for terminated connections only.
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
 		return fmt.Errorf("configure http/2 server: %w", err)
-	}
-	// Relayed connections get theirs from the same Shutdown.
-	p.h2relays = make(map[*h2Relay]struct{})
-	p.h2base.RegisterOnShutdown(p.drainH2Relays)
-	for _, c := range p.capture {
-		p.h2capture = append(p.h2capture, strings.ToLower(c.key))
 	}
 	p.h2t = &http2.Transport{
 		// Prior knowledge over cleartext: the client spoke h2c to this
@@ -70,6 +58,12 @@ func (p *Proxy) initH2() error {
 // UNAVAILABLE) for as long as that lasts. prefix holds what was read from c
 // already, its preface first.
 func (p *Proxy) serveH2Terminated(c net.Conn, prefix []byte, fl *flow, dst netip.AddrPort) {
+	defer func() {
+		if p.closing.Load() {
+			// Upstream connections busy when Close ran are idle now.
+			p.h2t.CloseIdleConnections()
+		}
+	}()
 	h := &h2Handler{p: p, fl: fl, dst: dst, dstStr: dst.String()}
 	p.h2srv.ServeConn(&prefixConn{Conn: c, prefix: prefix}, &http2.ServeConnOpts{
 		BaseConfig: p.h2base,
@@ -120,29 +114,17 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	p := h.p
 	grpc := isGRPC(r.Header.Get("Content-Type"))
-	info := requestInfo{
-		proto:     ProtocolHTTP2,
-		version:   "2",
-		method:    r.Method,
-		path:      r.URL.EscapedPath(),
-		query:     r.URL.RawQuery,
-		host:      r.Host,
-		userAgent: r.Header.Get("User-Agent"),
-		peer:      h.fl.peer,
-		dst:       h.dst,
-		untrusted: h.fl.untrusted,
-	}
+	info := h.fl.request(ProtocolHTTP2, "2")
+	info.Method, info.Host, info.UserAgent = r.Method, r.Host, r.Header.Get("User-Agent")
+	info.Path, info.Query = r.URL.EscapedPath(), r.URL.RawQuery
 	if grpc {
-		info.proto = ProtocolGRPC
+		info.Protocol = ProtocolGRPC
 		h.fl.setProtocol(ProtocolGRPC)
 	}
-	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"} {
-		delete(r.Header, k) // connection-specific: HTTP/2 forbids them (RFC 9113 §8.2.2)
-	}
-	skip := p.cfg.Sampler != nil && p.cfg.SkipTrace != nil && p.cfg.SkipTrace(r)
+	deleteConnectionFields(r.Header) // HTTP/2 forbids them (RFC 9113 §8.2.2)
 	l := new(legs)
 	p.inferNotLinked(r.Header)
-	p.beginLegs(l, info, r.Header, skip, start)
+	p.tr.begin(l, info, r.Header, start)
 
 	out := &http.Request{
 		Method:        r.Method,
@@ -195,9 +177,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for k, vv := range resp.Header {
 		hdr[k] = vv
 	}
-	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"} {
-		delete(hdr, k)
-	}
+	deleteConnectionFields(hdr)
 	w.WriteHeader(resp.StatusCode)
 	l.respHeader = time.Now()
 
@@ -232,8 +212,8 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if grpc {
 			l.grpcTrailer(resp.Trailer)
 		}
-		if l.sampled && len(resp.Trailer) > 0 && len(p.capture) > 0 {
-			l.resAttrs = p.captureHeaders(l.resAttrs, resp.Trailer, false)
+		if l.sampled && len(resp.Trailer) > 0 && len(p.tr.capture) > 0 {
+			l.resAttrs = p.tr.captureHeaders(l.resAttrs, resp.Trailer, false)
 		}
 	}
 	l.finish(time.Now(), h.fl)

@@ -5,9 +5,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"testing"
+
+	"github.com/hoptrace/hoptrace/spans"
 )
 
 // BenchmarkIdleConnMemory measures what a kept-alive HTTP/1.1 client connection
@@ -69,4 +73,69 @@ func settledMemory() memUse {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return memUse{heap: m.HeapAlloc, stack: m.StackInuse}
+}
+
+// BenchmarkInFlightMemory measures what a request in flight costs the proxies:
+// heap plus goroutine stacks while 1,000 sampled requests, each on its own new
+// connection, wait for the app at once — what a client opening 1,000
+// connections together does to a node, and where the agent's peak memory comes
+// from. The same burst straight to the app is subtracted. Run:
+//
+//	go test ./proxy -run '^$' -bench InFlightMemory -benchtime 1x -count 3
+func BenchmarkInFlightMemory(b *testing.B) {
+	const inFlight = 1000
+	burst := func(addr string, arrived, release chan struct{}) memUse {
+		base := settledMemory()
+		var wg sync.WaitGroup
+		for range inFlight {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cn, err := net.Dial("tcp", addr)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				defer cn.Close()
+				io.WriteString(cn, "GET /users/42 HTTP/1.1\r\nHost: svc-b.test\r\n"+
+					"Traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n")
+				resp, err := http.ReadResponse(bufio.NewReader(cn), nil)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}()
+		}
+		for range inFlight {
+			<-arrived
+		}
+		peak := settledMemory()
+		close(release)
+		wg.Wait()
+		return memUse{heap: peak.heap - base.heap, stack: peak.stack - base.stack}
+	}
+	holdingApp := func() (netip.AddrPort, chan struct{}, chan struct{}) {
+		arrived, release := make(chan struct{}, inFlight), make(chan struct{})
+		_, addr := app(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			arrived <- struct{}{}
+			<-release
+			io.WriteString(w, "hello from b")
+		}))
+		return addr, arrived, release
+	}
+	var proxied, direct memUse
+	for range b.N {
+		addr, arrived, release := holdingApp()
+		direct = burst(addr.String(), arrived, release)
+		addr, arrived, release = holdingApp()
+		c := newChain(b, addr, func(_ Direction, cfg *Config) {
+			cfg.Recorder = &discard{}
+			cfg.Sampler = spans.NewSampler(1)
+		})
+		proxied = burst(c.outLn.Addr().String(), arrived, release)
+	}
+	b.ReportMetric(float64(proxied.heap-direct.heap)/inFlight, "heap-B/req")
+	b.ReportMetric(float64(proxied.stack-direct.stack)/inFlight, "stack-B/req")
 }

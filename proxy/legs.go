@@ -13,27 +13,60 @@ import (
 	"github.com/hoptrace/hoptrace/spans"
 )
 
-// requestInfo is what spans and statistics say about a request, gathered once
-// from whichever protocol carried it.
-type requestInfo struct {
-	proto     Protocol // ProtocolHTTP1, ProtocolHTTP2 or ProtocolGRPC
-	version   string   // network.protocol.version: "1.0", "1.1", "2"
-	method    string
-	path      string // URL path as sent, never the query
-	query     string
-	host      string // Host header or :authority
-	userAgent string
-	peer      netip.AddrPort // the client of this proxy
-	dst       netip.AddrPort // the original destination
-	untrusted bool           // the client is outside the mesh (Config.TrustSampling)
+// RequestInfo is what spans, statistics and Config.SkipTrace see of a request,
+// whichever protocol carried it. Its strings may point into the request's head:
+// whoever keeps one past the call it was given to clones it.
+type RequestInfo struct {
+	Protocol  Protocol // ProtocolHTTP1, ProtocolHTTP2 or ProtocolGRPC
+	Version   string   // network.protocol.version: "1.0", "1.1", "2"
+	Method    string
+	Path      string // URL path as sent, never the query
+	Query     string
+	Host      string // Host header or :authority
+	UserAgent string
+	Peer      netip.AddrPort // the client of this proxy
+	Dst       netip.AddrPort // the original destination
+	Untrusted bool           // the client is outside the mesh (Config.TrustSampling)
+}
+
+// request starts the RequestInfo of a request on fl: what the connection says;
+// the protocol's parser fills in the rest.
+func (fl *flow) request(proto Protocol, version string) RequestInfo {
+	return RequestInfo{Protocol: proto, Version: version, Peer: fl.peer, Dst: fl.dst, Untrusted: fl.untrusted}
+}
+
+// tracing is what the legs of a request need of their proxy, fixed when the
+// proxy is made: they see nothing else of it.
+type tracing struct {
+	dir                  Direction
+	legServer, legClient spans.Leg
+	sampler              *spans.Sampler // nil: no trace headers touched, nothing recorded
+	forced               spans.Limiter
+	skip                 func(RequestInfo) bool
+	recorder             spans.Recorder
+	observer             Observer
+	routes               *spans.Routes
+	resource             *spans.Resource
+	queryString          bool
+	capture              []capturedHeader
+}
+
+func newTracing(cfg *Config) tracing {
+	t := tracing{
+		dir: cfg.Direction, sampler: cfg.Sampler, forced: cfg.ForcedTraces, skip: cfg.SkipTrace,
+		recorder: cfg.Recorder, observer: cfg.Observer, routes: cfg.Routes, resource: cfg.Resource,
+		queryString: cfg.QueryString, capture: newCapture(cfg.CaptureHeaders),
+	}
+	t.legServer, t.legClient = cfg.Direction.Legs()
+	return t
 }
 
 // legs times one request through the proxy, its server leg (facing the client)
 // and client leg (facing the upstream), and records their spans when sampled.
-// Times are the DESIGN.md leg boundaries.
+// Times are the leg boundaries of docs/proxy.md ("The leg model").
 type legs struct {
-	p                 *Proxy
-	info              requestInfo
+	t                 *tracing
+	info              RequestInfo
 	ctx               spans.Context // the decision; SpanID is the incoming parent
 	sampled           bool
 	outcome           spans.Outcome // what became of the request's own sampling headers
@@ -61,24 +94,28 @@ type legs struct {
 }
 
 // begin starts timing a request whose head was read at now, and makes its
-// sampling decision: h loses the override header and, when the request is traced,
-// carries the context to send upstream.
-func (p *Proxy) beginLegs(l *legs, info requestInfo, h http.Header, skip bool, now time.Time) {
-	*l = legs{p: p, info: info, srvStart: now, grpcStatus: -1,
-		reqAttrs: l.reqAttrs[:0], resAttrs: l.resAttrs[:0]}
-	if p.cfg.Sampler == nil {
+// sampling decision: h loses the override header and, when the request is traced
+// (Config.SkipTrace does not exempt it), carries the context to send upstream.
+func (t *tracing) begin(l *legs, info RequestInfo, h http.Header, now time.Time) {
+	// Field by field: a composite literal that reads *l would be built on
+	// the stack first, half a KB on the deepest path of every request.
+	reqAttrs, resAttrs := l.reqAttrs[:0], l.resAttrs[:0]
+	*l = legs{}
+	l.t, l.info, l.srvStart, l.grpcStatus = t, info, now, -1
+	l.reqAttrs, l.resAttrs = reqAttrs, resAttrs
+	if t.sampler == nil {
 		return
 	}
-	if skip {
+	if t.skip != nil && t.skip(info) {
 		delete(h, spans.OverrideHeader)
 		return
 	}
-	c, outcome := p.cfg.Sampler.DecideFor(h, spans.Policy{Untrusted: info.untrusted, Forced: p.cfg.ForcedTraces})
+	c, outcome := t.sampler.DecideFor(h, spans.Policy{Untrusted: info.Untrusted, Forced: t.forced})
 	l.ctx, l.outcome = c, outcome
 	if c.Sampled {
 		l.sampled = true
 		l.server, l.client = spans.NewSpanID(), spans.NewSpanID()
-		l.reqAttrs = p.captureHeaders(l.reqAttrs, h, true)
+		l.reqAttrs = t.captureHeaders(l.reqAttrs, h, true)
 		spans.Inject(h, c.Child(l.client))
 		return
 	}
@@ -104,18 +141,18 @@ func (l *legs) forget() {
 // minutes, with a collector down) would keep it alive: tens of kilobytes per
 // span for requests with large cookies, of which the span uses a few bytes.
 func (l *legs) detach() {
-	strs := [...]*string{&l.info.method, &l.info.path, &l.info.query, &l.info.host,
-		&l.info.userAgent, &l.grpcMsg, &l.ctx.TraceState}
+	strs := [...]*string{&l.info.Method, &l.info.Path, &l.info.Query, &l.info.Host,
+		&l.info.UserAgent, &l.grpcMsg, &l.ctx.TraceState}
 	// url.full (http://host/path?query) goes in the same allocation, after
 	// the strings it is made of.
-	host := l.info.host
+	host := l.info.Host
 	if host == "" {
-		host = l.info.dst.String()
+		host = l.info.Dst.String()
 	}
-	query := l.p.cfg.QueryString && l.info.query != ""
-	n := len("http://") + len(host) + len(l.info.path)
+	query := l.t.queryString && l.info.Query != ""
+	n := len("http://") + len(host) + len(l.info.Path)
 	if query {
-		n += 1 + len(l.info.query)
+		n += 1 + len(l.info.Query)
 	}
 	urlLen := n
 	for _, s := range strs {
@@ -131,10 +168,10 @@ func (l *legs) detach() {
 	b.Grow(n)
 	b.WriteString("http://")
 	b.WriteString(host)
-	b.WriteString(l.info.path)
+	b.WriteString(l.info.Path)
 	if query {
 		b.WriteByte('?')
-		b.WriteString(l.info.query)
+		b.WriteString(l.info.Query)
 	}
 	for _, s := range strs {
 		b.WriteString(*s)
@@ -166,10 +203,10 @@ func (l *legs) detach() {
 // response notes the response head as received from the upstream.
 func (l *legs) response(status int, h http.Header) {
 	l.status = status
-	if l.sampled && len(l.p.capture) > 0 {
-		l.resAttrs = l.p.captureHeaders(l.resAttrs, h, false)
+	if l.sampled && len(l.t.capture) > 0 {
+		l.resAttrs = l.t.captureHeaders(l.resAttrs, h, false)
 	}
-	if l.info.proto == ProtocolGRPC {
+	if l.info.Protocol == ProtocolGRPC {
 		l.grpcTrailer(h)
 	}
 }
@@ -201,7 +238,7 @@ func (l *legs) fail(kind string, err error) {
 
 // finish ends both legs: the response was fully written to the client at end.
 func (l *legs) finish(end time.Time, fl *flow) {
-	p := l.p
+	t := l.t
 	srv := end.Sub(l.srvStart)
 	var cli time.Duration
 	if !l.cliStart.IsZero() && !l.cliEnd.IsZero() {
@@ -213,22 +250,22 @@ func (l *legs) finish(end time.Time, fl *flow) {
 	if l.sampled {
 		id := l.ctx.TraceID
 		fl.trace.Store(&id)
-		if p.cfg.Recorder != nil {
+		if t.recorder != nil {
 			l.detach()
 			rec := newLegSpans()
 			l.serverSpan(rec, end, fl)
 			l.clientSpan(rec, end, fl)
-			p.cfg.Recorder.Record(&rec.server)
-			p.cfg.Recorder.Record(&rec.client)
+			t.recorder.Record(&rec.server)
+			t.recorder.Record(&rec.client)
 		}
 	}
-	if p.cfg.Observer != nil {
+	if t.observer != nil {
 		st := RequestStats{
-			Direction:  p.cfg.Direction,
-			Protocol:   l.info.proto,
-			Peer:       l.info.peer,
-			Dst:        l.info.dst,
-			Method:     statsMethod(l.info.method),
+			Direction:  t.dir,
+			Protocol:   l.info.Protocol,
+			Peer:       l.info.Peer,
+			Dst:        l.info.Dst,
+			Method:     statsMethod(l.info.Method),
 			Status:     l.status,
 			GRPCStatus: l.grpcStatus,
 			ServerTime: srv,
@@ -241,7 +278,7 @@ func (l *legs) finish(end time.Time, fl *flow) {
 		if l.sampled {
 			st.TraceID = l.ctx.TraceID
 		}
-		p.cfg.Observer.ObserveRequest(st)
+		t.observer.ObserveRequest(st)
 	}
 }
 
@@ -255,12 +292,12 @@ func statsMethod(m string) string {
 }
 
 func (l *legs) spanName() string {
-	if l.info.proto == ProtocolGRPC {
-		if svc, m, ok := grpcMethod(l.info.path); ok {
+	if l.info.Protocol == ProtocolGRPC {
+		if svc, m, ok := grpcMethod(l.info.Path); ok {
 			return svc + "/" + m
 		}
 	}
-	return l.p.cfg.Routes.SpanName(l.info.method, l.info.path)
+	return l.t.routes.SpanName(l.info.Method, l.info.Path)
 }
 
 // legSpans is a sampled request's two spans and what they point to, in one
@@ -310,28 +347,28 @@ func (l *legs) serverSpan(rec *legSpans, end time.Time, fl *flow) {
 		TraceState: l.ctx.TraceState,
 		Flags:      l.ctx.Flags(),
 		Name:       l.spanName(),
-		Kind:       l.p.legServer.Kind(),
+		Kind:       l.t.legServer.Kind(),
 		Start:      l.srvStart,
 		End:        end,
-		Resource:   l.p.cfg.Resource,
+		Resource:   l.t.resource,
 	}
 	s.SetRecycler(rec)
 	a := rec.attrs[:0:legAttrs]
-	a = append(a, spans.String("hoptrace.leg", l.p.legServer.String()))
+	a = append(a, spans.String("hoptrace.leg", l.t.legServer.String()))
 	a = l.common(a)
 	a = append(a, spans.String("url.scheme", "http"))
-	if l.info.path != "" {
-		a = append(a, spans.String("url.path", l.info.path))
+	if l.info.Path != "" {
+		a = append(a, spans.String("url.path", l.info.Path))
 	}
-	if l.p.cfg.QueryString && l.info.query != "" {
-		a = append(a, spans.String("url.query", l.info.query))
+	if l.t.queryString && l.info.Query != "" {
+		a = append(a, spans.String("url.query", l.info.Query))
 	}
-	if l.info.peer.IsValid() {
+	if l.info.Peer.IsValid() {
 		peer := fl.peerAddr()
 		a = append(a,
 			spans.String("client.address", peer),
 			spans.String("network.peer.address", peer),
-			spans.Int("network.peer.port", int64(l.info.peer.Port())))
+			spans.Int("network.peer.port", int64(l.info.Peer.Port())))
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
@@ -365,20 +402,20 @@ func (l *legs) clientSpan(rec *legSpans, srvEnd time.Time, fl *flow) {
 		TraceState: l.ctx.TraceState,
 		Flags:      l.ctx.Flags(),
 		Name:       l.spanName(),
-		Kind:       l.p.legClient.Kind(),
+		Kind:       l.t.legClient.Kind(),
 		Start:      start,
 		End:        end,
-		Resource:   l.p.cfg.Resource,
+		Resource:   l.t.resource,
 	}
 	s.SetRecycler(rec)
 	a := rec.attrs[legAttrs : legAttrs : 2*legAttrs]
-	a = append(a, spans.String("hoptrace.leg", l.p.legClient.String()))
+	a = append(a, spans.String("hoptrace.leg", l.t.legClient.String()))
 	a = l.common(a)
 	a = append(a, spans.String("url.full", l.urlFull))
-	if l.info.dst.IsValid() {
+	if l.info.Dst.IsValid() {
 		a = append(a,
 			spans.String("network.peer.address", fl.dstAddr()),
-			spans.Int("network.peer.port", int64(l.info.dst.Port())))
+			spans.Int("network.peer.port", int64(l.info.Dst.Port())))
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
@@ -397,7 +434,7 @@ func (l *legs) clientSpan(rec *legSpans, srvEnd time.Time, fl *flow) {
 
 // common appends the attributes both legs carry.
 func (l *legs) common(a []spans.Attr) []spans.Attr {
-	method := l.info.method
+	method := l.info.Method
 	if known, ok := otelMethod(method); ok {
 		a = append(a, spans.String("http.request.method", known))
 	} else {
@@ -409,9 +446,9 @@ func (l *legs) common(a []spans.Attr) []spans.Attr {
 		spans.String("server.address", host),
 		spans.Int("server.port", int64(port)),
 		spans.String("network.protocol.name", "http"),
-		spans.String("network.protocol.version", l.info.version))
-	if l.info.userAgent != "" {
-		a = append(a, spans.String("user_agent.original", l.info.userAgent))
+		spans.String("network.protocol.version", l.info.Version))
+	if l.info.UserAgent != "" {
+		a = append(a, spans.String("user_agent.original", l.info.UserAgent))
 	}
 	if l.inferred {
 		a = append(a, spans.Bool("hoptrace.context.inferred", true))
@@ -419,9 +456,9 @@ func (l *legs) common(a []spans.Attr) []spans.Attr {
 	if l.status > 0 {
 		a = append(a, spans.Int("http.response.status_code", int64(l.status)))
 	}
-	if l.info.proto == ProtocolGRPC {
+	if l.info.Protocol == ProtocolGRPC {
 		a = append(a, spans.String("rpc.system", "grpc"))
-		if svc, m, ok := grpcMethod(l.info.path); ok {
+		if svc, m, ok := grpcMethod(l.info.Path); ok {
 			a = append(a, spans.String("rpc.service", svc), spans.String("rpc.method", m))
 		}
 		if l.grpcStatus >= 0 {
@@ -440,17 +477,17 @@ func (l *legs) common(a []spans.Attr) []spans.Attr {
 // serverAddress is the logical server the client addressed: the Host header,
 // with the original destination's port when the header has none.
 func (l *legs) serverAddress() (string, uint16) {
-	h := l.info.host
+	h := l.info.Host
 	if h == "" {
-		return l.info.dst.Addr().String(), l.info.dst.Port()
+		return l.info.Dst.Addr().String(), l.info.Dst.Port()
 	}
 	if host, port, err := net.SplitHostPort(h); err == nil {
 		if n, err := strconv.ParseUint(port, 10, 16); err == nil {
 			return host, uint16(n)
 		}
-		return host, l.info.dst.Port()
+		return host, l.info.Dst.Port()
 	}
-	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), l.info.dst.Port()
+	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), l.info.Dst.Port()
 }
 
 // events builds up to three events, skipping times never reached.
@@ -495,6 +532,7 @@ func otelMethod(m string) (string, bool) {
 // capturedHeader is a header the configuration asks to record.
 type capturedHeader struct {
 	key      string // canonical
+	field    string // as an HTTP/2 field name (lower case)
 	reqAttr  string // http.request.header.<lower-case name>
 	respAttr string // http.response.header.<lower-case name>
 }
@@ -509,6 +547,7 @@ func newCapture(names []string) []capturedHeader {
 		lower := strings.ToLower(n)
 		out = append(out, capturedHeader{
 			key:      http.CanonicalHeaderKey(n),
+			field:    lower,
 			reqAttr:  "http.request.header." + lower,
 			respAttr: "http.response.header." + lower,
 		})
@@ -516,8 +555,8 @@ func newCapture(names []string) []capturedHeader {
 	return out
 }
 
-func (p *Proxy) captureHeaders(dst []spans.Attr, h http.Header, request bool) []spans.Attr {
-	for _, c := range p.capture {
+func (t *tracing) captureHeaders(dst []spans.Attr, h http.Header, request bool) []spans.Attr {
+	for _, c := range t.capture {
 		vv := h[c.key]
 		if len(vv) == 0 {
 			continue

@@ -27,9 +27,9 @@ func BenchmarkSpanRecords(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	info := requestInfo{
-		proto: ProtocolHTTP1, version: "1.1", method: "GET", path: "/users/42", host: "svc-b.test:8080",
-		userAgent: "curl/8.5.0", peer: netip.MustParseAddrPort("10.0.0.1:40000"), dst: netip.MustParseAddrPort("10.0.0.2:8080"),
+	info := RequestInfo{
+		Protocol: ProtocolHTTP1, Version: "1.1", Method: "GET", Path: "/users/42", Host: "svc-b.test:8080",
+		UserAgent: "curl/8.5.0", Peer: netip.MustParseAddrPort("10.0.0.1:40000"), Dst: netip.MustParseAddrPort("10.0.0.2:8080"),
 	}
 	h := http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "X-Tenant": {"acme"}}
 	fl := &flow{}
@@ -39,7 +39,7 @@ func BenchmarkSpanRecords(b *testing.B) {
 	for b.Loop() {
 		now := time.Now()
 		h["Traceparent"] = []string{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
-		p.beginLegs(&l, info, h, false, now)
+		p.tr.begin(&l, info, h, now)
 		l.dialStart, l.cliStart, l.sent, l.firstByte, l.cliEnd, l.respHeader = now, now, now, now, now, now
 		l.response(200, http.Header{})
 		l.finish(now, fl)

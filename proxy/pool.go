@@ -22,14 +22,52 @@ type upstream struct {
 	peek   *peeker // made on the first liveness check
 }
 
+// newUpstream wraps a new connection. Its buffers come from the pools when
+// needed (writer, awaitResponse) and go back as soon as they are not: a
+// request waiting for its response holds none, and a burst of slow requests
+// costs the node no buffers.
 func newUpstream(c net.Conn, dst netip.AddrPort) *upstream {
-	return &upstream{conn: c, br: getReader(c), bw: getWriter(c), dst: dst}
+	return &upstream{conn: c, dst: dst}
+}
+
+// writer returns u's writer, from the pool if u has none.
+func (u *upstream) writer() *bufio.Writer {
+	if u.bw == nil {
+		u.bw = getWriter(u.conn)
+	}
+	return u.bw
+}
+
+// releaseWriter gives back the writer of a request that is out.
+func (u *upstream) releaseWriter() {
+	if u.bw != nil && u.bw.Buffered() == 0 {
+		putWriter(u.bw)
+		u.bw = nil
+	}
+}
+
+// awaitResponse waits for the first byte of the response, holding no buffer
+// while the app works, and leaves u with a reader that has it.
+func (u *upstream) awaitResponse() error {
+	if u.br == nil || u.br.Buffered() == 0 {
+		putReader(u.br)
+		u.br = nil
+		if u.peek == nil {
+			u.peek = newPeeker(u.conn)
+		}
+		if err := u.peek.wait(); err != nil {
+			return err
+		}
+		u.br = getReader(u.conn)
+	}
+	_, err := u.br.Peek(1)
+	return err
 }
 
 // park lets go of the buffers while u waits in the pool, unless the peer sent
 // something unasked (then alive fails it, and nothing read is lost meanwhile).
 func (u *upstream) park() {
-	if u.br.Buffered() > 0 || u.bw.Buffered() > 0 {
+	if u.br != nil && u.br.Buffered() > 0 || u.bw != nil && u.bw.Buffered() > 0 {
 		return
 	}
 	putReader(u.br)
@@ -51,17 +89,10 @@ func (u *upstream) alive() bool {
 // after a response without a body, where a sloppy server's stray body is most
 // likely still on its way.
 func (u *upstream) clean(hadBody bool) bool {
-	if u.br.Buffered() > 0 {
+	if u.br != nil && u.br.Buffered() > 0 {
 		return false
 	}
 	return hadBody || u.alive()
-}
-
-// unpark gives a connection taken from the pool its buffers back.
-func (u *upstream) unpark() {
-	if u.br == nil {
-		u.br, u.bw = getReader(u.conn), getWriter(u.conn)
-	}
 }
 
 // pool keeps idle upstream HTTP/1 connections per destination. A Proxy serves one
@@ -101,7 +132,6 @@ func (p *pool) get(dst netip.AddrPort) *upstream {
 		idle := time.Since(u.idleAt)
 		if idle < p.timeout && (idle < peekAfter || u.alive()) {
 			u.reused = true
-			u.unpark()
 			return u
 		}
 		u.conn.Close()

@@ -26,7 +26,7 @@ func (l *spanLog) Record(s *spans.Span) { l.mu.Lock(); l.spans = append(l.spans,
 
 // Shown: the proxy behind the real redirect layer between two simulated pods. A
 // process in pod A calls pod B's app; both proxies run as the agent runs them;
-// the hop yields four spans in the DESIGN.md chain, and B's app receives a
+// the hop yields four spans in the chain of docs/proxy.md, and B's app receives a
 // traceparent whose parent is the inbound-client span.
 func TestBehindRealRedirect(t *testing.T) {
 	testenv.RequirePrivileged(t)

@@ -34,6 +34,9 @@ func (p *Proxy) serveOpaque(c net.Conn, br *bufio.Reader, fl *flow, dst netip.Ad
 // take returns a copy of the bytes br has buffered and empties it, so the
 // connection beneath can be read directly again.
 func take(br *bufio.Reader) []byte {
+	if br == nil {
+		return nil
+	}
 	n := br.Buffered()
 	if n == 0 {
 		return nil

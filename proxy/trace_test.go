@@ -113,7 +113,7 @@ func checkChain(t *testing.T, ss []*spans.Span, trace, parent string) map[string
 }
 
 // Item 1: a request through both proxies yields exactly four spans with the
-// DESIGN.md parent chain, and the app sees the inbound-client span as parent.
+// parent chain of docs/proxy.md, and the app sees the inbound-client span as parent.
 func TestTraceChainW3C(t *testing.T) {
 	var seen captured
 	_, appAddr := app(t, http.HandlerFunc(seen.handler))
@@ -437,7 +437,7 @@ func TestSkipTrace(t *testing.T) {
 	var seen captured
 	_, appAddr := app(t, http.HandlerFunc(seen.handler))
 	c := newChain(t, appAddr, func(_ Direction, cfg *Config) {
-		cfg.SkipTrace = func(r *http.Request) bool { return strings.HasPrefix(r.UserAgent(), "kube-probe/") }
+		cfg.SkipTrace = func(r RequestInfo) bool { return strings.HasPrefix(r.UserAgent, "kube-probe/") }
 	})
 	tp := "00-" + incomingTrace + "-" + incomingSpan + "-01"
 	resp := get(t, c.client(), "http://svc-b.test/healthz", map[string]string{"User-Agent": "kube-probe/1.34", "Traceparent": tp, spans.OverrideHeader: "1"})

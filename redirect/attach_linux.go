@@ -231,15 +231,6 @@ func (r *Redirector) lookupRecord(id string) (bpf.RedirectPodRecord, bool) {
 	return rec, true
 }
 
-const (
-	dirOutbound = 1
-	dirInbound  = 2
-	portCapture = 1
-	portSkip    = 2
-
-	podInAllPorts = 1
-)
-
 func (r *Redirector) writePodEntries(a *Attachment) error {
 	pod := a.Pod
 	k := podKey(pod.ID)
@@ -249,25 +240,25 @@ func (r *Redirector) writePodEntries(a *Attachment) error {
 	if err := r.maps.PodIndex.Update(&k, &rec, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("record pod: %w", err)
 	}
-	rule := func(port uint16, dir uint8, action uint8) error {
-		pk := bpf.RedirectPodPort{NetnsCookie: a.NetnsCookie, Port: port, Direction: dir}
-		if err := r.maps.PodPorts.Update(&pk, &action, ebpf.UpdateAny); err != nil {
+	rule := func(port uint16, dir Direction, action bpf.RedirectPortAction) error {
+		pk := bpf.RedirectPodPort{NetnsCookie: a.NetnsCookie, Port: port, Direction: uint8(dir)}
+		if err := r.maps.PodPorts.Update(&pk, uint8(action), ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("write port rule %d: %w", port, err)
 		}
 		return nil
 	}
 	for _, p := range pod.InboundPorts {
-		if err := rule(p, dirInbound, portCapture); err != nil {
+		if err := rule(p, Inbound, bpf.RedirectPortActionPORT_CAPTURE); err != nil {
 			return err
 		}
 	}
 	for _, p := range pod.SkipInboundPorts {
-		if err := rule(p, dirInbound, portSkip); err != nil {
+		if err := rule(p, Inbound, bpf.RedirectPortActionPORT_SKIP); err != nil {
 			return err
 		}
 	}
 	for _, p := range pod.SkipOutboundPorts {
-		if err := rule(p, dirOutbound, portSkip); err != nil {
+		if err := rule(p, Outbound, bpf.RedirectPortActionPORT_SKIP); err != nil {
 			return err
 		}
 	}
@@ -286,7 +277,7 @@ func (r *Redirector) writePodEntries(a *Attachment) error {
 
 	in := bpf.RedirectPodIn{NetnsCookie: a.NetnsCookie, ListenPort: r.cfg.InboundPort, OutboundPort: r.cfg.OutboundPort}
 	if pod.InboundPorts == nil {
-		in.Flags = podInAllPorts
+		in.Flags = uint16(bpf.RedirectPodInFlagPOD_IN_ALL_PORTS)
 	}
 	for _, ip := range a.Addrs {
 		ln := a.inLn.v4

@@ -11,7 +11,6 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/hoptrace/hoptrace/bpf"
-	"github.com/hoptrace/hoptrace/internal/clock"
 )
 
 // EventReader reads redirect decisions from the kernel. One reader per Redirector.
@@ -43,7 +42,7 @@ func (er *EventReader) Read() (Event, error) {
 		return Event{}, fmt.Errorf("decode redirect event: %w", err)
 	}
 	ev := Event{
-		Time:         clock.FromMonotonic(raw.TsNs),
+		Time:         wallTime(raw.TsNs),
 		NetnsCookie:  raw.NetnsCookie,
 		SocketCookie: raw.SocketCookie,
 		PID:          raw.Pid,
@@ -86,7 +85,11 @@ func (r *Redirector) EventsLost() (uint64, error) {
 // go on counting across agent restarts that adopt the pins.
 func (r *Redirector) Counters() (Counters, error) {
 	var c Counters
-	for idx, dst := range []*uint64{&c.EventsLost, &c.Redirected, &c.Captured} { // enum counter
+	for idx, dst := range map[bpf.RedirectCounter]*uint64{
+		bpf.RedirectCounterCOUNTER_EVENTS_LOST: &c.EventsLost,
+		bpf.RedirectCounterCOUNTER_REDIRECTED:  &c.Redirected,
+		bpf.RedirectCounterCOUNTER_CAPTURED:    &c.Captured,
+	} {
 		var per []uint64
 		if err := r.maps.Counters.Lookup(uint32(idx), &per); err != nil {
 			return Counters{}, fmt.Errorf("read BPF counters: %w", err)

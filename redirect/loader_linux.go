@@ -135,7 +135,7 @@ func Open(cfg Config) (*Redirector, error) {
 	if cfg.AllEvents {
 		all = 1
 	}
-	if err := r.maps.Settings.Put(uint32(0), all); err != nil { // SETTING_ALL_EVENTS
+	if err := r.maps.Settings.Put(uint32(bpf.RedirectSettingSETTING_ALL_EVENTS), all); err != nil {
 		objs.programs.Close()
 		objs.RedirectMaps.Close()
 		return nil, fmt.Errorf("configure BPF programs: %w", err)

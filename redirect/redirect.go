@@ -16,6 +16,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/hoptrace/hoptrace/bpf"
 )
 
 // DefaultPinDir is where the agent pins its BPF objects.
@@ -131,12 +133,13 @@ type Dialer interface {
 	DialContext(ctx context.Context, network, address string) (net.Conn, error)
 }
 
-// Direction of a redirect event.
+// Direction of a redirect event. Its values, like Reason's, are the programs'
+// enums, generated from redirect.c into package bpf.
 type Direction uint8
 
 const (
-	Outbound Direction = 1
-	Inbound  Direction = 2
+	Outbound = Direction(bpf.RedirectDirectionDIR_OUTBOUND)
+	Inbound  = Direction(bpf.RedirectDirectionDIR_INBOUND)
 )
 
 func (d Direction) String() string {
@@ -149,18 +152,18 @@ func (d Direction) String() string {
 	return "unknown"
 }
 
-// Reason says why a connection was redirected or bypassed (mirrors enum reason in redirect.c).
+// Reason says why a connection was redirected or bypassed (enum reason in redirect.c).
 type Reason uint8
 
 const (
-	ReasonRedirected         Reason = 1
-	ReasonNoListener         Reason = 2
-	ReasonExcludedPort       Reason = 3
-	ReasonExcludedCIDR       Reason = 4
-	ReasonInboundCaptured    Reason = 5
-	ReasonInboundSkipped     Reason = 6
-	ReasonInboundNoListener  Reason = 7
-	ReasonInboundAssignError Reason = 8
+	ReasonRedirected         = Reason(bpf.RedirectReasonREASON_REDIRECTED)
+	ReasonNoListener         = Reason(bpf.RedirectReasonREASON_NO_LISTENER)
+	ReasonExcludedPort       = Reason(bpf.RedirectReasonREASON_EXCLUDED_PORT)
+	ReasonExcludedCIDR       = Reason(bpf.RedirectReasonREASON_EXCLUDED_CIDR)
+	ReasonInboundCaptured    = Reason(bpf.RedirectReasonREASON_INBOUND_CAPTURED)
+	ReasonInboundSkipped     = Reason(bpf.RedirectReasonREASON_INBOUND_SKIPPED)
+	ReasonInboundNoListener  = Reason(bpf.RedirectReasonREASON_INBOUND_NO_LISTENER)
+	ReasonInboundAssignError = Reason(bpf.RedirectReasonREASON_INBOUND_ASSIGN_FAILED)
 )
 
 var reasonNames = map[Reason]string{

@@ -74,11 +74,11 @@ func parseB3Single(vals []string) (Context, error) {
 // implies sampled whatever X-B3-Sampled says. Any malformed or repeated X-B3
 // header rejects the whole set.
 func parseB3Multi(h http.Header) (Context, error) {
-	traceID, tErr := single(h[headerB3TraceID])
-	spanID, sErr := single(h[headerB3SpanID])
-	parentID, pErr := single(h[headerB3ParentID])
-	sampled, smErr := single(h[headerB3Sampled])
-	flags, fErr := single(h[headerB3Flags])
+	traceID, tErr := single(h[HeaderB3TraceID])
+	spanID, sErr := single(h[HeaderB3SpanID])
+	parentID, pErr := single(h[HeaderB3ParentID])
+	sampled, smErr := single(h[HeaderB3Sampled])
+	flags, fErr := single(h[HeaderB3Flags])
 	for _, err := range [...]error{tErr, sErr, pErr, smErr, fErr} {
 		if err == errRepeated {
 			return Context{}, err
@@ -214,7 +214,7 @@ func injectB3Single(h http.Header, c Context) {
 	state := c.b3State()
 	if !c.IsValid() {
 		if state != b3Defer {
-			h[headerB3] = []string{b3StateValues[state]}
+			h[HeaderB3] = []string{b3StateValues[state]}
 		}
 		return
 	}
@@ -225,22 +225,22 @@ func injectB3Single(h http.Header, c Context) {
 	if state != b3Defer {
 		buf = append(buf, '-', b3StateValues[state][0])
 	}
-	h[headerB3] = []string{string(buf)}
+	h[HeaderB3] = []string{string(buf)}
 }
 
 func injectB3Multi(h http.Header, c Context) {
 	if c.IsValid() {
 		var b [32]byte
-		h[headerB3TraceID] = []string{string(appendB3TraceID(b[:0], c))}
-		h[headerB3SpanID] = []string{string(appendHex(b[:0], c.SpanID[:]))}
+		h[HeaderB3TraceID] = []string{string(appendB3TraceID(b[:0], c))}
+		h[HeaderB3SpanID] = []string{string(appendHex(b[:0], c.SpanID[:]))}
 	}
 	// B3 says debug implies accept, so X-B3-Sampled is not sent alongside it.
 	switch c.b3State() {
 	case b3Debug:
-		h[headerB3Flags] = []string{"1"}
+		h[HeaderB3Flags] = []string{"1"}
 	case b3Accept:
-		h[headerB3Sampled] = []string{"1"}
+		h[HeaderB3Sampled] = []string{"1"}
 	case b3Deny:
-		h[headerB3Sampled] = []string{"0"}
+		h[HeaderB3Sampled] = []string{"0"}
 	}
 }

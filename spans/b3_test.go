@@ -88,7 +88,7 @@ func TestParseB3Single(t *testing.T) {
 
 func TestParseB3Multi(t *testing.T) {
 	ids := func(trace string) http.Header {
-		return http.Header{headerB3TraceID: {trace}, headerB3SpanID: {b3Span}}
+		return http.Header{HeaderB3TraceID: {trace}, HeaderB3SpanID: {b3Span}}
 	}
 	with := func(h http.Header, kv ...string) http.Header {
 		for i := 0; i < len(kv); i += 2 {
@@ -116,16 +116,16 @@ func TestParseB3Multi(t *testing.T) {
 		{name: "flags 0 alone defers", in: with(ids(b3Trace), "X-B3-Flags", "0"), trace: b3Trace, deferred: true},
 		{name: "with parent", in: with(ids(b3Trace), "X-B3-ParentSpanId", b3Parent, "X-B3-Sampled", "1"), trace: b3Trace, sampled: true},
 		{name: "64-bit trace id", in: with(ids(b3Trace64), "X-B3-Sampled", "1"), trace: "0000000000000000" + b3Trace64, sampled: true},
-		{name: "whitespace", in: with(http.Header{headerB3TraceID: {" " + b3Trace}, headerB3SpanID: {b3Span + " "}}, "X-B3-Sampled", " 1"), trace: b3Trace, sampled: true},
+		{name: "whitespace", in: with(http.Header{HeaderB3TraceID: {" " + b3Trace}, HeaderB3SpanID: {b3Span + " "}}, "X-B3-Sampled", " 1"), trace: b3Trace, sampled: true},
 		{name: "bare deny", in: with(http.Header{}, "X-B3-Sampled", "0")},
 		{name: "bare accept", in: with(http.Header{}, "X-B3-Sampled", "1"), sampled: true},
 		{name: "bare debug", in: with(http.Header{}, "X-B3-Flags", "1"), sampled: true, debug: true},
 
 		{name: "nothing", in: http.Header{"Other": {"1"}}, err: errB3Nothing},
-		{name: "flags 0 alone says nothing", in: http.Header{headerB3Flags: {"0"}}, err: errB3Nothing},
-		{name: "trace id alone", in: http.Header{headerB3TraceID: {b3Trace}, headerB3Sampled: {"1"}}, err: errB3Partial},
-		{name: "span id alone", in: http.Header{headerB3SpanID: {b3Span}}, err: errB3Partial},
-		{name: "parent alone", in: http.Header{headerB3ParentID: {b3Parent}, headerB3Sampled: {"1"}}, err: errB3Partial},
+		{name: "flags 0 alone says nothing", in: http.Header{HeaderB3Flags: {"0"}}, err: errB3Nothing},
+		{name: "trace id alone", in: http.Header{HeaderB3TraceID: {b3Trace}, HeaderB3Sampled: {"1"}}, err: errB3Partial},
+		{name: "span id alone", in: http.Header{HeaderB3SpanID: {b3Span}}, err: errB3Partial},
+		{name: "parent alone", in: http.Header{HeaderB3ParentID: {b3Parent}, HeaderB3Sampled: {"1"}}, err: errB3Partial},
 		{name: "sampled unknown", in: with(ids(b3Trace), "X-B3-Sampled", "yes"), err: errB3Sampled},
 		{name: "sampled upper case", in: with(ids(b3Trace), "X-B3-Sampled", "True"), err: errB3Sampled},
 		{name: "sampled d", in: with(http.Header{}, "X-B3-Sampled", "d"), err: errB3Sampled},
@@ -133,8 +133,8 @@ func TestParseB3Multi(t *testing.T) {
 		{name: "trace id upper case", in: ids(strings.ToUpper(b3Trace)), err: errHex},
 		{name: "trace id 20 digits", in: ids(b3Trace[:20]), err: errB3TraceID},
 		{name: "trace id all zero", in: ids(strings.Repeat("0", 16)), err: errZeroTraceID},
-		{name: "span id all zero", in: http.Header{headerB3TraceID: {b3Trace}, headerB3SpanID: {strings.Repeat("0", 16)}}, err: errZeroSpanID},
-		{name: "span id too long", in: http.Header{headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span + "0"}}, err: errHex},
+		{name: "span id all zero", in: http.Header{HeaderB3TraceID: {b3Trace}, HeaderB3SpanID: {strings.Repeat("0", 16)}}, err: errZeroSpanID},
+		{name: "span id too long", in: http.Header{HeaderB3TraceID: {b3Trace}, HeaderB3SpanID: {b3Span + "0"}}, err: errHex},
 		{name: "parent non-hex", in: with(ids(b3Trace), "X-B3-ParentSpanId", "x"), err: errHex},
 		{name: "repeated trace id", in: with(ids(b3Trace), "X-B3-TraceId", b3Trace), err: errRepeated},
 		{name: "repeated sampled", in: with(ids(b3Trace), "X-B3-Sampled", "1", "X-B3-Sampled", "1"), err: errRepeated},
@@ -173,48 +173,48 @@ func TestInjectB3(t *testing.T) {
 		{
 			name: "sampled", c: set(ids, func(c *Context) { c.Sampled = true }),
 			single: b3Trace + "-" + b3Span + "-1",
-			multi:  http.Header{headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}, headerB3Sampled: {"1"}},
+			multi:  http.Header{HeaderB3TraceID: {b3Trace}, HeaderB3SpanID: {b3Span}, HeaderB3Sampled: {"1"}},
 		},
 		{
 			name: "not sampled", c: ids,
 			single: b3Trace + "-" + b3Span + "-0",
-			multi:  http.Header{headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}, headerB3Sampled: {"0"}},
+			multi:  http.Header{HeaderB3TraceID: {b3Trace}, HeaderB3SpanID: {b3Span}, HeaderB3Sampled: {"0"}},
 		},
 		{
 			name: "debug", c: set(ids, func(c *Context) { c.Debug, c.Sampled = true, true }),
 			single: b3Trace + "-" + b3Span + "-d",
-			multi:  http.Header{headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}, headerB3Flags: {"1"}},
+			multi:  http.Header{HeaderB3TraceID: {b3Trace}, HeaderB3SpanID: {b3Span}, HeaderB3Flags: {"1"}},
 		},
 		{
 			name: "deferred", c: set(ids, func(c *Context) { c.Deferred = true }),
 			single: b3Trace + "-" + b3Span,
-			multi:  http.Header{headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}},
+			multi:  http.Header{HeaderB3TraceID: {b3Trace}, HeaderB3SpanID: {b3Span}},
 		},
 		{
 			name: "64-bit trace id", c: set(ids64, func(c *Context) { c.Sampled = true }),
 			single: b3Trace64 + "-" + b3Span + "-1",
-			multi:  http.Header{headerB3TraceID: {b3Trace64}, headerB3SpanID: {b3Span}, headerB3Sampled: {"1"}},
+			multi:  http.Header{HeaderB3TraceID: {b3Trace64}, HeaderB3SpanID: {b3Span}, HeaderB3Sampled: {"1"}},
 		},
 		{
 			// A 64-bit flag on an id that no longer fits would lose half the id.
 			name: "64-bit flag on a 128-bit id", c: set(ids, func(c *Context) { c.B3TraceID64 = true }),
 			single: b3Trace + "-" + b3Span + "-0",
-			multi:  http.Header{headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}, headerB3Sampled: {"0"}},
+			multi:  http.Header{HeaderB3TraceID: {b3Trace}, HeaderB3SpanID: {b3Span}, HeaderB3Sampled: {"0"}},
 		},
-		{name: "bare deny", c: Context{}, single: "0", multi: http.Header{headerB3Sampled: {"0"}}},
-		{name: "bare accept", c: Context{Sampled: true}, single: "1", multi: http.Header{headerB3Sampled: {"1"}}},
-		{name: "bare debug", c: Context{Sampled: true, Debug: true}, single: "d", multi: http.Header{headerB3Flags: {"1"}}},
+		{name: "bare deny", c: Context{}, single: "0", multi: http.Header{HeaderB3Sampled: {"0"}}},
+		{name: "bare accept", c: Context{Sampled: true}, single: "1", multi: http.Header{HeaderB3Sampled: {"1"}}},
+		{name: "bare debug", c: Context{Sampled: true, Debug: true}, single: "d", multi: http.Header{HeaderB3Flags: {"1"}}},
 		{name: "bare deferred writes nothing", c: Context{Deferred: true}, multi: http.Header{}},
 		{
 			name: "trace id without span id is bare", c: Context{TraceID: traceID(t, b3Trace), Sampled: true},
-			single: "1", multi: http.Header{headerB3Sampled: {"1"}},
+			single: "1", multi: http.Header{HeaderB3Sampled: {"1"}},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := http.Header{}
 			injectB3Single(h, tt.c)
-			if got := h.Get(headerB3); got != tt.single || len(h) > 1 {
+			if got := h.Get(HeaderB3); got != tt.single || len(h) > 1 {
 				t.Errorf("injectB3Single wrote %v, want b3: %q", h, tt.single)
 			}
 			h = http.Header{}

@@ -25,20 +25,20 @@ func benchmarkExtract(b *testing.B, h http.Header) {
 }
 
 func BenchmarkExtractTraceparent(b *testing.B) {
-	benchmarkExtract(b, http.Header{headerTraceparent: {tpValid}})
+	benchmarkExtract(b, http.Header{HeaderTraceparent: {tpValid}})
 }
 
 func BenchmarkExtractTraceparentTracestate(b *testing.B) {
-	benchmarkExtract(b, http.Header{headerTraceparent: {tpValid}, headerTracestate: {"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"}})
+	benchmarkExtract(b, http.Header{HeaderTraceparent: {tpValid}, HeaderTracestate: {"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"}})
 }
 
 func BenchmarkExtractB3Single(b *testing.B) {
-	benchmarkExtract(b, http.Header{headerB3: {b3Trace + "-" + b3Span + "-1-" + b3Parent}})
+	benchmarkExtract(b, http.Header{HeaderB3: {b3Trace + "-" + b3Span + "-1-" + b3Parent}})
 }
 
 func BenchmarkExtractB3Multi(b *testing.B) {
 	benchmarkExtract(b, http.Header{
-		headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}, headerB3ParentID: {b3Parent}, headerB3Sampled: {"1"},
+		HeaderB3TraceID: {b3Trace}, HeaderB3SpanID: {b3Span}, HeaderB3ParentID: {b3Parent}, HeaderB3Sampled: {"1"},
 	})
 }
 
@@ -72,7 +72,7 @@ func BenchmarkInjectB3Multi(b *testing.B)  { benchmarkInject(b, benchContext(For
 
 func BenchmarkDecideWithParent(b *testing.B) {
 	s := NewSampler(0.001)
-	h := http.Header{headerTraceparent: {tpValid}}
+	h := http.Header{HeaderTraceparent: {tpValid}}
 	b.ReportAllocs()
 	for b.Loop() {
 		sinkContext = s.Decide(h)

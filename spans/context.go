@@ -69,23 +69,37 @@ func (c Context) Flags() uint8 {
 	return f
 }
 
-// Canonical http.Header keys of every trace header we read or write. Lookups use
-// them directly: http.Header keys are canonical, and this avoids re-canonicalising
-// on the data path.
+// Canonical http.Header keys of every trace header Extract reads and Inject
+// writes. Lookups use them directly: http.Header keys are canonical, and this
+// avoids re-canonicalising on the data path.
 const (
-	headerTraceparent = "Traceparent"
-	headerTracestate  = "Tracestate"
-	headerB3          = "B3"
-	headerB3TraceID   = "X-B3-Traceid"
-	headerB3SpanID    = "X-B3-Spanid"
-	headerB3ParentID  = "X-B3-Parentspanid"
-	headerB3Sampled   = "X-B3-Sampled"
-	headerB3Flags     = "X-B3-Flags"
+	HeaderTraceparent = "Traceparent"
+	HeaderTracestate  = "Tracestate"
+	HeaderB3          = "B3"
+	HeaderB3TraceID   = "X-B3-Traceid"
+	HeaderB3SpanID    = "X-B3-Spanid"
+	HeaderB3ParentID  = "X-B3-Parentspanid"
+	HeaderB3Sampled   = "X-B3-Sampled"
+	HeaderB3Flags     = "X-B3-Flags"
 )
 
 var traceHeaders = [...]string{
-	headerTraceparent, headerTracestate, headerB3,
-	headerB3TraceID, headerB3SpanID, headerB3ParentID, headerB3Sampled, headerB3Flags,
+	HeaderTraceparent, HeaderTracestate, HeaderB3,
+	HeaderB3TraceID, HeaderB3SpanID, HeaderB3ParentID, HeaderB3Sampled, HeaderB3Flags,
+}
+
+// TraceHeaders returns the keys of every trace header, W3C first: the ones a
+// proxy must carry as Inject left them, never as received.
+func TraceHeaders() [len(traceHeaders)]string { return traceHeaders }
+
+// IsTraceHeader reports whether key (canonical) is one of TraceHeaders.
+func IsTraceHeader(key string) bool {
+	for _, k := range traceHeaders {
+		if k == key {
+			return true
+		}
+	}
+	return false
 }
 
 // Extract reads the trace context of a request: W3C first, then b3, then X-B3-*.
@@ -117,7 +131,7 @@ func Extract(h http.Header) (c Context, ok bool) {
 		c, ok = w, true
 		c.Formats |= FormatW3C
 	}
-	if b, err := parseB3Single(h[headerB3]); err == nil {
+	if b, err := parseB3Single(h[HeaderB3]); err == nil {
 		c.Formats |= FormatB3Single
 		switch {
 		case ok:
@@ -166,9 +180,9 @@ func Inject(h http.Header, c Context) {
 		f = FormatW3C
 	}
 	if f&FormatW3C != 0 && c.IsValid() {
-		h[headerTraceparent] = []string{formatTraceparent(c)}
+		h[HeaderTraceparent] = []string{formatTraceparent(c)}
 		if c.TraceState != "" {
-			h[headerTracestate] = []string{c.TraceState}
+			h[HeaderTracestate] = []string{c.TraceState}
 		}
 	}
 	if f&FormatB3Single != 0 {

@@ -12,9 +12,9 @@ const (
 )
 
 func TestExtractPriority(t *testing.T) {
-	w3c := http.Header{headerTraceparent: {tpValid}, headerTracestate: {"congo=t61rcWkgMzE"}}
-	b3 := http.Header{headerB3: {b3Trace + "-" + b3Span + "-0"}}
-	multi := http.Header{headerB3TraceID: {otherTrace}, headerB3SpanID: {otherSpan}, headerB3Sampled: {"1"}}
+	w3c := http.Header{HeaderTraceparent: {tpValid}, HeaderTracestate: {"congo=t61rcWkgMzE"}}
+	b3 := http.Header{HeaderB3: {b3Trace + "-" + b3Span + "-0"}}
+	multi := http.Header{HeaderB3TraceID: {otherTrace}, HeaderB3SpanID: {otherSpan}, HeaderB3Sampled: {"1"}}
 	merge := func(hs ...http.Header) http.Header {
 		out := http.Header{}
 		for _, h := range hs {
@@ -33,7 +33,7 @@ func TestExtractPriority(t *testing.T) {
 	fromMulti := func(t *testing.T) Context {
 		return Context{TraceID: traceID(t, otherTrace), SpanID: spanID(t, otherSpan), Sampled: true}
 	}
-	badTraceparent := http.Header{headerTraceparent: {"ff" + tpValid[2:]}, headerTracestate: {"congo=t61rcWkgMzE"}}
+	badTraceparent := http.Header{HeaderTraceparent: {"ff" + tpValid[2:]}, HeaderTracestate: {"congo=t61rcWkgMzE"}}
 
 	tests := []struct {
 		name    string
@@ -50,12 +50,12 @@ func TestExtractPriority(t *testing.T) {
 		{name: "invalid traceparent falls through and drops tracestate", in: merge(badTraceparent, b3), want: fromB3, formats: FormatB3Single, ok: true},
 		{name: "invalid traceparent alone restarts", in: badTraceparent, want: func(*testing.T) Context { return Context{} }},
 		{
-			name: "repeated traceparent restarts", in: http.Header{headerTraceparent: {tpValid, tpValid}},
+			name: "repeated traceparent restarts", in: http.Header{HeaderTraceparent: {tpValid, tpValid}},
 			want: func(*testing.T) Context { return Context{} },
 		},
 		{
 			name: "invalid tracestate is dropped, traceparent kept",
-			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"foo=1,FOO=2"}},
+			in:   http.Header{HeaderTraceparent: {tpValid}, HeaderTracestate: {"foo=1,FOO=2"}},
 			want: func(t *testing.T) Context {
 				c := fromW3C(t)
 				c.TraceState = ""
@@ -65,7 +65,7 @@ func TestExtractPriority(t *testing.T) {
 		},
 		{
 			name: "tracestate with a duplicate key is kept, the later entry dropped",
-			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"foo=1,bar=2,foo=3"}},
+			in:   http.Header{HeaderTraceparent: {tpValid}, HeaderTracestate: {"foo=1,bar=2,foo=3"}},
 			want: func(t *testing.T) Context {
 				c := fromW3C(t)
 				c.TraceState = "foo=1,bar=2"
@@ -75,7 +75,7 @@ func TestExtractPriority(t *testing.T) {
 		},
 		{
 			name: "tracestate with a 256-character key is kept",
-			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"foo=1", strings.Repeat("z", 256) + "=1"}},
+			in:   http.Header{HeaderTraceparent: {tpValid}, HeaderTracestate: {"foo=1", strings.Repeat("z", 256) + "=1"}},
 			want: func(t *testing.T) Context {
 				c := fromW3C(t)
 				c.TraceState = "foo=1," + strings.Repeat("z", 256) + "=1"
@@ -85,7 +85,7 @@ func TestExtractPriority(t *testing.T) {
 		},
 		{
 			name: "tracestate with a 257-character key is dropped",
-			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"foo=1", strings.Repeat("z", 257) + "=1"}},
+			in:   http.Header{HeaderTraceparent: {tpValid}, HeaderTracestate: {"foo=1", strings.Repeat("z", 257) + "=1"}},
 			want: func(t *testing.T) Context {
 				c := fromW3C(t)
 				c.TraceState = ""
@@ -95,7 +95,7 @@ func TestExtractPriority(t *testing.T) {
 		},
 		{
 			name: "tracestate with multi-tenant keys is kept",
-			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"foo@=1,tenant@sys@x=2," + strings.Repeat("t", 250) + "@sssss=3"}},
+			in:   http.Header{HeaderTraceparent: {tpValid}, HeaderTracestate: {"foo@=1,tenant@sys@x=2," + strings.Repeat("t", 250) + "@sssss=3"}},
 			want: func(t *testing.T) Context {
 				c := fromW3C(t)
 				c.TraceState = "foo@=1,tenant@sys@x=2," + strings.Repeat("t", 250) + "@sssss=3"
@@ -105,7 +105,7 @@ func TestExtractPriority(t *testing.T) {
 		},
 		{
 			name: "tracestate fields combined",
-			in:   http.Header{headerTraceparent: {tpValid}, headerTracestate: {"rojo=1", "congo=2"}},
+			in:   http.Header{HeaderTraceparent: {tpValid}, HeaderTracestate: {"rojo=1", "congo=2"}},
 			want: func(t *testing.T) Context {
 				c := fromW3C(t)
 				c.TraceState = "rojo=1,congo=2"
@@ -113,26 +113,26 @@ func TestExtractPriority(t *testing.T) {
 			},
 			formats: FormatW3C, ok: true,
 		},
-		{name: "invalid b3 falls through to X-B3", in: merge(http.Header{headerB3: {"nonsense"}}, multi), want: fromMulti, formats: FormatB3Multi, ok: true},
-		{name: "ids in X-B3 beat a bare b3 decision", in: merge(http.Header{headerB3: {"0"}}, multi), want: fromMulti, formats: FormatB3Single | FormatB3Multi, ok: true},
+		{name: "invalid b3 falls through to X-B3", in: merge(http.Header{HeaderB3: {"nonsense"}}, multi), want: fromMulti, formats: FormatB3Multi, ok: true},
+		{name: "ids in X-B3 beat a bare b3 decision", in: merge(http.Header{HeaderB3: {"0"}}, multi), want: fromMulti, formats: FormatB3Single | FormatB3Multi, ok: true},
 		{
-			name: "bare b3 decision", in: http.Header{headerB3: {"0"}},
+			name: "bare b3 decision", in: http.Header{HeaderB3: {"0"}},
 			want: func(*testing.T) Context { return Context{} }, formats: FormatB3Single,
 		},
 		{
-			name: "bare b3 debug", in: http.Header{headerB3: {"d"}},
+			name: "bare b3 debug", in: http.Header{HeaderB3: {"d"}},
 			want: func(*testing.T) Context { return Context{Sampled: true, Debug: true} }, formats: FormatB3Single,
 		},
 		{
-			name: "bare b3 decision beats bare X-B3 decision", in: http.Header{headerB3: {"1"}, headerB3Sampled: {"0"}},
+			name: "bare b3 decision beats bare X-B3 decision", in: http.Header{HeaderB3: {"1"}, HeaderB3Sampled: {"0"}},
 			want: func(*testing.T) Context { return Context{Sampled: true} }, formats: FormatB3Single | FormatB3Multi,
 		},
 		{
-			name: "bare X-B3 decision", in: http.Header{headerB3Sampled: {"0"}},
+			name: "bare X-B3 decision", in: http.Header{HeaderB3Sampled: {"0"}},
 			want: func(*testing.T) Context { return Context{} }, formats: FormatB3Multi,
 		},
 		{
-			name: "w3c beats a bare b3 decision", in: merge(w3c, http.Header{headerB3: {"0"}}),
+			name: "w3c beats a bare b3 decision", in: merge(w3c, http.Header{HeaderB3: {"0"}}),
 			want: fromW3C, formats: FormatW3C | FormatB3Single, ok: true,
 		},
 	}
@@ -155,9 +155,46 @@ func TestInjectRemovesEveryTraceHeader(t *testing.T) {
 	}
 	c := Context{TraceID: traceID(t, tpTrace), SpanID: spanID(t, tpParent), Sampled: true}
 	Inject(h, c)
-	want := http.Header{"Accept": {"*/*"}, headerTraceparent: {tpValid}}
+	want := http.Header{"Accept": {"*/*"}, HeaderTraceparent: {tpValid}}
 	if !equalHeaders(h, want) {
 		t.Errorf("Inject left %v, want %v", h, want)
+	}
+}
+
+// TraceHeaders and IsTraceHeader name exactly the headers Inject manages: all it
+// writes, in every format, and nothing else.
+func TestTraceHeadersAreWhatInjectManages(t *testing.T) {
+	all := Context{TraceID: traceID(t, tpTrace), SpanID: spanID(t, tpParent), Sampled: true, TraceState: "a=b",
+		Formats: FormatW3C | FormatB3Single | FormatB3Multi}
+	written := map[string]bool{}
+	for _, c := range []Context{all, {Debug: true, Formats: FormatB3Multi}, {Formats: FormatB3Multi}} {
+		h := http.Header{}
+		Inject(h, c)
+		for k := range h {
+			written[k] = true
+			if !IsTraceHeader(k) {
+				t.Errorf("Inject writes %s, which IsTraceHeader denies", k)
+			}
+		}
+	}
+	if len(written) < 7 {
+		t.Fatalf("the contexts wrote only %v", written)
+	}
+	keys := TraceHeaders()
+	for _, k := range keys {
+		if !IsTraceHeader(k) || http.CanonicalHeaderKey(k) != k {
+			t.Errorf("%s: not a canonical trace header", k)
+		}
+		h := http.Header{k: {"stale"}}
+		Inject(h, Context{})
+		if len(h) != 0 {
+			t.Errorf("Inject leaves %s in place", k)
+		}
+	}
+	for _, k := range []string{"Accept", "traceparent", OverrideHeader, ""} {
+		if IsTraceHeader(k) {
+			t.Errorf("IsTraceHeader(%q)", k)
+		}
 	}
 }
 
@@ -170,20 +207,20 @@ func TestInject(t *testing.T) {
 		c    Context
 		want http.Header
 	}{
-		{name: "no formats means W3C", c: c, want: http.Header{headerTraceparent: {tp}, headerTracestate: {"congo=t61rcWkgMzE"}}},
-		{name: "unknown format bits mean W3C", c: withFormats(1 << 7), want: http.Header{headerTraceparent: {tp}, headerTracestate: {"congo=t61rcWkgMzE"}}},
-		{name: "b3 only", c: withFormats(FormatB3Single), want: http.Header{headerB3: {tpTrace + "-" + tpParent + "-1"}}},
+		{name: "no formats means W3C", c: c, want: http.Header{HeaderTraceparent: {tp}, HeaderTracestate: {"congo=t61rcWkgMzE"}}},
+		{name: "unknown format bits mean W3C", c: withFormats(1 << 7), want: http.Header{HeaderTraceparent: {tp}, HeaderTracestate: {"congo=t61rcWkgMzE"}}},
+		{name: "b3 only", c: withFormats(FormatB3Single), want: http.Header{HeaderB3: {tpTrace + "-" + tpParent + "-1"}}},
 		{
 			name: "all formats", c: withFormats(FormatW3C | FormatB3Single | FormatB3Multi),
 			want: http.Header{
-				headerTraceparent: {tp}, headerTracestate: {"congo=t61rcWkgMzE"},
-				headerB3:        {tpTrace + "-" + tpParent + "-1"},
-				headerB3TraceID: {tpTrace}, headerB3SpanID: {tpParent}, headerB3Sampled: {"1"},
+				HeaderTraceparent: {tp}, HeaderTracestate: {"congo=t61rcWkgMzE"},
+				HeaderB3:        {tpTrace + "-" + tpParent + "-1"},
+				HeaderB3TraceID: {tpTrace}, HeaderB3SpanID: {tpParent}, HeaderB3Sampled: {"1"},
 			},
 		},
-		{name: "no tracestate", c: Context{TraceID: c.TraceID, SpanID: c.SpanID}, want: http.Header{headerTraceparent: {"00-" + tpTrace + "-" + tpParent + "-00"}}},
+		{name: "no tracestate", c: Context{TraceID: c.TraceID, SpanID: c.SpanID}, want: http.Header{HeaderTraceparent: {"00-" + tpTrace + "-" + tpParent + "-00"}}},
 		{name: "no span id: no traceparent", c: Context{TraceID: c.TraceID, Sampled: true, TraceState: "a=b"}, want: http.Header{}},
-		{name: "bare decision in b3", c: Context{Formats: FormatB3Single}, want: http.Header{headerB3: {"0"}}},
+		{name: "bare decision in b3", c: Context{Formats: FormatB3Single}, want: http.Header{HeaderB3: {"0"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -200,21 +237,21 @@ func TestInject(t *testing.T) {
 // the parent: header sets in every format and mix.
 func TestExtractInjectRoundTrip(t *testing.T) {
 	inputs := []http.Header{
-		{headerTraceparent: {tpValid}},
-		{headerTraceparent: {"00-" + tpTrace + "-" + tpParent + "-02"}, headerTracestate: {"rojo=00f067aa0ba902b7, congo=t61rcWkgMzE", "a@b=c"}},
-		{headerTraceparent: {"cc-" + tpTrace + "-" + tpParent + "-01-future"}},
-		{headerB3: {b3Trace + "-" + b3Span + "-1-" + b3Parent}},
-		{headerB3: {b3Trace64 + "-" + b3Span}},
-		{headerB3: {b3Trace64 + "-" + b3Span + "-d"}},
-		{headerB3: {"0"}},
-		{headerB3: {"d"}},
-		{headerB3TraceID: {b3Trace64}, headerB3SpanID: {b3Span}, headerB3Sampled: {"true"}, headerB3ParentID: {b3Parent}},
-		{headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}, headerB3Flags: {"1"}, headerB3Sampled: {"0"}},
-		{headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}},
-		{headerB3Sampled: {"1"}},
-		{headerB3Flags: {"1"}},
-		{headerTraceparent: {tpValid}, headerB3: {b3Trace64 + "-" + b3Span + "-0"}, headerB3Sampled: {"0"}},
-		{headerB3: {"1"}, headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}},
+		{HeaderTraceparent: {tpValid}},
+		{HeaderTraceparent: {"00-" + tpTrace + "-" + tpParent + "-02"}, HeaderTracestate: {"rojo=00f067aa0ba902b7, congo=t61rcWkgMzE", "a@b=c"}},
+		{HeaderTraceparent: {"cc-" + tpTrace + "-" + tpParent + "-01-future"}},
+		{HeaderB3: {b3Trace + "-" + b3Span + "-1-" + b3Parent}},
+		{HeaderB3: {b3Trace64 + "-" + b3Span}},
+		{HeaderB3: {b3Trace64 + "-" + b3Span + "-d"}},
+		{HeaderB3: {"0"}},
+		{HeaderB3: {"d"}},
+		{HeaderB3TraceID: {b3Trace64}, HeaderB3SpanID: {b3Span}, HeaderB3Sampled: {"true"}, HeaderB3ParentID: {b3Parent}},
+		{HeaderB3TraceID: {b3Trace}, HeaderB3SpanID: {b3Span}, HeaderB3Flags: {"1"}, HeaderB3Sampled: {"0"}},
+		{HeaderB3TraceID: {b3Trace}, HeaderB3SpanID: {b3Span}},
+		{HeaderB3Sampled: {"1"}},
+		{HeaderB3Flags: {"1"}},
+		{HeaderTraceparent: {tpValid}, HeaderB3: {b3Trace64 + "-" + b3Span + "-0"}, HeaderB3Sampled: {"0"}},
+		{HeaderB3: {"1"}, HeaderB3TraceID: {b3Trace}, HeaderB3SpanID: {b3Span}},
 	}
 	next := spanID(t, "1111111111111111")
 	for _, in := range inputs {

@@ -125,7 +125,7 @@ func FuzzTraceparent(f *testing.F) {
 				t.Fatalf("parseTraceparent(%q) then format = %q", tp, out)
 			}
 		}
-		checkStable(t, http.Header{headerTraceparent: {tp}, headerTracestate: {ts}})
+		checkStable(t, http.Header{HeaderTraceparent: {tp}, HeaderTracestate: {ts}})
 	})
 }
 
@@ -161,7 +161,7 @@ func FuzzTracestate(f *testing.F) {
 				t.Fatalf("parseTracestate(%q) = %q, not canonical (%q, %v)", fields, got, again, err)
 			}
 		}
-		checkStable(t, http.Header{headerTraceparent: {tpValid}, headerTracestate: fields})
+		checkStable(t, http.Header{HeaderTraceparent: {tpValid}, HeaderTracestate: fields})
 	})
 }
 
@@ -181,7 +181,7 @@ func FuzzB3Single(f *testing.F) {
 		if want := b3SingleOracle(v); (err == nil) != want {
 			t.Fatalf("parseB3Single(%q) error = %v, grammar says valid = %v", v, err, want)
 		}
-		checkStable(t, http.Header{headerB3: {v}})
+		checkStable(t, http.Header{HeaderB3: {v}})
 	})
 }
 
@@ -195,8 +195,8 @@ func FuzzB3Multi(f *testing.F) {
 	f.Fuzz(func(t *testing.T, traceID, spanID, parentID, sampled, flags string, present uint8) {
 		h := http.Header{}
 		for i, kv := range [...][2]string{
-			{headerB3TraceID, traceID}, {headerB3SpanID, spanID}, {headerB3ParentID, parentID},
-			{headerB3Sampled, sampled}, {headerB3Flags, flags},
+			{HeaderB3TraceID, traceID}, {HeaderB3SpanID, spanID}, {HeaderB3ParentID, parentID},
+			{HeaderB3Sampled, sampled}, {HeaderB3Flags, flags},
 		} {
 			if present&(1<<i) != 0 {
 				h[kv[0]] = []string{kv[1]}
@@ -220,8 +220,8 @@ func FuzzExtract(f *testing.F) {
 	f.Fuzz(func(t *testing.T, tp, ts, b3, traceID, spanID, sampled string) {
 		h := http.Header{}
 		for _, kv := range [...][2]string{
-			{headerTraceparent, tp}, {headerTracestate, ts}, {headerB3, b3},
-			{headerB3TraceID, traceID}, {headerB3SpanID, spanID}, {headerB3Sampled, sampled},
+			{HeaderTraceparent, tp}, {HeaderTracestate, ts}, {HeaderB3, b3},
+			{HeaderB3TraceID, traceID}, {HeaderB3SpanID, spanID}, {HeaderB3Sampled, sampled},
 		} {
 			if kv[1] != "" {
 				h[kv[0]] = []string{kv[1]}

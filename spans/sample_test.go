@@ -9,9 +9,9 @@ import (
 )
 
 func TestDecide(t *testing.T) {
-	sampledParent := http.Header{headerTraceparent: {"00-" + tpTrace + "-" + tpParent + "-01"}}
-	unsampledParent := http.Header{headerTraceparent: {"00-" + tpTrace + "-" + tpParent + "-00"}}
-	deferredB3 := func() http.Header { return http.Header{headerB3: {b3Trace + "-" + b3Span}} }
+	sampledParent := http.Header{HeaderTraceparent: {"00-" + tpTrace + "-" + tpParent + "-01"}}
+	unsampledParent := http.Header{HeaderTraceparent: {"00-" + tpTrace + "-" + tpParent + "-00"}}
+	deferredB3 := func() http.Header { return http.Header{HeaderB3: {b3Trace + "-" + b3Span}} }
 	with := func(h http.Header, kv ...string) http.Header {
 		h = h.Clone()
 		for i := 0; i < len(kv); i += 2 {
@@ -36,7 +36,7 @@ func TestDecide(t *testing.T) {
 		{name: "parent not sampled, rate 1", rate: 1, in: unsampledParent, trace: keep, sampled: false, formats: FormatW3C},
 		{name: "no context, rate 0", rate: 0, in: http.Header{}, trace: restart, sampled: false},
 		{name: "no context, rate 1", rate: 1, in: http.Header{}, trace: restart, sampled: true},
-		{name: "invalid context, rate 1", rate: 1, in: http.Header{headerTraceparent: {"garbage"}}, trace: restart, sampled: true},
+		{name: "invalid context, rate 1", rate: 1, in: http.Header{HeaderTraceparent: {"garbage"}}, trace: restart, sampled: true},
 		{name: "override forces a not-sampled parent", rate: 0, in: with(unsampledParent, OverrideHeader, "1"), trace: keep, sampled: true, formats: FormatW3C},
 		{name: "override 1.0 forces a new trace", rate: 0, in: with(http.Header{}, OverrideHeader, "1.0"), trace: restart, sampled: true},
 		{name: "override 0 never suppresses", rate: 0, in: with(sampledParent, OverrideHeader, "0"), trace: keep, sampled: true, formats: FormatW3C},
@@ -47,13 +47,13 @@ func TestDecide(t *testing.T) {
 		{name: "override above 1 ignored", rate: 0, in: with(unsampledParent, OverrideHeader, "1.5"), trace: keep, sampled: false, formats: FormatW3C},
 		{name: "negative override ignored", rate: 0, in: with(unsampledParent, OverrideHeader, "-1"), trace: keep, sampled: false, formats: FormatW3C},
 		{name: "NaN override ignored", rate: 0, in: with(unsampledParent, OverrideHeader, "NaN"), trace: keep, sampled: false, formats: FormatW3C},
-		{name: "b3 debug forces", rate: 0, in: http.Header{headerB3: {b3Trace + "-" + b3Span + "-d"}}, trace: keep, sampled: true, debug: true, formats: FormatB3Single},
-		{name: "X-B3 debug beats X-B3-Sampled 0", rate: 0, in: http.Header{headerB3TraceID: {b3Trace}, headerB3SpanID: {b3Span}, headerB3Sampled: {"0"}, headerB3Flags: {"1"}}, trace: keep, sampled: true, debug: true, formats: FormatB3Multi},
-		{name: "bare b3 debug starts a sampled trace", rate: 0, in: http.Header{headerB3: {"d"}}, trace: restart, sampled: true, debug: true, formats: FormatB3Single},
-		{name: "bare b3 0 is followed", rate: 1, in: http.Header{headerB3: {"0"}}, trace: restart, sampled: false, formats: FormatB3Single},
-		{name: "bare b3 1 is followed", rate: 0, in: http.Header{headerB3: {"1"}}, trace: restart, sampled: true, formats: FormatB3Single},
-		{name: "bare X-B3-Sampled 0 is followed", rate: 1, in: http.Header{headerB3Sampled: {"0"}}, trace: restart, sampled: false, formats: FormatB3Multi},
-		{name: "override beats bare b3 0", rate: 0, in: with(http.Header{headerB3: {"0"}}, OverrideHeader, "1"), trace: restart, sampled: true, formats: FormatB3Single},
+		{name: "b3 debug forces", rate: 0, in: http.Header{HeaderB3: {b3Trace + "-" + b3Span + "-d"}}, trace: keep, sampled: true, debug: true, formats: FormatB3Single},
+		{name: "X-B3 debug beats X-B3-Sampled 0", rate: 0, in: http.Header{HeaderB3TraceID: {b3Trace}, HeaderB3SpanID: {b3Span}, HeaderB3Sampled: {"0"}, HeaderB3Flags: {"1"}}, trace: keep, sampled: true, debug: true, formats: FormatB3Multi},
+		{name: "bare b3 debug starts a sampled trace", rate: 0, in: http.Header{HeaderB3: {"d"}}, trace: restart, sampled: true, debug: true, formats: FormatB3Single},
+		{name: "bare b3 0 is followed", rate: 1, in: http.Header{HeaderB3: {"0"}}, trace: restart, sampled: false, formats: FormatB3Single},
+		{name: "bare b3 1 is followed", rate: 0, in: http.Header{HeaderB3: {"1"}}, trace: restart, sampled: true, formats: FormatB3Single},
+		{name: "bare X-B3-Sampled 0 is followed", rate: 1, in: http.Header{HeaderB3Sampled: {"0"}}, trace: restart, sampled: false, formats: FormatB3Multi},
+		{name: "override beats bare b3 0", rate: 0, in: with(http.Header{HeaderB3: {"0"}}, OverrideHeader, "1"), trace: restart, sampled: true, formats: FormatB3Single},
 		{name: "deferred b3 at rate 1", rate: 1, in: deferredB3(), trace: keep, sampled: true, formats: FormatB3Single},
 		{name: "deferred b3 at rate 0", rate: 0, in: deferredB3(), trace: keep, sampled: false, formats: FormatB3Single},
 	}
@@ -93,7 +93,7 @@ func TestDecideStartsDistinctTraces(t *testing.T) {
 
 // The decision made for a bare b3 decision travels on, now with ids.
 func TestDecideThenInjectPropagatesBareDecision(t *testing.T) {
-	c := NewSampler(1).Decide(http.Header{headerB3: {"0"}})
+	c := NewSampler(1).Decide(http.Header{HeaderB3: {"0"}})
 	h := http.Header{}
 	Inject(h, c.Child(NewSpanID()))
 	got, ok := Extract(h)
@@ -104,7 +104,7 @@ func TestDecideThenInjectPropagatesBareDecision(t *testing.T) {
 
 func TestNilSamplerFollowsParentsAndStartsNothing(t *testing.T) {
 	var s *Sampler
-	if c := s.Decide(http.Header{headerTraceparent: {tpValid}}); !c.Sampled {
+	if c := s.Decide(http.Header{HeaderTraceparent: {tpValid}}); !c.Sampled {
 		t.Errorf("nil sampler dropped a sampled parent: %+v", c)
 	}
 	if c := s.Decide(http.Header{}); c.Sampled {
@@ -165,7 +165,7 @@ func TestDecideRateIsConsistentAndProportional(t *testing.T) {
 		var id TraceID
 		binary.BigEndian.PutUint64(id[:8], rng.Uint64())
 		binary.BigEndian.PutUint64(id[8:], rng.Uint64())
-		h := http.Header{headerB3: {id.String() + "-" + b3Span}} // deferred: the rate decides
+		h := http.Header{HeaderB3: {id.String() + "-" + b3Span}} // deferred: the rate decides
 		ca, cb := a.Decide(h.Clone()), b.Decide(h.Clone())
 		if ca.Sampled != cb.Sampled {
 			t.Fatalf("two samplers disagree on trace %v", id)
@@ -187,7 +187,7 @@ func TestOverrideProbability(t *testing.T) {
 		want bool
 	}{{low, true}, {high, false}} {
 		h := http.Header{
-			headerTraceparent: {"00-" + tt.id.String() + "-" + tpParent + "-00"},
+			HeaderTraceparent: {"00-" + tt.id.String() + "-" + tpParent + "-00"},
 			OverrideHeader:    {"0.5"},
 		}
 		if got := NewSampler(0).Decide(h).Sampled; got != tt.want {
@@ -210,7 +210,7 @@ func (l *countingLimiter) Allow() bool {
 func TestDecideFor(t *testing.T) {
 	low, high := withLow64(0), withLow64(math.MaxUint64-1) // sampled at any rate > 0 / at none < 1
 	tp := func(id TraceID, flags string) http.Header {
-		return http.Header{headerTraceparent: {"00-" + id.String() + "-" + tpParent + "-" + flags}}
+		return http.Header{HeaderTraceparent: {"00-" + id.String() + "-" + tpParent + "-" + flags}}
 	}
 	with := func(h http.Header, kv ...string) http.Header {
 		h = h.Clone()
@@ -220,7 +220,7 @@ func TestDecideFor(t *testing.T) {
 		return h
 	}
 	b3 := func(id TraceID, state string) http.Header {
-		return http.Header{headerB3: {id.String() + "-" + b3Span + state}}
+		return http.Header{HeaderB3: {id.String() + "-" + b3Span + state}}
 	}
 	const (
 		none   = -1 // no limiter
@@ -246,9 +246,9 @@ func TestDecideFor(t *testing.T) {
 		{name: "untrusted override", in: with(tp(low, "00"), OverrideHeader, "1"), untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
 		{name: "untrusted override 0 asks nothing", in: with(tp(low, "00"), OverrideHeader, "0"), untrusted: true, limit: allow, sampled: false, out: OutcomeNone},
 		{name: "untrusted b3 debug", in: b3(low, "-d"), untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
-		{name: "untrusted bare b3 debug", in: http.Header{headerB3: {"d"}}, untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
-		{name: "untrusted X-B3-Flags", in: http.Header{headerB3TraceID: {low.String()}, headerB3SpanID: {b3Span}, headerB3Flags: {"1"}}, untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
-		{name: "untrusted X-B3-Sampled", in: http.Header{headerB3TraceID: {low.String()}, headerB3SpanID: {b3Span}, headerB3Sampled: {"1"}}, untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
+		{name: "untrusted bare b3 debug", in: http.Header{HeaderB3: {"d"}}, untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
+		{name: "untrusted X-B3-Flags", in: http.Header{HeaderB3TraceID: {low.String()}, HeaderB3SpanID: {b3Span}, HeaderB3Flags: {"1"}}, untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
+		{name: "untrusted X-B3-Sampled", in: http.Header{HeaderB3TraceID: {low.String()}, HeaderB3SpanID: {b3Span}, HeaderB3Sampled: {"1"}}, untrusted: true, limit: allow, sampled: false, out: OutcomeUntrusted},
 		{name: "untrusted no context, rate 1", rate: 1, in: http.Header{}, untrusted: true, limit: allow, sampled: true, out: OutcomeNone},
 
 		// Trusted senders: parents are followed unrationed; forcing is rationed.
@@ -259,10 +259,10 @@ func TestDecideFor(t *testing.T) {
 		{name: "override on a sampled parent is not charged", in: with(tp(low, "01"), OverrideHeader, "1"), limit: refuse, sampled: true, out: OutcomeNone},
 		{name: "override that would not sample is not charged", in: with(tp(high, "00"), OverrideHeader, "0.5"), limit: refuse, sampled: false, out: OutcomeNone},
 		{name: "override with no limiter", in: with(tp(high, "00"), OverrideHeader, "1"), limit: none, sampled: true, out: OutcomeForced},
-		{name: "bare b3 debug forces", in: http.Header{headerB3: {"d"}}, limit: allow, sampled: true, debug: true, out: OutcomeForced, asked: 1},
-		{name: "bare b3 debug refused: the rate decides, no debug", in: http.Header{headerB3: {"d"}}, limit: refuse, sampled: false, out: OutcomeRefused, asked: 1},
-		{name: "bare X-B3-Flags refused", in: http.Header{headerB3Flags: {"1"}}, limit: refuse, sampled: false, out: OutcomeRefused, asked: 1},
-		{name: "bare b3 debug sampled at the rate anyway is not charged", rate: 1, in: http.Header{headerB3: {"d"}}, limit: refuse, sampled: true, debug: true, out: OutcomeNone},
+		{name: "bare b3 debug forces", in: http.Header{HeaderB3: {"d"}}, limit: allow, sampled: true, debug: true, out: OutcomeForced, asked: 1},
+		{name: "bare b3 debug refused: the rate decides, no debug", in: http.Header{HeaderB3: {"d"}}, limit: refuse, sampled: false, out: OutcomeRefused, asked: 1},
+		{name: "bare X-B3-Flags refused", in: http.Header{HeaderB3Flags: {"1"}}, limit: refuse, sampled: false, out: OutcomeRefused, asked: 1},
+		{name: "bare b3 debug sampled at the rate anyway is not charged", rate: 1, in: http.Header{HeaderB3: {"d"}}, limit: refuse, sampled: true, debug: true, out: OutcomeNone},
 		{name: "b3 debug with ids is followed, not charged", in: b3(high, "-d"), limit: refuse, sampled: true, debug: true, out: OutcomeNone},
 	}
 	for _, tt := range tests {

@@ -35,7 +35,7 @@ const (
 // forbids parsing tracestate after a traceparent failure, and an invalid tracestate
 // must not affect traceparent).
 func extractW3C(h http.Header) (Context, error) {
-	v, err := single(h[headerTraceparent])
+	v, err := single(h[HeaderTraceparent])
 	if err != nil {
 		return Context{}, err
 	}
@@ -43,7 +43,7 @@ func extractW3C(h http.Header) (Context, error) {
 	if err != nil {
 		return Context{}, err
 	}
-	if ts, err := parseTracestate(h[headerTracestate]); err == nil {
+	if ts, err := parseTracestate(h[HeaderTracestate]); err == nil {
 		c.TraceState = ts
 	}
 	return c, nil
@@ -139,6 +139,17 @@ func parseTracestate(vals []string) (string, error) {
 	if len(vals) == 0 {
 		return "", nil
 	}
+	return parseTracestateMembers(vals)
+}
+
+// parseTracestateMembers is parseTracestate's work, in a function of its own:
+// its member arrays (1.3 KB of stack) must not be reserved on every request's
+// goroutine stack, most of which carry no tracestate. Stacks grow by
+// doubling, and a few hundred bytes more on the deepest path double the
+// memory of every connection's goroutine.
+//
+//go:noinline
+func parseTracestateMembers(vals []string) (string, error) {
 	var members, keys [maxTracestateLen]string
 	n, total := 0, 0
 	canonical := len(vals) == 1
