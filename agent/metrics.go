@@ -26,6 +26,7 @@ type metrics struct {
 	untrusted    *prometheus.CounterVec // untrusted sampling headers ignored
 	discarded    *prometheus.CounterVec // upstreams closed for bytes beyond a response
 	silent       *prometheus.CounterVec // spliced connections closed for silence
+	breaches     *prometheus.CounterVec // clients' HTTP protocol errors
 	attached     prometheus.Gauge
 	attachErrors prometheus.Counter
 	detached     *prometheus.CounterVec
@@ -64,6 +65,10 @@ func newMetrics() *metrics {
 			Name: "hoptrace_splice_idle_closed_total",
 			Help: "Relayed connections (not HTTP: TLS, databases, WebSocket and CONNECT tunnels) the agent closed because neither side sent anything for --splice-idle-timeout.",
 		}, []string{"namespace", "pod", "direction"}),
+		breaches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hoptrace_client_protocol_errors_total",
+			Help: "Clients' breaches of HTTP, counted when their connection closes: malformed HTTP/1 requests (answered with 4xx/5xx, connection closed) and HTTP/2 stream and connection errors (RST_STREAM, GOAWAY).",
+		}, []string{"namespace", "pod", "direction", "protocol"}),
 		attached: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hoptrace_attached_pods",
 			Help: "Pods whose traffic is captured now.",
@@ -78,7 +83,7 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		redirect: newRedirectCollector(),
 	}
-	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.refused, m.untrusted, m.discarded, m.silent, m.attached, m.attachErrors, m.detached, m.redirect,
+	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.refused, m.untrusted, m.discarded, m.silent, m.breaches, m.attached, m.attachErrors, m.detached, m.redirect,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -260,6 +265,9 @@ func statusClass(s proxy.RequestStats) string {
 
 func (o *podObserver) ObserveFlow(s proxy.FlowStats) {
 	o.m.flows.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String()).Inc()
+	if s.ProtocolErrors > 0 {
+		o.m.breaches.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String()).Add(float64(s.ProtocolErrors))
+	}
 	if s.IdleClosed {
 		o.m.silent.WithLabelValues(o.namespace, o.name, s.Direction.String()).Inc()
 	}
@@ -276,6 +284,7 @@ func (o *podObserver) forget() {
 	o.m.untrusted.DeletePartialMatch(labels)
 	o.m.discarded.DeletePartialMatch(labels)
 	o.m.silent.DeletePartialMatch(labels)
+	o.m.breaches.DeletePartialMatch(labels)
 }
 
 func flowFromStats(pod string, s proxy.FlowStats) Flow {

@@ -1098,6 +1098,7 @@ func (r *h2Relay) clientDone(err error) {
 	// GOAWAY below (nor toClient's flush it would wait behind) for ever.
 	r.cc.SetWriteDeadline(now.Add(h2Linger))
 	if protocol {
+		r.fl.breaches.Add(1)
 		r.p.log.Debug("http/2 client broke the protocol", "peer", r.fl.peer, "err", err)
 		// The GOAWAY is the last frame the client gets (RFC 9113 §5.4.1):
 		// toClient finishes the frame it may be in the middle of, and relays

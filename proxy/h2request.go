@@ -91,6 +91,7 @@ func (r *h2Relay) clientHeaders(fh h2FrameHeader) error {
 		}
 		r.up.lastClientID = id
 		if selfDep {
+			r.fl.breaches.Add(1)
 			return r.resetLocally(id, end, http2.ErrCodeProtocol)
 		}
 		return r.clientRequest(id, end)
@@ -357,6 +358,7 @@ func (r *h2Relay) clientRequest(id uint32, end bool) error {
 	info, grpc, ok := r.requestInfo()
 	if r.up.reqInvalid || !ok || end && r.up.reqLength > 0 {
 		// Malformed (RFC 9113 §8.1.1): never forwarded.
+		r.fl.breaches.Add(1)
 		return r.resetLocally(id, end, http2.ErrCodeProtocol)
 	}
 	p := r.p

@@ -155,6 +155,7 @@ func (r *h2Relay) responseEndedLocked(st *h2Stream) {
 // gets RST_STREAM with code, the upstream, if it has the stream, RST_STREAM
 // CANCEL, and whatever the client still sends on it is dropped.
 func (r *h2Relay) clientStreamError(id uint32, code http2.ErrCode, msg string) error {
+	r.fl.breaches.Add(1)
 	_, open := r.up.open[id]
 	delete(r.up.open, id)
 	now := time.Now()

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/hoptrace/hoptrace/spans"
 )
 
 // relayToLenient is one relay in front of a lenient app (one that checks
@@ -478,5 +480,54 @@ func TestH2RelayHalfOpenStreamsBounded(t *testing.T) {
 	p.post(last)
 	if f, ok := p.answer(last).(*http2.RSTStreamFrame); !ok || f.ErrCode != http2.ErrCodeRefusedStream {
 		t.Errorf("stream %d: %v, want RST_STREAM REFUSED_STREAM", last, f)
+	}
+}
+
+// Clients' protocol errors are counted on their flow (and by the agent, in
+// hoptrace_client_protocol_errors_total): a malformed HTTP/1 request, an
+// HTTP/2 stream error, an HTTP/2 connection error.
+func TestClientProtocolErrorsCounted(t *testing.T) {
+	obs := &observer{}
+	p, err := New(Config{Direction: Inbound, Resolver: fixedResolver(lenientH2App(t, &frameLog{})),
+		Recorder: &recorder{}, Sampler: spans.NewSampler(0), Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := start(t, p).Addr().String()
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+	if b, _ := io.ReadAll(c); !strings.HasPrefix(string(b), "HTTP/1.1 400 ") {
+		t.Fatalf("duplicate Host: %q", b)
+	}
+	c.Close()
+
+	h2 := dialH2(t, addr)
+	h2.get(1, "/", ":status", "200") // a stream error
+	if f, ok := h2.answer(1).(*http2.RSTStreamFrame); !ok || f.ErrCode != http2.ErrCodeProtocol {
+		t.Fatalf("want RST_STREAM PROTOCOL_ERROR, got %v", f)
+	}
+	h2.fr.WriteData(0, true, []byte("x")) // a connection error
+	if f, ok := h2.answer(0).(*http2.GoAwayFrame); !ok || f.ErrCode != http2.ErrCodeProtocol {
+		t.Fatalf("want GOAWAY PROTOCOL_ERROR, got %v", f)
+	}
+	for err == nil {
+		_, err = h2.fr.ReadFrame()
+	}
+
+	eventually(t, "both connections to close", func() bool {
+		_, flows := obs.snapshot()
+		return len(flows) == 2
+	})
+	_, flows := obs.snapshot()
+	got := map[Protocol]int64{}
+	for _, f := range flows {
+		got[f.Protocol] += f.ProtocolErrors
+	}
+	if got[ProtocolHTTP1] != 1 || got[ProtocolHTTP2] != 2 {
+		t.Errorf("protocol errors counted: HTTP/1 %d, HTTP/2 %d; want 1 and 2", got[ProtocolHTTP1], got[ProtocolHTTP2])
 	}
 }

@@ -228,6 +228,7 @@ func (hc *h1Conn) headFailed(err error, partial bool) {
 // reject answers a malformed request and gives up on the connection: after bad
 // framing nothing that follows can be trusted.
 func (hc *h1Conn) reject(err error) {
+	hc.fl.breaches.Add(1)
 	status := http.StatusBadRequest
 	var pe *protocolError
 	if errors.As(err, &pe) {

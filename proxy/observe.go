@@ -91,6 +91,10 @@ type FlowStats struct {
 	// IdleClosed is set when the proxy closed the connection because neither
 	// side sent anything for Config.SpliceIdleTimeout.
 	IdleClosed bool
+	// ProtocolErrors counts the client's breaches of HTTP: malformed HTTP/1
+	// requests (answered 4xx/5xx, then the connection closes) and HTTP/2
+	// stream and connection errors (RST_STREAM, GOAWAY).
+	ProtocolErrors int64
 }
 
 // flow is the live state of one client connection. Counters are atomic: the
@@ -104,8 +108,9 @@ type flow struct {
 	conn     net.Conn                 // the accepted socket, closed by Close and Shutdown
 	upstream atomic.Pointer[net.Conn] // the HTTP/1 upstream in use, closed by Close too
 	proto    atomic.Uint32
-	idle     atomic.Bool // an HTTP/1 connection between requests
-	silent   atomic.Bool // closed by the splice idle timeout
+	idle     atomic.Bool  // an HTTP/1 connection between requests
+	silent   atomic.Bool  // closed by the splice idle timeout
+	breaches atomic.Int64 // FlowStats.ProtocolErrors
 	requests atomic.Int64
 	in, out  atomic.Int64
 	srvNanos atomic.Int64
@@ -148,6 +153,8 @@ func (f *flow) stats() FlowStats {
 		ServerTime: time.Duration(f.srvNanos.Load()),
 		ClientTime: time.Duration(f.cliNanos.Load()),
 		IdleClosed: f.silent.Load(),
+
+		ProtocolErrors: f.breaches.Load(),
 	}
 	if t := f.trace.Load(); t != nil {
 		s.LastTraceID = *t
