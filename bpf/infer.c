@@ -140,14 +140,14 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 16384); /* proxy-to-app connections of opted-in pods */
 	__type(key, struct conn_key);
 	__type(value, struct inflight);
 } infer_inflight SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 32768);
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct thread);
 } infer_threads SEC(".maps");
@@ -162,7 +162,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 16384); /* writes not yet looked up: consumed within microseconds */
 	__type(key, struct conn_key);
 	__type(value, struct link);
 } infer_links SEC(".maps");
