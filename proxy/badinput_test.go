@@ -235,3 +235,72 @@ func TestIdleTimeout(t *testing.T) {
 		t.Errorf("closed after %v", d)
 	}
 }
+
+// On a kept-alive connection the timers follow the request: a second head
+// that trickles in is cut at the header timeout (not the longer idle timeout),
+// and a body that takes longer than the idle timeout to arrive is read whole
+// (a head that came whole arms no header timer; the idle deadline must not
+// outlive it into the body).
+func TestKeptAliveTimeouts(t *testing.T) {
+	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}))
+	c := newChain(t, appAddr, func(_ Direction, cfg *Config) {
+		cfg.IdleTimeout = 300 * time.Millisecond
+		cfg.HeaderTimeout = 200 * time.Millisecond
+	})
+	dial := func() (net.Conn, *bufio.Reader) {
+		conn, err := net.Dial("tcp", c.outLn.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(conn)
+		io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		return conn, br
+	}
+
+	t.Run("slow body", func(t *testing.T) {
+		conn, br := dial()
+		io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n")
+		for _, part := range []string{"ab", "cd", "ef"} {
+			time.Sleep(200 * time.Millisecond) // 600 ms in all: twice the idle timeout
+			io.WriteString(conn, part)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != "abcdef" {
+			t.Errorf("slow body: %d %q", resp.StatusCode, b)
+		}
+	})
+	t.Run("trickling second head", func(t *testing.T) {
+		conn, br := dial()
+		start := time.Now()
+		io.WriteString(conn, "GET / HTTP/1.1\r\n")
+		go func() {
+			for range 10 {
+				time.Sleep(50 * time.Millisecond)
+				if _, err := io.WriteString(conn, "X-A: b\r\n"); err != nil {
+					return
+				}
+			}
+		}()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusRequestTimeout {
+			t.Fatalf("trickling head: %v %v, want 408", resp, err)
+		}
+		if d := time.Since(start); d > 280*time.Millisecond {
+			t.Errorf("cut after %v: the idle timeout (300ms), not the header timeout (200ms)", d)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net/http"
 	"net/textproto"
@@ -101,6 +102,18 @@ func readHeadString(br *bufio.Reader, limit int) (raw string, partial bool, err 
 		headBufs.Put(bp)
 	}
 	return raw, partial, err
+}
+
+// headBuffered reports whether br holds a whole head: after any empty lines
+// before the start line, a line end followed by an empty line.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	i := 0
+	for i < len(b) && (b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	b = b[i:]
+	return bytes.Contains(b, []byte("\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
 }
 
 // field is one header line of a head.

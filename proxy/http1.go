@@ -53,6 +53,7 @@ type h1Conn struct {
 	accepted time.Time
 	waiter   *peeker // waits for the next request without a buffer
 	headAt   int64   // stream offset of the request head, for Config.Infer
+	stale    bool    // the idle deadline is still set on conn (serve)
 
 	// Per request, reused.
 	req, res head
@@ -143,9 +144,19 @@ func (hc *h1Conn) serve() {
 			if !hc.awaitNext() {
 				return
 			}
-			deadline = time.Now().Add(hc.p.cfg.HeaderTimeout)
 		}
-		hc.conn.SetReadDeadline(deadline)
+		// The header timeout guards a head that trickles in. One that is
+		// already here whole (nearly every kept-alive request) needs no timer:
+		// then the idle deadline stays armed, harmless until something reads
+		// the client again, and is cleared only for what will (a body, a
+		// tunnel). Two timer updates fewer per request.
+		armed := first || !headBuffered(hc.br)
+		if armed {
+			if !first {
+				deadline = time.Now().Add(hc.p.cfg.HeaderTimeout)
+			}
+			hc.conn.SetReadDeadline(deadline)
+		}
 		raw, partial, err := readHeadString(hc.br, hc.p.cfg.MaxHeaderBytes)
 		if err != nil {
 			hc.headFailed(err, partial || first)
@@ -153,7 +164,10 @@ func (hc *h1Conn) serve() {
 		}
 		start := time.Now()
 		hc.headAt = hc.fl.in.Load() - int64(hc.br.Buffered()+len(raw))
-		hc.conn.SetReadDeadline(time.Time{})
+		hc.stale = !armed
+		if armed {
+			hc.conn.SetReadDeadline(time.Time{})
+		}
 		if err := hc.req.parseRequest(raw); err != nil {
 			hc.reject(err)
 			return
@@ -292,6 +306,10 @@ func (hc *h1Conn) exchange(start time.Time) bool {
 	// An upgrade with a body would have the body and the new protocol race on
 	// one stream; h2c upgrades are declined (the client carries on in HTTP/1.1).
 	x.upgrade = co.upgrade && !body.hasBody() && wantsUpgrade(req.header["Upgrade"])
+	if hc.stale && (body.hasBody() || x.upgrade || x.connect) {
+		hc.conn.SetReadDeadline(time.Time{}) // what follows reads the client
+		hc.stale = false
+	}
 
 	inferred := hc.p.inferParent(hc.conn, hc.headAt, req.header)
 	hc.p.tr.begin(&hc.legs, hc.requestInfo(), req.header, start)
