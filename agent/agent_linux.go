@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/exporter"
+	"github.com/hoptrace/hoptrace/infer"
 	"github.com/hoptrace/hoptrace/pods"
 	"github.com/hoptrace/hoptrace/proxy"
 	"github.com/hoptrace/hoptrace/redirect"
@@ -39,6 +40,8 @@ type Agent struct {
 	mu         sync.Mutex
 	rd         *redirect.Redirector // nil until BPF is loaded
 	loadErr    error                // why rd is nil
+	inf        *infer.Inferrer      // nil without --infer-context or kernel support
+	infErr     error                // why inf is nil although asked for
 	reconciled bool                 // the first snapshot was applied
 	pods       map[string]*podRun   // attached pods by ID
 	failed     map[string]failure   // pods whose attach failed, retried on reconcile
@@ -58,9 +61,35 @@ type podRun struct {
 	netnsIno uint64
 	att      *redirect.Attachment
 	out, in  *proxy.Proxy
+	infer    *infer.Pod // nil unless the pod asked for inference and the agent has it
 	obs      *podObserver
 	since    time.Time
 	done     sync.WaitGroup
+}
+
+// inferPod enables context inference for an attached pod.
+func (a *Agent) inferPod(att *redirect.Attachment) (*infer.Pod, error) {
+	a.mu.Lock()
+	inf, infErr := a.inf, a.infErr
+	a.mu.Unlock()
+	switch {
+	case inf != nil:
+	case !a.cfg.InferContext:
+		return nil, errors.New("the agent runs without --infer-context")
+	default:
+		return nil, infErr
+	}
+	addr, ok := att.Outbound.Addr().(*net.TCPAddr)
+	if !ok {
+		return nil, fmt.Errorf("outbound listener address %v is not TCP", att.Outbound.Addr())
+	}
+	return inf.Pod(att.NetnsCookie, uint16(addr.Port))
+}
+
+func (r *podRun) closeInfer() {
+	if r.infer != nil {
+		r.infer.Close()
+	}
 }
 
 // New checks cfg and builds an Agent; Run starts it.
@@ -98,6 +127,14 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("exporter: %w", err)
 	}
 	a.m.reg.MustRegister(newExporterCollector(a.exp.Stats))
+	a.m.reg.MustRegister(newInferCollector(func() (infer.Stats, bool) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.inf == nil {
+			return infer.Stats{}, false
+		}
+		return a.inf.Stats(), true
+	}))
 	a.m.redirect.readCounters(func() (redirect.Counters, bool) {
 		rd := a.redirector()
 		if rd == nil {
@@ -208,6 +245,15 @@ func (a *Agent) loadBPF(ctx context.Context) {
 	if err := rd.FastPath(); a.cfg.FastPath && err != nil {
 		// Capture works without it: in-pod legs stay on loopback TCP.
 		a.log.Warn("sk_msg fast path not in use", "err", err)
+	}
+	if a.cfg.InferContext && a.inf == nil {
+		// Capture does not depend on it: without it, pods that ask for
+		// inference are captured and traced as if they forwarded headers.
+		if a.inf, a.infErr = infer.Open(); a.infErr != nil {
+			a.log.Error("cannot load the context-inference programs; pods annotated "+pods.AnnotationContext+": infer are traced without it (see 'hoptrace check')", "err", a.infErr)
+		} else {
+			a.log.Info("context-inference programs loaded")
+		}
 	}
 }
 
@@ -321,7 +367,8 @@ func (a *Agent) reconcile(ctx context.Context) {
 func changed(run *podRun, want pods.Pod) bool {
 	have := run.pod
 	if have.CgroupDir != want.CgroupDir || !slices.Equal(have.SkipInboundPorts, want.SkipInboundPorts) ||
-		!slices.Equal(have.SkipOutboundPorts, want.SkipOutboundPorts) || have.ServiceName() != want.ServiceName() {
+		!slices.Equal(have.SkipOutboundPorts, want.SkipOutboundPorts) || have.ServiceName() != want.ServiceName() ||
+		have.InferContext != want.InferContext {
 		return true
 	}
 	// The same netns may be named by another path (another pid of the pod).
@@ -378,6 +425,14 @@ func (a *Agent) startPod(rd *redirect.Redirector, p pods.Pod) (*podRun, error) {
 	res := resourceFor(p, a.cfg.NodeName)
 	logger := a.log.With("pod", p.Namespace+"/"+p.Name)
 	forced := spans.NewTokenBucket(a.cfg.ForcedTraceRate, spans.BurstFor(a.cfg.ForcedTraceRate)) // per pod
+	var inferCtx proxy.ContextInference
+	if p.InferContext {
+		if run.infer, err = a.inferPod(att); err != nil {
+			logger.Warn("pod asks for context inference; tracing it without", "err", err)
+		} else {
+			inferCtx = run.infer
+		}
+	}
 	mk := func(dir proxy.Direction, res2 proxy.Resolver, d proxy.Dialer) (*proxy.Proxy, error) {
 		return proxy.New(proxy.Config{
 			Direction: dir, Resolver: res2, Dialer: d,
@@ -385,12 +440,14 @@ func (a *Agent) startPod(rd *redirect.Redirector, p pods.Pod) (*podRun, error) {
 			TrustSampling: a.trust.trusted, ForcedTraces: forced,
 			SpliceIdleTimeout: a.cfg.SpliceIdleTimeout,
 			Observer:          run.obs, SkipTrace: isKubeletProbe, Logger: logger,
+			Infer: inferCtx,
 		})
 	}
 	if run.out, err = mk(proxy.Outbound, att.OutboundResolver(), att.OutboundDialer()); err == nil {
 		run.in, err = mk(proxy.Inbound, att.InboundResolver(), att.InboundDialer())
 	}
 	if err != nil {
+		run.closeInfer()
 		rd.Detach(p.ID())
 		return nil, fmt.Errorf("start proxies: %w", err)
 	}
@@ -460,6 +517,7 @@ func (run *podRun) stop(ctx context.Context) {
 	}
 	wg.Wait()
 	run.done.Wait()
+	run.closeInfer()
 }
 
 // shutdown releases every pod, drains proxies and flushes spans.
@@ -484,6 +542,12 @@ func (a *Agent) shutdown(events *redirect.EventReader) {
 		}()
 	}
 	wg.Wait()
+	a.mu.Lock()
+	if a.inf != nil {
+		a.inf.Close()
+		a.inf = nil
+	}
+	a.mu.Unlock()
 	if events != nil {
 		events.Close()
 	}

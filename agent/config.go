@@ -66,6 +66,11 @@ type Config struct {
 	// are on the root-only socket only.
 	AdminAddrFull bool
 
+	// InferContext loads the context-inference programs, so that pods
+	// annotated hoptrace.io/context: infer get their outbound requests linked
+	// to the inbound ones without forwarding headers (docs/inference.md).
+	InferContext bool
+
 	// SelfTrace traces the agent's own operations (pod attach/detach, BPF load)
 	// with the OpenTelemetry SDK to the same OTLP endpoint.
 	SelfTrace bool

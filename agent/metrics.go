@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/hoptrace/hoptrace/exporter"
+	"github.com/hoptrace/hoptrace/infer"
 	"github.com/hoptrace/hoptrace/proxy"
 	"github.com/hoptrace/hoptrace/redirect"
 	"github.com/hoptrace/hoptrace/spans"
@@ -329,4 +330,42 @@ func flowFromStats(pod string, s proxy.FlowStats) Flow {
 		f.LastTraceID = s.LastTraceID.String()
 	}
 	return f
+}
+
+// inferCollector exposes context inference's outcomes (docs/inference.md):
+// nothing while the agent runs without it.
+type inferCollector struct {
+	stats       func() (infer.Stats, bool)
+	requests    *prometheus.Desc
+	multiplexed *prometheus.Desc
+}
+
+func newInferCollector(stats func() (infer.Stats, bool)) *inferCollector {
+	return &inferCollector{
+		stats: stats,
+		requests: prometheus.NewDesc("hoptrace_infer_requests_total",
+			"Outbound HTTP/1 requests without trace context from pods with hoptrace.io/context: infer, by result: linked to the inbound request that caused them, or left unlinked as ambiguous (a thread or process interleaving requests, Go) or for lack of data.",
+			[]string{"result"}, nil),
+		multiplexed: prometheus.NewDesc("hoptrace_infer_multiplexed_reads_total",
+			"Times an app thread read a new inbound request while its last one was unanswered; its process is never linked again.", nil, nil),
+	}
+}
+
+func (c *inferCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.requests
+	ch <- c.multiplexed
+}
+
+func (c *inferCollector) Collect(ch chan<- prometheus.Metric) {
+	s, ok := c.stats()
+	if !ok {
+		return
+	}
+	for _, r := range []struct {
+		n    uint64
+		name infer.Result
+	}{{s.Linked, infer.Linked}, {s.Ambiguous, infer.Ambiguous}, {s.NoData, infer.NoData}} {
+		ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(r.n), r.name.String())
+	}
+	ch <- prometheus.MustNewConstMetric(c.multiplexed, prometheus.CounterValue, float64(s.Multiplexed))
 }

@@ -23,6 +23,8 @@ type FileEntry struct {
 	Labels            map[string]string `json:"labels,omitempty"`
 	SkipInboundPorts  []uint16          `json:"skipInboundPorts,omitempty"`
 	SkipOutboundPorts []uint16          `json:"skipOutboundPorts,omitempty"`
+	// InferContext is the pods-file form of hoptrace.io/context: infer.
+	InferContext bool `json:"inferContext,omitempty"`
 }
 
 // ErrBadEntry marks a pods-file entry that cannot be used; the error names it.
@@ -58,6 +60,7 @@ func ParseFile(data []byte) (Snapshot, error) {
 			UID: e.UID, Name: e.Name, Namespace: orDefault(e.Namespace), Labels: e.Labels,
 			NetnsPath: e.Netns, CgroupDir: e.Cgroup,
 			SkipInboundPorts: e.SkipInboundPorts, SkipOutboundPorts: e.SkipOutboundPorts,
+			InferContext: e.InferContext,
 		}
 		if j, dup := seen[p.ID()]; dup {
 			snap.Problems = append(snap.Problems, fmt.Errorf("pods file %s: %w: same pod as entry %d", where, ErrBadEntry, j))

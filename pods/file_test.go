@@ -18,6 +18,7 @@ func TestParseFile(t *testing.T) {
   cgroup: /sys/fs/cgroup/demo/hello
   labels: {app: hello}
   skipInboundPorts: [9090]
+  inferContext: true
 - name: broken
   netns: /run/netns/broken
 - name: world
@@ -34,6 +35,9 @@ func TestParseFile(t *testing.T) {
 	}
 	if len(snap.Pods) != 2 || snap.Pods[0].Name != "hello" || snap.Pods[1].Name != "world" {
 		t.Fatalf("pods = %+v", snap.Pods)
+	}
+	if !snap.Pods[0].InferContext || snap.Pods[1].InferContext {
+		t.Errorf("inferContext: hello %v, world %v; want true, false", snap.Pods[0].InferContext, snap.Pods[1].InferContext)
 	}
 	if got := snap.Pods[0].ServiceName(); got != "hello" {
 		t.Errorf("service name %q", got)

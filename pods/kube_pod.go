@@ -44,7 +44,12 @@ func podFromKube(p *corev1.Pod) (Pod, error) {
 	if err != nil {
 		return Pod{}, fmt.Errorf("pod %s/%s: %w %s: %w", p.Namespace, p.Name, ErrBadAnnotation, AnnotationSkipOutboundPorts, err)
 	}
+	infer, err := parseContext(p.Annotations[AnnotationContext])
+	if err != nil {
+		return Pod{}, fmt.Errorf("pod %s/%s: %w %s: %w", p.Namespace, p.Name, ErrBadAnnotation, AnnotationContext, err)
+	}
 	return Pod{
+		InferContext:      infer,
 		UID:               string(p.UID),
 		Name:              p.Name,
 		Namespace:         p.Namespace,

@@ -125,7 +125,7 @@ func TestPodFromKube(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{
 			Name: "web-7d9f8b6c5-x2x4z", Namespace: "shop", UID: "0c6b3c6e-1f0a-4a4e-9d55-8a3f0f3b2a10",
 			Labels:          map[string]string{"pod-template-hash": "7d9f8b6c5", "tier": "front"},
-			Annotations:     map[string]string{AnnotationSkipInboundPorts: "9090", AnnotationSkipOutboundPorts: "5432, 6379"},
+			Annotations:     map[string]string{AnnotationSkipInboundPorts: "9090", AnnotationSkipOutboundPorts: "5432, 6379", AnnotationContext: " Infer"},
 			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-7d9f8b6c5"}},
 		},
 		Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: "10.244.0.9"}}},
@@ -137,7 +137,7 @@ func TestPodFromKube(t *testing.T) {
 	want := Pod{
 		UID: "0c6b3c6e-1f0a-4a4e-9d55-8a3f0f3b2a10", Name: "web-7d9f8b6c5-x2x4z", Namespace: "shop",
 		Labels: kp.Labels, Workload: "web", IPs: []netip.Addr{netip.MustParseAddr("10.244.0.9")},
-		SkipInboundPorts: []uint16{9090}, SkipOutboundPorts: []uint16{5432, 6379},
+		SkipInboundPorts: []uint16{9090}, SkipOutboundPorts: []uint16{5432, 6379}, InferContext: true,
 	}
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("podFromKube =\n %+v\nwant\n %+v", p, want)
@@ -150,14 +150,22 @@ func TestPodFromKube(t *testing.T) {
 		t.Error("Pod.Labels aliases the informer's object, which must stay unchanged")
 	}
 
-	for _, ann := range []string{AnnotationSkipInboundPorts, AnnotationSkipOutboundPorts} {
+	for _, v := range []string{"forward", ""} {
+		fw := kp.DeepCopy()
+		fw.Annotations[AnnotationContext] = v
+		if p, err := podFromKube(fw); err != nil || p.InferContext {
+			t.Errorf("%s %q: infer %v, err %v; want no inference", AnnotationContext, v, p.InferContext, err)
+		}
+	}
+
+	for _, ann := range []string{AnnotationSkipInboundPorts, AnnotationSkipOutboundPorts, AnnotationContext} {
 		bad := kp.DeepCopy()
 		bad.Annotations[ann] = "80,http"
 		_, err := podFromKube(bad)
 		if !errors.Is(err, ErrBadAnnotation) {
 			t.Fatalf("%s malformed: err = %v, want ErrBadAnnotation", ann, err)
 		}
-		for _, want := range []string{"shop/web-7d9f8b6c5-x2x4z", ann, `"http"`} {
+		for _, want := range []string{"shop/web-7d9f8b6c5-x2x4z", ann, `http"`} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error %q does not name %q", err, want)
 			}

@@ -6,7 +6,9 @@ package pods
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Pod is one pod to capture, with everything the agent needs to attach it.
@@ -25,6 +27,10 @@ type Pod struct {
 
 	SkipInboundPorts  []uint16 // annotation hoptrace.io/skip-inbound-ports
 	SkipOutboundPorts []uint16 // annotation hoptrace.io/skip-outbound-ports
+	// InferContext: the pod's app forwards no trace headers, and the agent
+	// links its outbound requests to its inbound ones from what the kernel
+	// sees (annotation hoptrace.io/context: infer; docs/inference.md).
+	InferContext bool
 }
 
 // ID identifies the pod across agent restarts: its UID, else namespace/name.
@@ -69,4 +75,19 @@ const (
 	AnnotationInject            = "hoptrace.io/inject" // "disabled" opts a pod out
 	AnnotationSkipInboundPorts  = "hoptrace.io/skip-inbound-ports"
 	AnnotationSkipOutboundPorts = "hoptrace.io/skip-outbound-ports"
+	// AnnotationContext says where a pod's outbound trace context comes from:
+	// "forward" (the default: the app forwards the headers it received) or
+	// "infer" (the agent infers it; needs agent --infer-context).
+	AnnotationContext = "hoptrace.io/context"
 )
+
+// parseContext reads the hoptrace.io/context annotation: whether to infer.
+func parseContext(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "forward":
+		return false, nil
+	case "infer":
+		return true, nil
+	}
+	return false, fmt.Errorf("%q: want forward or infer", v)
+}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/cgroup2"
+	"github.com/hoptrace/hoptrace/infer"
 	"github.com/hoptrace/hoptrace/redirect"
 )
 
@@ -37,11 +38,30 @@ func Run() []Result {
 		rs = append(rs, r)
 	}
 	rs = append(rs, optional(redirect.Transparency()))
+	rs = append(rs, optional(InferRequirement()))
 	r := Result{Name: "hoptrace BPF programs load (verifier)", Status: OK}
 	if err := redirect.VerifyPrograms(); err != nil {
 		r.Status, r.Detail, r.Fix = Missing, errText(err), "see the items above; report the error if they are all ok"
 	}
 	return append(rs, r)
+}
+
+// InferRequirement is context inference (agent --infer-context), probed by
+// loading and attaching its programs: optional, only pods that ask need it.
+func InferRequirement() redirect.Requirement {
+	return redirect.Requirement{
+		Name: "context inference (--infer-context): tracepoints sock_recv_length, tcp_sendmsg_locked",
+		Probe: func() error {
+			if err := infer.Supported(); err != nil {
+				if errors.Is(err, infer.ErrNotSupported) {
+					return fmt.Errorf("%w: %w", ebpf.ErrNotSupported, err)
+				}
+				return err
+			}
+			return nil
+		},
+		Fix: "a kernel with BTF and both tracepoints (sock_recv_length came in 6.4, tcp_sendmsg_locked later); capture and tracing work without it, pods annotated hoptrace.io/context: infer are traced as if they forwarded headers",
+	}
 }
 
 // optional turns a feature hoptrace can do without into one line: a warning, not

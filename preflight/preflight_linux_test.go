@@ -22,11 +22,11 @@ func TestRunOnThisHost(t *testing.T) {
 		if r.Status == Missing {
 			t.Errorf("%s: missing (%s)", r.Name, r.Detail)
 		}
-		if r.Name == redirect.Transparency().Name && r.Status != OK {
+		if (r.Name == redirect.Transparency().Name || r.Name == InferRequirement().Name) && r.Status != OK {
 			t.Errorf("%s: %s, want ok on Linux 6.18 (%s)", r.Name, r.Status, r.Detail)
 		}
 	}
-	for _, want := range []string{"kernel version", "bpf() syscall", "cgroup v2 mount", "program type sk_lookup", "hoptrace BPF programs load (verifier)", "capability CAP_BPF", "map type sk_storage", redirect.Transparency().Name} {
+	for _, want := range []string{"kernel version", "bpf() syscall", "cgroup v2 mount", "program type sk_lookup", "hoptrace BPF programs load (verifier)", "capability CAP_BPF", "map type sk_storage", redirect.Transparency().Name, InferRequirement().Name} {
 		if !names[want] {
 			t.Errorf("no check named %q", want)
 		}

@@ -364,6 +364,7 @@ func (r *h2Relay) clientRequest(id uint32, end bool) error {
 	p := r.p
 	h := r.traceHeader()
 	st := h2StreamPool.Get().(*h2Stream)
+	p.inferNotLinked(h)
 	p.tr.begin(&st.l, info, h, srvStart)
 	st.id, st.grpc, st.responded = id, grpc, false
 	if grpc && Protocol(r.fl.proto.Load()) != ProtocolGRPC {

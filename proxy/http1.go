@@ -52,6 +52,7 @@ type h1Conn struct {
 	dstStr   string
 	accepted time.Time
 	waiter   *peeker // waits for the next request without a buffer
+	headAt   int64   // stream offset of the request head, for Config.Infer
 	stale    bool    // the idle deadline is still set on conn (serve)
 
 	// Per request, reused.
@@ -162,6 +163,7 @@ func (hc *h1Conn) serve() {
 			return
 		}
 		start := time.Now()
+		hc.headAt = hc.fl.in.Load() - int64(hc.br.Buffered()+len(raw))
 		hc.stale = !armed
 		if armed {
 			hc.conn.SetReadDeadline(time.Time{})
@@ -309,7 +311,9 @@ func (hc *h1Conn) exchange(start time.Time) bool {
 		hc.stale = false
 	}
 
+	inferred := hc.p.inferParent(hc.conn, hc.headAt, req.header)
 	hc.p.tr.begin(&hc.legs, hc.requestInfo(), req.header, start)
+	hc.legs.inferred = inferred
 
 	err = hc.roundTrip()
 	if x.inline {
@@ -388,6 +392,7 @@ func idempotent(method string, h http.Header) bool {
 // for any body still to come.
 func (hc *h1Conn) writeRequest(u *upstream) error {
 	x, l := &hc.x, &hc.legs
+	hc.p.inferSending(u, hc.req.header)
 	bw := u.writer()
 	writeRequestHead(bw, &hc.req, x.body, x.upgrade, hc.dstStr)
 	if x.inline {

@@ -123,6 +123,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	deleteConnectionFields(r.Header) // HTTP/2 forbids them (RFC 9113 §8.2.2)
 	l := new(legs)
+	p.inferNotLinked(r.Header)
 	p.tr.begin(l, info, r.Header, start)
 
 	out := &http.Request{

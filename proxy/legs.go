@@ -71,6 +71,7 @@ type legs struct {
 	sampled           bool
 	outcome           spans.Outcome // what became of the request's own sampling headers
 	upstreamDiscarded bool          // the HTTP/1 upstream held bytes beyond the response
+	inferred          bool          // the context came from Config.Infer, not the app
 	server            spans.SpanID
 	client            spans.SpanID
 
@@ -448,6 +449,9 @@ func (l *legs) common(a []spans.Attr) []spans.Attr {
 		spans.String("network.protocol.version", l.info.Version))
 	if l.info.UserAgent != "" {
 		a = append(a, spans.String("user_agent.original", l.info.UserAgent))
+	}
+	if l.inferred {
+		a = append(a, spans.Bool("hoptrace.context.inferred", true))
 	}
 	if l.status > 0 {
 		a = append(a, spans.Int("http.response.status_code", int64(l.status)))

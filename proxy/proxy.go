@@ -110,6 +110,10 @@ type Config struct {
 	// Observer receives per-request and per-connection statistics; may be nil.
 	Observer Observer
 
+	// Infer links outbound requests without trace context to the inbound
+	// request that caused them (HTTP/1 only); nil leaves them alone.
+	Infer ContextInference
+
 	// SkipTrace exempts requests from tracing (kubelet probes, say); they are
 	// still proxied and observed, and their trace headers pass untouched. It
 	// is asked about every request when Sampler is set.

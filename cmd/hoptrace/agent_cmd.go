@@ -73,6 +73,14 @@ hoptrace-sample are ignored, and counted: the trace id carries on, so their
 trace still links, but --sample-rate decides. --trust-external-sampling
 believes everyone, as before.
 
+Apps that forward no trace headers: with --infer-context, pods annotated
+hoptrace.io/context: infer (pods file: inferContext: true) get each outbound
+HTTP/1 request without trace context linked to the inbound request the app
+was serving when it sent it, from what the kernel sees per thread; the
+spans say hoptrace.context.inferred=true. Thread-per-request apps are linked;
+ambiguous ones (event loops, Go) are left unlinked and counted. See
+docs/inference.md.
+
 The OTLP exporter also reads the standard OTEL_EXPORTER_OTLP_* variables
 (ENDPOINT, PROTOCOL, HEADERS, TIMEOUT, COMPRESSION, CERTIFICATE, INSECURE and
 their _TRACES_ forms); flags win over them.
@@ -152,6 +160,7 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 	f.DurationVar(&spliceIdle, "splice-idle-timeout", proxy.DefaultSpliceIdleTimeout, "close a relayed connection (not HTTP: TLS, databases, WebSocket and CONNECT tunnels) when neither side sent anything for this long; both sides get a FIN (0: never)")
 	f.StringSliceVar(&meshNets, "mesh-networks", nil, "comma-separated CIDRs whose clients may decide and force sampling like captured pods, e.g. the cluster's pod CIDRs 10.244.0.0/16,fd00:10:244::/56")
 	f.BoolVar(&cfg.TrustExternalSampling, "trust-external-sampling", false, "let every client decide and force sampling (sampled flags, B3 debug, hoptrace-sample), not only pods inside the mesh")
+	f.BoolVar(&cfg.InferContext, "infer-context", false, "load the context-inference programs, so pods annotated hoptrace.io/context: infer are traced without forwarding headers (docs/inference.md)")
 	f.StringSliceVar(&cfg.Routes, "route", nil, `route pattern naming spans "METHOD /pattern" instead of "METHOD" (repeatable), e.g. --route '/users/{id}'`)
 	f.StringVar(&cfg.AdminSocket, "admin-socket", agent.DefaultAdminSocket, "unix socket of the admin API (pods, flows, metrics)")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", "", "also serve /healthz, /readyz and /metrics on this TCP address, e.g. 127.0.0.1:9464 (probes, Prometheus)")
