@@ -6,6 +6,8 @@ set -euo pipefail
 declare -A cmd_pkg=(
   [clang]=clang [llvm-strip]=llvm [ip]=iproute2 [bpftool]=bpftool [curl]=curl
   [nginx]=nginx [wrk]=wrk [h2load]=nghttp2-client [iptables]=iptables
+  # The context-inference tests run apps in several runtimes (infer/testdata).
+  [python3]=python3 [java]=default-jdk-headless [node]=nodejs
 )
 groups=("$@")
 [ ${#groups[@]} -eq 0 ] && groups=(bpf test)
@@ -14,7 +16,7 @@ want=()
 for g in "${groups[@]}"; do
   case "$g" in
     bpf)   want+=(clang llvm-strip) ;;
-    test)  want+=(ip bpftool curl) ;;
+    test)  want+=(ip bpftool curl python3 java node) ;;
     bench) want+=(nginx wrk h2load iptables) ;;
     *) echo "install-deps: unknown group $g (bpf, test, bench)" >&2; exit 2 ;;
   esac
