@@ -19,7 +19,7 @@ all: build
 
 ## deps: Debian packages for building BPF and running the tests (apt-get, as root)
 deps:
-	@scripts/install-deps.sh bpf test
+	@scripts/install-deps.sh bpf test runtimes
 
 ## build: the hoptrace binary in bin/
 build:

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages hoptrace's build, tests and demo need, only those
-# missing. Usage: scripts/install-deps.sh [group...]   groups: bpf test bench
+# missing. Usage: scripts/install-deps.sh [group...]   groups: bpf test runtimes bench
 set -euo pipefail
 
 declare -A cmd_pkg=(
   [clang]=clang [llvm-strip]=llvm [ip]=iproute2 [bpftool]=bpftool [curl]=curl
   [nginx]=nginx [wrk]=wrk [h2load]=nghttp2-client [iptables]=iptables
-  # The context-inference tests run apps in several runtimes (infer/testdata).
   [python3]=python3 [java]=default-jdk-headless [node]=nodejs
 )
 groups=("$@")
@@ -16,9 +15,11 @@ want=()
 for g in "${groups[@]}"; do
   case "$g" in
     bpf)   want+=(clang llvm-strip) ;;
-    test)  want+=(ip bpftool curl python3 java node) ;;
+    test)  want+=(ip bpftool curl python3) ;;
+    # Apps in other runtimes, for the context-inference tests (infer/testdata).
+    runtimes) want+=(java node) ;;
     bench) want+=(nginx wrk h2load iptables) ;;
-    *) echo "install-deps: unknown group $g (bpf, test, bench)" >&2; exit 2 ;;
+    *) echo "install-deps: unknown group $g (bpf, test, runtimes, bench)" >&2; exit 2 ;;
   esac
 done
 

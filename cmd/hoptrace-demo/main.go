@@ -60,15 +60,27 @@ func run(bin, work, otlp, ui string, interval, exitAfter time.Duration) error {
 	if err := env.StartClient(interval); err != nil {
 		return err
 	}
-	t, err := demo.WaitTrace(ctx, ui, "client", 12, 60*time.Second)
+	t, err := demo.WaitTrace(ctx, ui, "client", "hello", 12, 60*time.Second)
 	if err != nil {
 		return err
 	}
 	fmt.Println()
 	demo.PrintTree(os.Stdout, t)
+	fmt.Printf("\n== and %s every %s: client → legacy-a → legacy-b (Python apps that forward NO trace headers) → world → emoji\n", env.LegacyURL(), interval)
+	fmt.Println("   linked by context inference (--infer-context, pods annotated hoptrace.io/context: infer)")
+	if err := env.StartLegacyClient(interval); err != nil {
+		return err
+	}
+	lt, err := demo.WaitTrace(ctx, ui, "client", "legacy-b", 16, 60*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Println()
+	demo.PrintTree(os.Stdout, lt)
 	fmt.Printf(`
 == look at it
-   this trace:  %s/api/traces/%s   (Jaeger's query API, JSON)
+   the traces:  %s/api/traces/%s   (Jaeger's query API, JSON)
+                %s/api/traces/%s   (the apps that forward nothing)
    Jaeger UI:   %s/trace/%s
                 (a Jaeger built from the Go module has no UI assets and shows a
                 placeholder there; a Jaeger with its UI, e.g. the official image,
@@ -77,7 +89,7 @@ func run(bin, work, otlp, ui string, interval, exitAfter time.Duration) error {
    pods:        sudo bin/hoptrace pods --admin-socket %s
    metrics:     sudo curl -s --unix-socket %s http://agent/metrics | grep hoptrace_
    logs:        %s
-`, ui, t.TraceID, ui, t.TraceID, env.AdminSocket, env.AdminSocket, env.AdminSocket, work)
+`, ui, t.TraceID, ui, lt.TraceID, ui, t.TraceID, env.AdminSocket, env.AdminSocket, env.AdminSocket, work)
 	if exitAfter > 0 {
 		fmt.Printf("== running for %s\n", exitAfter)
 		select {

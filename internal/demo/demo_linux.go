@@ -6,6 +6,7 @@ package demo
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,7 +40,7 @@ type Config struct {
 type Env struct {
 	cfg         Config
 	Node        *nodebox.Node
-	Pods        map[string]*nodebox.Pod // client, hello, world, emoji
+	Pods        map[string]*nodebox.Pod // client, hello, world, emoji, legacy-a, legacy-b
 	PodsFile    string
 	AdminSocket string
 	PinDir      string
@@ -50,10 +52,22 @@ type Env struct {
 
 // Service ports of the sample apps.
 const (
-	HelloPort = 8080
-	WorldPort = 8080
-	EmojiPort = 9090
+	HelloPort  = 8080
+	WorldPort  = 8080
+	EmojiPort  = 9090
+	LegacyPort = 8080
 )
+
+// podNames are the demo's pods: the client, the sample app's three services
+// (they forward trace headers), and two apps that forward none, traced by
+// context inference: client → legacy-a → legacy-b → world → emoji.
+var podNames = []string{"client", "hello", "world", "emoji", "legacy-a", "legacy-b"}
+
+// inferring are the pods annotated hoptrace.io/context: infer.
+var inferring = map[string]bool{"legacy-a": true, "legacy-b": true}
+
+//go:embed legacy.py
+var legacyApp []byte
 
 func (e *Env) logf(format string, args ...any) {
 	if e.cfg.Log != nil {
@@ -83,7 +97,7 @@ func Up(ctx context.Context, cfg Config) (_ *Env, err error) {
 		return nil, err
 	}
 	e.logf("node in a box %s: bridge in netns %s, pods on %s and %s", e.Node.ID, e.Node.NetnsName, e.Node.Subnet4, e.Node.Subnet6)
-	for _, name := range []string{"client", "hello", "world", "emoji"} {
+	for _, name := range podNames {
 		p, err := e.Node.AddPod(name)
 		if err != nil {
 			return nil, err
@@ -97,7 +111,7 @@ func Up(ctx context.Context, cfg Config) (_ *Env, err error) {
 	if err := e.StartAgent(ctx); err != nil {
 		return nil, err
 	}
-	if err := e.WaitCaptured(ctx, 4); err != nil {
+	if err := e.WaitCaptured(ctx, len(podNames)); err != nil {
 		return nil, err
 	}
 	hello, world, emoji := e.Pods["hello"], e.Pods["world"], e.Pods["emoji"]
@@ -114,6 +128,9 @@ func Up(ctx context.Context, cfg Config) (_ *Env, err error) {
 			return nil, err
 		}
 	}
+	if err := e.startLegacy(); err != nil {
+		return nil, err
+	}
 	for _, app := range apps {
 		port := HelloPort
 		if app.pod == emoji {
@@ -128,11 +145,11 @@ func Up(ctx context.Context, cfg Config) (_ *Env, err error) {
 
 func (e *Env) writePodsFile() error {
 	var entries []pods.FileEntry
-	for _, name := range []string{"client", "hello", "world", "emoji"} {
+	for _, name := range podNames {
 		p := e.Pods[name]
 		entries = append(entries, pods.FileEntry{
 			Name: name, Namespace: "demo", Netns: p.NetnsPath, Cgroup: p.CgroupDir,
-			Labels: map[string]string{"app": name},
+			Labels: map[string]string{"app": name}, InferContext: inferring[name],
 		})
 	}
 	b, err := yaml.Marshal(entries)
@@ -150,6 +167,7 @@ func (e *Env) StartAgent(ctx context.Context) error {
 		"--pin-dir", e.PinDir,
 		"--node-name", "nodebox-" + e.Node.ID,
 		"--sample-rate", "1",
+		"--infer-context",
 		"--otlp-endpoint", e.cfg.OTLPEndpoint,
 	}, e.cfg.AgentArgs...)
 	cmd := exec.Command(filepath.Join(e.cfg.BinDir, "hoptrace"), args...)
@@ -253,7 +271,38 @@ func (e *Env) WaitCaptured(ctx context.Context, n int) error {
 }
 
 func (e *Env) startApp(p *nodebox.Pod, args ...string) error {
-	cmd := exec.Command(filepath.Join(e.cfg.BinDir, "sampleapp"), args...)
+	return e.startProgram(p, filepath.Join(e.cfg.BinDir, "sampleapp"), args...)
+}
+
+// startLegacy starts the two apps that forward no headers, in Python:
+// legacy-a calls legacy-b, which calls world.
+func (e *Env) startLegacy() error {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		return fmt.Errorf("the apps that forward no headers run in python3: %w (scripts/install-deps.sh test installs it)", err)
+	}
+	script := filepath.Join(e.cfg.WorkDir, "legacy.py")
+	if err := os.WriteFile(script, legacyApp, 0o644); err != nil {
+		return err
+	}
+	a, b := e.Pods["legacy-a"], e.Pods["legacy-b"]
+	port := strconv.Itoa(LegacyPort)
+	if err := e.startProgram(b, py, script, port, "legacy-b", e.Pods["world"].IPv4.String(), strconv.Itoa(WorldPort)); err != nil {
+		return err
+	}
+	if err := e.startProgram(a, py, script, port, "legacy-a", b.IPv4.String(), port); err != nil {
+		return err
+	}
+	for _, p := range []*nodebox.Pod{b, a} {
+		if err := waitListening(context.Background(), p, LegacyPort); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Env) startProgram(p *nodebox.Pod, prog string, args ...string) error {
+	cmd := exec.Command(prog, args...)
 	logf, err := os.Create(filepath.Join(e.cfg.WorkDir, p.Name+".log"))
 	if err != nil {
 		return err
@@ -273,6 +322,17 @@ func (e *Env) startApp(p *nodebox.Pod, args ...string) error {
 // StartClient runs the sample client in the client pod, calling hello every interval.
 func (e *Env) StartClient(interval time.Duration) error {
 	return e.startApp(e.Pods["client"], "client", "--target", e.HelloURL(), "--interval", interval.String())
+}
+
+// StartLegacyClient runs a second client loop in the client pod, calling
+// legacy-a (whose calls are linked by inference) every interval.
+func (e *Env) StartLegacyClient(interval time.Duration) error {
+	return e.startApp(e.Pods["client"], "client", "--target", e.LegacyURL(), "--interval", interval.String())
+}
+
+// LegacyURL is legacy-a's address as the client calls it.
+func (e *Env) LegacyURL() string {
+	return "http://" + netip.AddrPortFrom(e.Pods["legacy-a"].IPv4, LegacyPort).String() + "/"
 }
 
 // HelloURL is hello's address as the client calls it.

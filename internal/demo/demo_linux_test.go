@@ -338,7 +338,7 @@ func TestAgentKill9DuringTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	ready := time.Now()
-	if err := env.WaitCaptured(ctx, 4); err != nil {
+	if err := env.WaitCaptured(ctx, len(podNames)); err != nil {
 		t.Fatal(err)
 	}
 	before := countClientFlows(t, env)

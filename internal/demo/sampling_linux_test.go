@@ -67,7 +67,7 @@ func TestUntrustedSamplingE2E(t *testing.T) {
 				if err := env.StartAgent(ctx); err != nil {
 					t.Fatal(err)
 				}
-				if err := env.WaitCaptured(ctx, 4); err != nil {
+				if err := env.WaitCaptured(ctx, len(podNames)); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -83,9 +83,9 @@ func FindTraces(ctx context.Context, queryURL, service string, limit int) ([]Jae
 	return body.Data, nil
 }
 
-// WaitTrace polls Jaeger until a trace of service with at least minSpans spans
-// arrives, and returns the newest such trace.
-func WaitTrace(ctx context.Context, queryURL, service string, minSpans int, timeout time.Duration) (JaegerTrace, error) {
+// WaitTrace polls Jaeger until a trace of service with at least minSpans spans,
+// one of them from the service through, arrives, and returns the newest such trace.
+func WaitTrace(ctx context.Context, queryURL, service, through string, minSpans int, timeout time.Duration) (JaegerTrace, error) {
 	deadline := time.Now().Add(timeout)
 	var lastErr error
 	for {
@@ -94,7 +94,7 @@ func WaitTrace(ctx context.Context, queryURL, service string, minSpans int, time
 		var best *JaegerTrace
 		for i := range traces {
 			t := &traces[i]
-			if len(t.Spans) >= minSpans && (best == nil || rootStart(*t) > rootStart(*best)) {
+			if len(t.Spans) >= minSpans && t.has(through) && (best == nil || rootStart(*t) > rootStart(*best)) {
 				best = t
 			}
 		}
@@ -110,6 +110,16 @@ func WaitTrace(ctx context.Context, queryURL, service string, minSpans int, time
 			return JaegerTrace{}, ctx.Err()
 		}
 	}
+}
+
+// has reports whether a span of t is from service.
+func (t JaegerTrace) has(service string) bool {
+	for _, p := range t.Processes {
+		if p.ServiceName == service {
+			return true
+		}
+	}
+	return false
 }
 
 func rootStart(t JaegerTrace) int64 {
@@ -148,9 +158,13 @@ func PrintTree(w io.Writer, t JaegerTrace) {
 		if last {
 			branch, next = "└─ ", "   "
 		}
-		fmt.Fprintf(w, "%s%s%-6s %-16s %-28s +%7.2fms %8.2fms\n", prefix, branch,
+		note := ""
+		if s.Tag("hoptrace.context.inferred") == "true" {
+			note = "  (context inferred)"
+		}
+		fmt.Fprintf(w, "%s%s%-8s %-16s %-28s +%7.2fms %8.2fms%s\n", prefix, branch,
 			t.Processes[s.ProcessID].ServiceName, s.Tag("hoptrace.leg"), s.OperationName,
-			float64(s.StartTime-t0)/1000, float64(s.Duration)/1000)
+			float64(s.StartTime-t0)/1000, float64(s.Duration)/1000, note)
 		kids := children[s.SpanID]
 		byStart(kids)
 		for i, k := range kids {
@@ -158,7 +172,7 @@ func PrintTree(w io.Writer, t JaegerTrace) {
 		}
 	}
 	fmt.Fprintf(w, "trace %s (%d spans)\n", t.TraceID, len(t.Spans))
-	fmt.Fprintf(w, "   %-6s %-16s %-28s %9s %10s\n", "SERVICE", "LEG", "SPAN", "START", "DURATION")
+	fmt.Fprintf(w, "   %-8s %-16s %-28s %9s %10s\n", "SERVICE", "LEG", "SPAN", "START", "DURATION")
 	for i, r := range roots {
 		walk(r, "", i == len(roots)-1)
 	}
