@@ -12,7 +12,7 @@ import (
 	"github.com/hoptrace/hoptrace/spans"
 )
 
-func oneProxy(t *testing.T, app netip.AddrPort, rec *recorder) (*Proxy, net.Listener) {
+func oneProxy(t testing.TB, app netip.AddrPort, rec *recorder) (*Proxy, net.Listener) {
 	cfg := Config{Direction: Outbound, Resolver: fixedResolver(app), Recorder: rec, Sampler: spans.NewSampler(0)}
 	p, err := New(cfg)
 	if err != nil {

@@ -123,7 +123,7 @@ func h2specApp(t *testing.T) netip.AddrPort {
 // Only its sending side is right (flow control, SETTINGS and PING ACKs), so that
 // every check h2spec makes through the mesh is the proxy's own.
 // It announces settings, and notes what it reads in log when that is not nil.
-func lenientH2App(t *testing.T, log *frameLog, settings ...http2.Setting) netip.AddrPort {
+func lenientH2App(t testing.TB, log *frameLog, settings ...http2.Setting) netip.AddrPort {
 	t.Helper()
 	return tcpApp(t, func(c net.Conn) { serveLenient(c, log, settings) })
 }

@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hoptrace/hoptrace/spans"
 )
@@ -138,4 +139,28 @@ func BenchmarkInFlightMemory(b *testing.B) {
 	}
 	b.ReportMetric(float64(proxied.heap-direct.heap)/inFlight, "heap-B/req")
 	b.ReportMetric(float64(proxied.stack-direct.stack)/inFlight, "stack-B/req")
+}
+
+// BenchmarkIdleH2ConnMemory is BenchmarkIdleConnMemory for HTTP/2: heap plus
+// goroutine stacks per relayed HTTP/2 connection with no stream open, after
+// one request, through one proxy in front of an app that checks nothing (so
+// that the app's own cost is small and the same with or without the relay's).
+// A gRPC channel spends its life like this. Run:
+//
+//	go test ./proxy -run '^$' -bench IdleH2ConnMemory -benchtime 1x -count 3
+func BenchmarkIdleH2ConnMemory(b *testing.B) {
+	const conns = 200
+	_, ln := oneProxy(b, lenientH2App(b, &frameLog{}), &recorder{})
+	base := settledMemory()
+	for range b.N {
+		for range conns {
+			p := dialH2(b, ln.Addr().String())
+			p.get(1, "/")
+			p.response(1)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the relays go back to waiting
+	after := settledMemory()
+	b.ReportMetric(float64(after.heap-base.heap)/conns, "heap-B/conn")
+	b.ReportMetric(float64(after.stack-base.stack)/conns, "stack-B/conn")
 }

@@ -50,7 +50,7 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 }
 
 // tcpApp serves each accepted connection with handle.
-func tcpApp(t *testing.T, handle func(net.Conn)) netip.AddrPort {
+func tcpApp(t testing.TB, handle func(net.Conn)) netip.AddrPort {
 	t.Helper()
 	ln := listen(t)
 	t.Cleanup(func() { ln.Close() })
