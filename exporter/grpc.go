@@ -40,12 +40,9 @@ type grpcSender struct {
 	client  *http.Client
 	tr      *http2.Transport
 	headers http.Header
-	gzip    bool
+	gz      *gzipper // nil: no compression
 
-	// Reused across batches; send is only called by the worker.
-	prefix [5]byte
-	zbuf   bytes.Buffer
-	zw     *gzip.Writer
+	prefix [5]byte // reused across batches; send is only called by the worker
 }
 
 func newGRPCSender(cfg Config, t target) (*grpcSender, error) {
@@ -85,9 +82,8 @@ func newGRPCSender(cfg Config, t target) (*grpcSender, error) {
 	h.Set("User-Agent", userAgent)
 	s := &grpcSender{url: u.String(), client: &http.Client{Transport: tr}, tr: tr, headers: h}
 	if cfg.Compression == CompressionGzip {
-		s.gzip = true
 		h.Set("Grpc-Encoding", "gzip")
-		s.zw = gzip.NewWriter(&s.zbuf)
+		s.gz = newGzipper()
 	}
 	return s, nil
 }
@@ -96,16 +92,11 @@ func (s *grpcSender) send(ctx context.Context, p *payload) (partialSuccess, erro
 	msg := p.bytes()
 	var compressed []byte
 	s.prefix[0] = 0
-	if s.gzip {
-		s.zbuf.Reset()
-		s.zw.Reset(&s.zbuf)
-		if _, err := s.zw.Write(msg); err != nil {
-			return partialSuccess{}, fmt.Errorf("gzip export request: %w", err)
+	if s.gz != nil {
+		var err error
+		if msg, err = s.gz.compress(msg); err != nil {
+			return partialSuccess{}, err
 		}
-		if err := s.zw.Close(); err != nil {
-			return partialSuccess{}, fmt.Errorf("gzip export request: %w", err)
-		}
-		msg = s.zbuf.Bytes()
 		compressed = msg
 		s.prefix[0] = 1 // compressed, with the grpc-encoding of the request
 	}
@@ -392,37 +383,3 @@ func (a *attemptBody) releaseLocked() {
 	}
 	a.p, a.copied, a.msg = nil, nil, nil
 }
-
-// requestBody is a request body of two parts that reports when the transport
-// closed it (or read it to the end).
-type requestBody struct {
-	parts  [2][]byte
-	once   sync.Once
-	closed chan struct{}
-}
-
-func newRequestBody(a, b []byte) *requestBody {
-	return &requestBody{parts: [2][]byte{a, b}, closed: make(chan struct{})}
-}
-
-func (r *requestBody) Read(p []byte) (int, error) {
-	for i := range r.parts {
-		if len(r.parts[i]) > 0 {
-			n := copy(p, r.parts[i])
-			r.parts[i] = r.parts[i][n:]
-			return n, nil
-		}
-	}
-	// Read to the end: nothing of the buffers is read again, whether or not
-	// the transport gets round to closing the body (x/net/http2 does not
-	// always, once it has sent it whole).
-	r.Close()
-	return 0, io.EOF
-}
-
-func (r *requestBody) Close() error {
-	r.once.Do(func() { close(r.closed) })
-	return nil
-}
-
-func (r *requestBody) wait() { <-r.closed }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -18,11 +19,7 @@ type httpSender struct {
 	url     string
 	client  *http.Client
 	headers http.Header
-	gzip    bool
-
-	// Reused across batches; send is only called by the worker.
-	zbuf bytes.Buffer
-	zw   *gzip.Writer
+	gz      *gzipper // nil: no compression
 }
 
 func newHTTPSender(cfg Config, t target) (*httpSender, error) {
@@ -43,27 +40,21 @@ func newHTTPSender(cfg Config, t target) (*httpSender, error) {
 	h.Set("User-Agent", userAgent)
 	s := &httpSender{url: t.httpURL, client: &http.Client{Transport: tr}, headers: h}
 	if cfg.Compression == CompressionGzip {
-		s.gzip = true
 		h.Set("Content-Encoding", "gzip")
-		s.zw = gzip.NewWriter(&s.zbuf)
+		s.gz = newGzipper()
 	}
 	return s, nil
 }
 
 func (s *httpSender) send(ctx context.Context, p *payload) (partialSuccess, error) {
 	body := p.bytes()
-	if s.gzip {
-		s.zbuf.Reset()
-		s.zw.Reset(&s.zbuf)
-		if _, err := s.zw.Write(body); err != nil {
-			return partialSuccess{}, fmt.Errorf("gzip export request: %w", err)
+	if s.gz != nil {
+		var err error
+		if body, err = s.gz.compress(body); err != nil {
+			return partialSuccess{}, err
 		}
-		if err := s.zw.Close(); err != nil {
-			return partialSuccess{}, fmt.Errorf("gzip export request: %w", err)
-		}
-		body = s.zbuf.Bytes()
 	}
-	rb := newRequestBody(nil, body)
+	rb := newRequestBody(body)
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, rb)
 	if err != nil {
 		rb.Close()
@@ -92,6 +83,50 @@ func (s *httpSender) send(ctx context.Context, p *payload) (partialSuccess, erro
 		return ps, nil
 	}
 	return partialSuccess{}, httpError(resp, respBody, time.Now())
+}
+
+// requestBody is a request body that reports when the transport closed it.
+type requestBody struct {
+	*bytes.Reader
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newRequestBody(b []byte) *requestBody {
+	return &requestBody{Reader: bytes.NewReader(b), closed: make(chan struct{})}
+}
+
+func (r *requestBody) Close() error {
+	r.once.Do(func() { close(r.closed) })
+	return nil
+}
+
+func (r *requestBody) wait() { <-r.closed }
+
+// gzipper compresses request bodies into a buffer reused across batches: a
+// sender's send is only called by the exporter's worker, one at a time, and
+// the transport is done with the last body before the next is compressed.
+type gzipper struct {
+	buf bytes.Buffer
+	zw  *gzip.Writer
+}
+
+func newGzipper() *gzipper {
+	g := &gzipper{}
+	g.zw = gzip.NewWriter(&g.buf)
+	return g
+}
+
+func (g *gzipper) compress(b []byte) ([]byte, error) {
+	g.buf.Reset()
+	g.zw.Reset(&g.buf)
+	if _, err := g.zw.Write(b); err != nil {
+		return nil, fmt.Errorf("gzip export request: %w", err)
+	}
+	if err := g.zw.Close(); err != nil {
+		return nil, fmt.Errorf("gzip export request: %w", err)
+	}
+	return g.buf.Bytes(), nil
 }
 
 func (s *httpSender) close() error {

@@ -44,18 +44,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 			open = append(open, cn)
 			// One request, so that both proxies went through a whole exchange
 			// (buffers, spans, a pooled upstream) before the connection idles.
-			if _, err := io.WriteString(cn, req); err != nil {
-				b.Fatal(err)
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(cn), nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				b.Fatalf("status %d", resp.StatusCode)
-			}
+			roundTrip(b, cn, req)
 		}
 	}
 	after := settledMemory()

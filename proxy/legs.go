@@ -143,7 +143,18 @@ func (l *legs) forget() {
 func (l *legs) detach() {
 	strs := [...]*string{&l.info.Method, &l.info.Path, &l.info.Query, &l.info.Host,
 		&l.info.UserAgent, &l.grpcMsg, &l.ctx.TraceState}
-	// url.full (http://host/path?query) goes in the same allocation, after
+	each := func(f func(*string)) {
+		for _, s := range strs {
+			f(s)
+		}
+		for i := range l.reqAttrs {
+			f(&l.reqAttrs[i].Str)
+		}
+		for i := range l.resAttrs {
+			f(&l.resAttrs[i].Str)
+		}
+	}
+	// url.full (http://host/path?query) goes in the same allocation, before
 	// the strings it is made of.
 	host := l.info.Host
 	if host == "" {
@@ -155,15 +166,7 @@ func (l *legs) detach() {
 		n += 1 + len(l.info.Query)
 	}
 	urlLen := n
-	for _, s := range strs {
-		n += len(*s)
-	}
-	for i := range l.reqAttrs {
-		n += len(l.reqAttrs[i].Str)
-	}
-	for i := range l.resAttrs {
-		n += len(l.resAttrs[i].Str)
-	}
+	each(func(s *string) { n += len(*s) })
 	var b strings.Builder
 	b.Grow(n)
 	b.WriteString("http://")
@@ -173,31 +176,14 @@ func (l *legs) detach() {
 		b.WriteByte('?')
 		b.WriteString(l.info.Query)
 	}
-	for _, s := range strs {
-		b.WriteString(*s)
-	}
-	for i := range l.reqAttrs {
-		b.WriteString(l.reqAttrs[i].Str)
-	}
-	for i := range l.resAttrs {
-		b.WriteString(l.resAttrs[i].Str)
-	}
+	each(func(s *string) { b.WriteString(*s) })
 	all := b.String()
 	l.urlFull = all[:urlLen]
 	off := urlLen
-	take := func(s *string) {
+	each(func(s *string) {
 		*s = all[off : off+len(*s)]
 		off += len(*s)
-	}
-	for _, s := range strs {
-		take(s)
-	}
-	for i := range l.reqAttrs {
-		take(&l.reqAttrs[i].Str)
-	}
-	for i := range l.resAttrs {
-		take(&l.resAttrs[i].Str)
-	}
+	})
 }
 
 // response notes the response head as received from the upstream.

@@ -111,25 +111,7 @@ func TestDemoTopologyTraces(t *testing.T) {
 		}
 	}
 
-	var traces []jaegertest.Trace
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var err error
-		traces, err = j.Traces("client")
-		complete := 0
-		for _, tr := range traces {
-			if len(tr.Spans) == len(wantChain) {
-				complete++
-			}
-		}
-		if err == nil && complete == requests {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Jaeger has %d traces (%v), want %d complete ones of %d spans", len(traces), err, requests, len(wantChain))
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	traces := completeTraces(t, j, "client", requests, len(wantChain))
 	if len(traces) != requests {
 		t.Fatalf("%d traces for %d requests", len(traces), requests)
 	}
@@ -231,6 +213,33 @@ func metricValue(exposition, series string) float64 {
 		}
 	}
 	return -1
+}
+
+// completeTraces waits up to 30 s for Jaeger to hold n traces of service with
+// spans spans each, and returns service's traces.
+func completeTraces(t *testing.T, j *jaegertest.Jaeger, service string, n, spans int) []jaegertest.Trace {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		traces, err := j.Traces(service)
+		complete := 0
+		for _, tr := range traces {
+			if len(tr.Spans) == spans {
+				complete++
+			}
+		}
+		if err == nil && complete == n {
+			return traces
+		}
+		if time.Now().After(deadline) {
+			sizes := []int{}
+			for _, tr := range traces {
+				sizes = append(sizes, len(tr.Spans))
+			}
+			t.Fatalf("Jaeger has %d traces of %v spans (%v), want %d complete ones of %d spans", len(traces), sizes, err, n, spans)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 func checkChain(t *testing.T, env *Env, tr jaegertest.Trace) {
