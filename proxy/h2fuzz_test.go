@@ -278,7 +278,7 @@ func BenchmarkH2FrameRelay(b *testing.B) {
 			src.Reset(input)
 			br.Reset(src)
 			for {
-				fh, err := readH2FrameHeader(br, o, nil)
+				fh, err := readH2FrameHeader(br, o)
 				if err != nil {
 					break
 				}

@@ -145,7 +145,6 @@ type h2Relay struct {
 	dst    netip.AddrPort
 	cc, uc net.Conn
 	cr, ur *bufio.Reader // read by toUpstream and toClient alone
-	cwait  *peeker       // toUpstream's wait on an idle client (parkIdle)
 	cw, uw h2Out         // toward the client and toward the upstream
 
 	// Settings seen passing by, for the other direction's goroutine.
@@ -241,7 +240,6 @@ type h2DownState struct {
 	settingsSent bool // the upstream's first SETTINGS went to the client
 	uscratch     []byte
 	ended        []h2Ended
-	uwait        *peeker // toClient's wait on an idle upstream (parkIdle)
 }
 
 // h2ResponseHead is what the relay reads from a response header block.
@@ -401,39 +399,12 @@ func (r *h2Relay) toUpstream() error {
 	}
 }
 
-// parkIdle lets br's buffer go while the connection has no stream and br
-// holds nothing, and waits for conn to be readable without one: an idle
-// HTTP/2 connection (a gRPC channel between calls, for hours) then holds no
-// read buffers. bufio's Reset makes a new one on the wake-up: an allocation
-// per burst of an idle connection, never per frame of a busy one. Only the
-// goroutine that reads br calls it.
-func (r *h2Relay) parkIdle(br *bufio.Reader, conn net.Conn, w **peeker) error {
-	if br.Buffered() > 0 {
-		return nil
-	}
-	r.mu.Lock()
-	idle := len(r.streams) == 0
-	r.mu.Unlock()
-	if !idle {
-		return nil
-	}
-	if *w == nil {
-		*w = newPeeker(conn)
-	}
-	*br = bufio.Reader{}
-	err := (*w).wait()
-	br.Reset(conn)
-	return err
-}
-
-func (r *h2Relay) parkClient() error { return r.parkIdle(r.cr, r.cc, &r.cwait) }
-
 // nextClientFrame reads the next frame header from the client.
 func (r *h2Relay) nextClientFrame() (h2FrameHeader, error) {
-	fh, err := readH2FrameHeader(r.cr, &r.uw, r.parkClient)
+	fh, err := readH2FrameHeader(r.cr, &r.uw)
 	if _, ok := err.(*h2WriteError); ok {
 		r.upstreamWriteFailed()
-		fh, err = readH2FrameHeader(r.cr, &r.uw, r.parkClient)
+		fh, err = readH2FrameHeader(r.cr, &r.uw)
 	}
 	if err == nil && fh.length > h2MinFrameSize { // all the relay announces (upstreamSettings)
 		err = h2Error(http2.ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE")
@@ -723,10 +694,7 @@ func (r *h2Relay) relayResponses() error {
 			}
 			// Spans are made once the responses are on their way, not before.
 			r.finishEnded()
-			err := r.parkIdle(br, r.uc, &r.down.uwait)
-			if err == nil {
-				_, err = br.Peek(h2FrameHeaderLen)
-			}
+			_, err := br.Peek(h2FrameHeaderLen)
 			o.own()
 			if err != nil {
 				return err

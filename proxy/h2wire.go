@@ -148,18 +148,12 @@ func (o *h2Out) writeHeader(length int, typ http2.FrameType, flags http2.Flags, 
 // readH2FrameHeader returns the next frame header from br, still buffered there.
 // Before waiting for input it lets go of o, flushing it; a failure to write is an
 // *h2WriteError.
-func readH2FrameHeader(br *bufio.Reader, o *h2Out, park func() error) (h2FrameHeader, error) {
+func readH2FrameHeader(br *bufio.Reader, o *h2Out) (h2FrameHeader, error) {
 	if br.Buffered() < h2FrameHeaderLen {
 		if err := o.release(); err != nil {
 			return h2FrameHeader{}, &h2WriteError{err}
 		}
-		var err error
-		if park != nil {
-			err = park()
-		}
-		if err == nil {
-			_, err = br.Peek(h2FrameHeaderLen)
-		}
+		_, err := br.Peek(h2FrameHeaderLen)
 		o.own()
 		if err != nil {
 			return h2FrameHeader{}, err
