@@ -117,12 +117,14 @@ const (
 )
 
 // Attr is a span, event or resource attribute. Build one with String, Int, Bool or Float.
+// The two one-byte fields come last, sharing one word: 56 bytes instead of 64,
+// and a traced request's records hold dozens of attributes.
 type Attr struct {
 	Key   string
-	Type  AttrType
 	Str   string
 	Int   int64
 	Float float64
+	Type  AttrType
 	Bool  bool
 }
 
