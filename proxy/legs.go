@@ -239,8 +239,9 @@ func (l *legs) finish(end time.Time, fl *flow) {
 		if t.recorder != nil {
 			l.detach()
 			rec := newLegSpans()
-			l.serverSpan(rec, end, fl)
-			l.clientSpan(rec, end, fl)
+			name := l.spanName()
+			l.serverSpan(rec, name, end, fl)
+			l.clientSpan(rec, name, end, fl)
 			t.recorder.Record(&rec.server)
 			t.recorder.Record(&rec.client)
 		}
@@ -340,37 +341,28 @@ func (rec *legSpans) clientAttrs() []spans.Attr {
 	return rec.attrs[n:n:len(rec.attrs)]
 }
 
-func (l *legs) serverSpan(rec *legSpans, end time.Time, fl *flow) {
+func (l *legs) serverSpan(rec *legSpans, name string, end time.Time, fl *flow) {
 	s := &rec.server
-	*s = spans.Span{
-		TraceID:    l.ctx.TraceID,
-		SpanID:     l.server,
-		ParentID:   l.ctx.SpanID,
-		TraceState: l.ctx.TraceState,
-		Flags:      l.ctx.Flags(),
-		Name:       l.spanName(),
-		Kind:       l.t.legServer.Kind(),
-		Start:      l.srvStart,
-		End:        end,
-		Resource:   l.t.resource,
-	}
+	l.spanHead(s, name)
+	s.SpanID, s.ParentID = l.server, l.ctx.SpanID
+	s.Kind = l.t.legServer.Kind()
+	s.Start, s.End = l.srvStart, end
 	s.SetRecycler(rec)
 	a := rec.attrs[:0:len(rec.attrs)]
-	a = append(a, spans.String("hoptrace.leg", l.t.legServer.String()))
+	a = appendString(a, "hoptrace.leg", l.t.legServer.String())
 	a = l.common(a)
-	a = append(a, spans.String("url.scheme", "http"))
+	a = appendString(a, "url.scheme", "http")
 	if l.info.Path != "" {
-		a = append(a, spans.String("url.path", l.info.Path))
+		a = appendString(a, "url.path", l.info.Path)
 	}
 	if l.t.queryString && l.info.Query != "" {
-		a = append(a, spans.String("url.query", l.info.Query))
+		a = appendString(a, "url.query", l.info.Query)
 	}
 	if l.info.Peer.IsValid() {
 		peer := fl.peerAddr()
-		a = append(a,
-			spans.String("client.address", peer),
-			spans.String("network.peer.address", peer),
-			spans.Int("network.peer.port", int64(l.info.Peer.Port())))
+		a = appendString(a, "client.address", peer)
+		a = appendString(a, "network.peer.address", peer)
+		a = appendInt(a, "network.peer.port", int64(l.info.Peer.Port()))
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
@@ -384,10 +376,24 @@ func (l *legs) serverSpan(rec *legSpans, end time.Time, fl *flow) {
 	}
 }
 
+// spanHead sets what both spans of a request share. The span builders set
+// fields one by one, as begin does: a composite literal of a Span or
+// appending several attributes at once builds them on the stack first, and
+// the span builders run at the deepest point of every traced request, where
+// a few hundred bytes more double the goroutine's stack (4 to 8 KiB) on every
+// connection that carries one.
+func (l *legs) spanHead(s *spans.Span, name string) {
+	s.TraceID = l.ctx.TraceID
+	s.TraceState = l.ctx.TraceState
+	s.Flags = l.ctx.Flags()
+	s.Name = name
+	s.Resource = l.t.resource
+}
+
 // clientSpan is the client leg; srvEnd is the server leg's end, which it never
 // outlasts: a leg that broke off before the response ended (a reset, a vanished
 // upstream) ends with the request.
-func (l *legs) clientSpan(rec *legSpans, srvEnd time.Time, fl *flow) {
+func (l *legs) clientSpan(rec *legSpans, name string, srvEnd time.Time, fl *flow) {
 	start := l.cliStart
 	if start.IsZero() {
 		start = l.dialStart // it never got as far as writing
@@ -397,27 +403,18 @@ func (l *legs) clientSpan(rec *legSpans, srvEnd time.Time, fl *flow) {
 		end = srvEnd
 	}
 	s := &rec.client
-	*s = spans.Span{
-		TraceID:    l.ctx.TraceID,
-		SpanID:     l.client,
-		ParentID:   l.server,
-		TraceState: l.ctx.TraceState,
-		Flags:      l.ctx.Flags(),
-		Name:       l.spanName(),
-		Kind:       l.t.legClient.Kind(),
-		Start:      start,
-		End:        end,
-		Resource:   l.t.resource,
-	}
+	l.spanHead(s, name)
+	s.SpanID, s.ParentID = l.client, l.server
+	s.Kind = l.t.legClient.Kind()
+	s.Start, s.End = start, end
 	s.SetRecycler(rec)
 	a := rec.clientAttrs()
-	a = append(a, spans.String("hoptrace.leg", l.t.legClient.String()))
+	a = appendString(a, "hoptrace.leg", l.t.legClient.String())
 	a = l.common(a)
-	a = append(a, spans.String("url.full", l.urlFull))
+	a = appendString(a, "url.full", l.urlFull)
 	if l.info.Dst.IsValid() {
-		a = append(a,
-			spans.String("network.peer.address", fl.dstAddr()),
-			spans.Int("network.peer.port", int64(l.info.Dst.Port())))
+		a = appendString(a, "network.peer.address", fl.dstAddr())
+		a = appendInt(a, "network.peer.port", int64(l.info.Dst.Port()))
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
@@ -438,41 +435,71 @@ func (l *legs) clientSpan(rec *legSpans, srvEnd time.Time, fl *flow) {
 func (l *legs) common(a []spans.Attr) []spans.Attr {
 	method := l.info.Method
 	if known, ok := otelMethod(method); ok {
-		a = append(a, spans.String("http.request.method", known))
+		a = appendString(a, "http.request.method", known)
 	} else {
-		a = append(a, spans.String("http.request.method", "_OTHER"),
-			spans.String("http.request.method_original", method))
+		a = appendString(a, "http.request.method", "_OTHER")
+		a = appendString(a, "http.request.method_original", method)
 	}
 	host, port := l.serverAddress()
-	a = append(a,
-		spans.String("server.address", host),
-		spans.Int("server.port", int64(port)),
-		spans.String("network.protocol.name", "http"),
-		spans.String("network.protocol.version", l.info.Version))
+	a = appendString(a, "server.address", host)
+	a = appendInt(a, "server.port", int64(port))
+	a = appendString(a, "network.protocol.name", "http")
+	a = appendString(a, "network.protocol.version", l.info.Version)
 	if l.info.UserAgent != "" {
-		a = append(a, spans.String("user_agent.original", l.info.UserAgent))
+		a = appendString(a, "user_agent.original", l.info.UserAgent)
 	}
 	if l.inferred {
-		a = append(a, spans.Bool("hoptrace.context.inferred", true))
+		a = appendAttr(a, "hoptrace.context.inferred")
+		a[len(a)-1].Type, a[len(a)-1].Bool = spans.AttrBool, true
 	}
 	if l.status > 0 {
-		a = append(a, spans.Int("http.response.status_code", int64(l.status)))
+		a = appendInt(a, "http.response.status_code", int64(l.status))
 	}
 	if l.info.Protocol == ProtocolGRPC {
-		a = append(a, spans.String("rpc.system", "grpc"))
+		a = appendString(a, "rpc.system", "grpc")
 		if svc, m, ok := grpcMethod(l.info.Path); ok {
-			a = append(a, spans.String("rpc.service", svc), spans.String("rpc.method", m))
+			a = appendString(a, "rpc.service", svc)
+			a = appendString(a, "rpc.method", m)
 		}
 		if l.grpcStatus >= 0 {
-			a = append(a, spans.Int("rpc.grpc.status_code", int64(l.grpcStatus)))
+			a = appendInt(a, "rpc.grpc.status_code", int64(l.grpcStatus))
 		}
 	}
 	switch {
 	case l.failure != "":
-		a = append(a, spans.String("error.type", l.failure))
+		a = appendString(a, "error.type", l.failure)
 	case l.status >= 500:
-		a = append(a, spans.String("error.type", strconv.Itoa(l.status)))
+		a = appendString(a, "error.type", strconv.Itoa(l.status))
 	}
+	return a
+}
+
+// appendAttr appends an attribute with key k and no value yet, in place:
+// append(a, spans.String(k, v)) would build the 56-byte value on the stack
+// first, once per call site. Not inlined, for the same reason: each inlined
+// copy's growth path would add its own temporaries to the caller's frame.
+//
+//go:noinline
+func appendAttr(a []spans.Attr, k string) []spans.Attr {
+	if len(a) == cap(a) {
+		a = append(a, spans.Attr{})
+	} else {
+		a = a[:len(a)+1]
+		a[len(a)-1] = spans.Attr{}
+	}
+	a[len(a)-1].Key = k
+	return a
+}
+
+func appendString(a []spans.Attr, k, v string) []spans.Attr {
+	a = appendAttr(a, k)
+	a[len(a)-1].Str = v // Type: AttrString is the zero value
+	return a
+}
+
+func appendInt(a []spans.Attr, k string, v int64) []spans.Attr {
+	a = appendAttr(a, k)
+	a[len(a)-1].Type, a[len(a)-1].Int = spans.AttrInt, v
 	return a
 }
 
@@ -495,11 +522,22 @@ func (l *legs) serverAddress() (string, uint16) {
 // events builds up to three events, skipping times never reached.
 func events(dst []spans.Event, n1 string, t1 time.Time, n2 string, t2 time.Time, n3 string, t3 time.Time) []spans.Event {
 	dst = dst[:0]
-	for _, e := range [...]spans.Event{{Name: n1, Time: t1}, {Name: n2, Time: t2}, {Name: n3, Time: t3}} {
-		if !e.Time.IsZero() {
-			dst = append(dst, e)
-		}
+	dst = appendEvent(dst, n1, t1)
+	dst = appendEvent(dst, n2, t2)
+	return appendEvent(dst, n3, t3)
+}
+
+//go:noinline
+func appendEvent(dst []spans.Event, name string, t time.Time) []spans.Event {
+	if t.IsZero() {
+		return dst
 	}
+	if len(dst) == cap(dst) {
+		return append(dst, spans.Event{Name: name, Time: t})
+	}
+	dst = dst[:len(dst)+1]
+	e := &dst[len(dst)-1]
+	e.Name, e.Time, e.Attrs = name, t, nil
 	return dst
 }
 
