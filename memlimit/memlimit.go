@@ -9,8 +9,10 @@
 // the live heap is small enough. A fixed limit below what the live heap needs
 // would make it run all the time (up to half the CPU, the runtime's cap), so
 // after every collection the limit is raised to what the live heap needs with
-// half of it again as headroom: at worst the collector works as with GOGC=50,
-// never harder. It never goes above the user's GOMEMLIMIT or, without one, 90%
+// a quarter of it again as headroom: at worst the collector works as with
+// GOGC=25, never harder. (Half as headroom left the agent above 50 MB in one
+// benchmark run of three, and a quarter cost no CPU measurably:
+// docs/benchmarks.md.) It never goes above the user's GOMEMLIMIT or, without one, 90%
 // of the process's cgroup memory limit.
 package memlimit
 
@@ -40,10 +42,10 @@ type Stats struct {
 }
 
 // Limit is the soft memory limit for target: the target while the live heap
-// leaves the collector at least half of it as headroom under it, more when it
-// does not, and never above ceiling.
+// leaves the collector at least a quarter of it as headroom under it, more
+// when it does not, and never above ceiling.
 func Limit(target, ceiling int64, s Stats) int64 {
-	need := s.NonHeap + s.Live + s.Live/2
+	need := s.NonHeap + s.Live + s.Live/4
 	// The runtime keeps a few percent under the limit as its own slack
 	// (memoryLimitHeapGoalHeadroomPercent): add them back.
 	need += need / 16

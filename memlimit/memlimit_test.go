@@ -19,8 +19,8 @@ func TestLimit(t *testing.T) {
 		want    int64
 	}{
 		{"quiet: the target", math.MaxInt64, Stats{Live: 8 << 20, NonHeap: 6 << 20}, target},
-		{"live heap needs more: half of it as headroom", math.MaxInt64, Stats{Live: 40 << 20, NonHeap: 10 << 20}, 70 << 20 * 17 / 16},
-		{"just below", math.MaxInt64, Stats{Live: 14 << 20, NonHeap: 6 << 20}, target},
+		{"live heap needs more: a quarter of it as headroom", math.MaxInt64, Stats{Live: 40 << 20, NonHeap: 10 << 20}, 60 << 20 * 17 / 16},
+		{"just below", math.MaxInt64, Stats{Live: 17 << 20, NonHeap: 6 << 20}, target},
 		{"user's GOMEMLIMIT caps it", 50 << 20, Stats{Live: 40 << 20, NonHeap: 10 << 20}, 50 << 20},
 		{"ceiling under the target", 20 << 20, Stats{Live: 1 << 20}, 20 << 20},
 	} {
@@ -90,7 +90,7 @@ func heapGoal() uint64 {
 
 // The controller holds the limit at the target while the live heap is small,
 // lets it follow a live heap that outgrows it (never leaving the collector
-// less than half the live heap as headroom), comes back down when that heap is
+// less than a quarter of the live heap as headroom), comes back down when that heap is
 // gone, and puts the old limit back on Stop.
 func TestControllerFollowsLiveHeap(t *testing.T) {
 	const target = 24 << 20
@@ -106,9 +106,9 @@ func TestControllerFollowsLiveHeap(t *testing.T) {
 	for i := range live {
 		live[i] = make([]byte, 1<<20)
 	}
-	limitBecomes(t, "raised above 1.5 times a 48 MiB live heap", func(l int64) bool { return l >= 72<<20 })
-	if g := heapGoal(); g < 72<<20 {
-		t.Errorf("heap goal %d MiB with 48 MiB live: the collector has less than half the live heap as headroom", g>>20)
+	limitBecomes(t, "raised above 1.25 times a 48 MiB live heap", func(l int64) bool { return l >= 60<<20 })
+	if g := heapGoal(); g < 60<<20 {
+		t.Errorf("heap goal %d MiB with 48 MiB live: the collector has less than a quarter of the live heap as headroom", g>>20)
 	}
 	runtime.KeepAlive(live)
 	live = nil

@@ -176,7 +176,7 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 	f.BoolVar(&cfg.KeepRedirectOnExit, "keep-redirect-on-exit", false, "leave BPF capture pinned on exit so a restarted agent adopts it (pods fail open meanwhile)")
 	f.BoolVar(&cfg.SelfTrace, "self-trace", false, "trace the agent's own operations (pod attach/detach, BPF load) to the same OTLP endpoint")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&memTarget, "memory-target", defaultMemoryTarget, "keep the agent's Go memory (heap, stacks, runtime; not the binary's pages) near this size: the garbage collector runs earlier rather than let the heap double, but always leaves it half the live heap as headroom; capped by GOMEMLIMIT or 90% of the cgroup's memory limit (off: Go's default, GOGC only)")
+	f.StringVar(&memTarget, "memory-target", defaultMemoryTarget, "keep the agent's Go memory (heap, stacks, runtime; not the binary's pages) near this size: the garbage collector runs earlier rather than let the heap double, but always leaves it a quarter of the live heap as headroom; capped by GOMEMLIMIT or 90% of the cgroup's memory limit (off: Go's default, GOGC only)")
 	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go's pprof profiles on this address, e.g. 127.0.0.1:6060 (off by default)")
 	exp.BindFlags(f)
 	cmd.Flags().SortFlags = false
