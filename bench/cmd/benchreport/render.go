@@ -80,15 +80,15 @@ func render(x results, meta bench.Meta) string {
 	if multi {
 		b.WriteString("Medians over the rounds; for req/s and p99 the lowest and highest round in brackets. `× direct`, `+p50`, `+p99`, `CPU µs/req` and `spans/req` are computed per round (against direct of the same round) and their median shown. ")
 	}
-	b.WriteString("`+p50`/`+p99`: added to direct's percentile by the setup's two proxies (four legs, one hop). `CPU µs/req`: proxy CPU per request. `peak RSS MB`: VmHWM, with the anonymous part (heap, stacks) at the sampled peak in brackets; the rest is mapped files, mostly the binary itself. `threads`: most OS threads seen. `spans/req`: spans the receiver got per request (hoptrace records 4, Caddy 2; fewer means spans were dropped).\n")
+	b.WriteString("`+p50`/`+p99`: added to direct's percentile by the setup's two proxies (four legs, one hop). `CPU µs/req`: proxy CPU per request. `peak RSS MB`: VmHWM, with the anonymous part (heap, stacks) at the sampled peak in brackets; the rest is mapped files, mostly the binary itself. `threads`: most OS threads seen. `spans/req`: spans the receiver got per request (hoptrace records 4, Caddy 2; fewer means spans were dropped). `receiver CPU µs/req`: what the OTLP receiver (bench/cmd/otlpsink, which counts spans without decoding them) spent per request on the same cores, charged to no setup.\n")
 	for _, sc := range scenarioOrder(x, meta) {
 		rows := x.scenario(sc.Name)
 		if len(rows) == 0 {
 			continue
 		}
 		fmt.Fprintf(&b, "\n#### %s — %s\n\n", sc.Name, sc.What)
-		b.WriteString("| setup | req/s | × direct | p50 | p90 | p99 | p99.9 | +p50 | +p99 | errors | CPU s | CPU µs/req | peak RSS MB | threads | spans/req |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| setup | req/s | × direct | p50 | p90 | p99 | p99.9 | +p50 | +p99 | errors | CPU s | CPU µs/req | peak RSS MB | threads | spans/req | receiver CPU µs/req |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range rows {
 			ratio, addP50, addP99 := "", "", ""
 			if ratios := x.paired(r.Setup, "direct", sc.Name, rpsRatio); len(ratios) > 0 {
@@ -98,7 +98,7 @@ func render(x results, meta bench.Meta) string {
 					addP99 = fmt.Sprintf("%+.0f", bench.Median(x.paired(r.Setup, "direct", sc.Name, func(a, b bench.Result) float64 { return a.P99us - b.P99us })))
 				}
 			}
-			cpu, perReq, rss, threads, spansPerReq := "–", "–", "–", "–", "–"
+			cpu, perReq, rss, threads, spansPerReq, rxPerReq := "–", "–", "–", "–", "–", "–"
 			if r.Setup != "direct" {
 				cpu = fmt.Sprintf("%.2f", r.CPUSeconds)
 				if v := x.each(r.Setup, sc.Name, perRequest(func(r bench.Result) float64 { return r.CPUSeconds * 1e6 })); len(v) > 0 {
@@ -111,14 +111,17 @@ func render(x results, meta bench.Meta) string {
 				if v := x.each(r.Setup, sc.Name, perRequest(func(r bench.Result) float64 { return float64(r.Spans) })); len(v) > 0 {
 					spansPerReq = fmt.Sprintf("%.2f", bench.Median(v))
 				}
+				if v := x.each(r.Setup, sc.Name, perRequest(func(r bench.Result) float64 { return r.ReceiverCPUSeconds * 1e6 })); len(v) > 0 {
+					rxPerReq = fmt.Sprintf("%.0f", bench.Median(v))
+				}
 			}
 			rps, p99 := fmt.Sprintf("%.0f", r.RPS), fmt.Sprintf("%.0f", r.P99us)
 			if r.Runs > 1 {
 				rps += fmt.Sprintf(" (%.0f–%.0f)", r.RPSMin, r.RPSMax)
 				p99 += fmt.Sprintf(" (%.0f–%.0f)", r.P99MinUs, r.P99MaxUs)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %.0f | %s | %.0f | %s | %s | %d | %s | %s | %s | %s | %s |\n",
-				r.Setup, rps, ratio, r.P50us, r.P90us, p99, r.P999us, addP50, addP99, r.Errors, cpu, perReq, rss, threads, spansPerReq)
+			fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %.0f | %s | %.0f | %s | %s | %d | %s | %s | %s | %s | %s | %s |\n",
+				r.Setup, rps, ratio, r.P50us, r.P90us, p99, r.P999us, addP50, addP99, r.Errors, cpu, perReq, rss, threads, spansPerReq, rxPerReq)
 		}
 	}
 	if multi {
