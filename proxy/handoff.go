@@ -157,21 +157,26 @@ func (h *Handoff) dialed(c net.Conn, dst netip.AddrPort) net.Conn {
 	return h.meet(handoffKey{src: src, dst: remote}, c)
 }
 
-// accepted is the inbound side: c was accepted from a client. It returns the
-// in-memory end, or c when c is not one of this process's hand-off dials.
-func (h *Handoff) accepted(c net.Conn) net.Conn {
-	src, ok1 := addrPort(c.RemoteAddr())
-	dst, ok2 := addrPort(c.LocalAddr())
-	if !ok1 || !ok2 || !h.local(src.Addr()) {
+// accepted is the inbound side: c was accepted from a client. Its dial was
+// addressed to c's local address (eBPF capture) or to dst, the original
+// destination the resolver found (behind an iptables REDIRECT the local
+// address is the listener's). It returns the in-memory end, or c when c is
+// not one of this process's hand-off dials.
+func (h *Handoff) accepted(c net.Conn, dst netip.AddrPort) net.Conn {
+	src, ok := addrPort(c.RemoteAddr())
+	if !ok || !h.local(src.Addr()) {
 		return c
 	}
-	k := handoffKey{src: src, dst: dst}
+	keys := [2]handoffKey{{src: src}, {src: src, dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())}}
+	keys[0].dst, _ = addrPort(c.LocalAddr())
 	h.mu.Lock()
-	if h.first[k] == nil && h.dialing[dst] == 0 {
-		h.mu.Unlock()
-		return c // no hand-off dial is on its way: a connection like any other
+	for _, k := range keys {
+		if h.first[k] != nil || h.dialing[k.dst] > 0 {
+			return h.meet(k, c)
+		}
 	}
-	return h.meet(k, c)
+	h.mu.Unlock()
+	return c // no hand-off dial is on its way: a connection like any other
 }
 
 // meet pairs c with the side waiting under k, or waits for it; called with

@@ -314,7 +314,7 @@ func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 		return
 	}
 	if p.cfg.Handoff != nil && p.cfg.Direction == Inbound {
-		c = p.cfg.Handoff.accepted(c)
+		c = p.cfg.Handoff.accepted(c, dst)
 	}
 	fl := p.openFlow(c, dst, accepted)
 	defer p.closeFlow(fl)
