@@ -8,8 +8,8 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"net/netip"
 	_ "net/http/pprof" // served only with -pprof-addr
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/pprof"
