@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -25,6 +26,7 @@ type memConn struct {
 	in, out *memPipe
 	rd, wd  memDeadline
 	done    chan struct{} // closed by Close
+	closed  atomic.Bool   // done is closed: read without a select on the hot path
 	once    sync.Once
 	abort   bool // SetLinger(0) was called: Close resets the peer
 	carrier net.Conn
@@ -206,14 +208,22 @@ func (c *memConn) closedErr(op string) error {
 	return &net.OpError{Op: op, Net: "mem", Err: net.ErrClosed}
 }
 
+// ready says whether an operation may go on: not after Close, not past the
+// deadline d. Atomics, not a select: it runs on every read and write.
+func (c *memConn) ready(op string, d *memDeadline) error {
+	switch {
+	case c.closed.Load():
+		return c.closedErr(op)
+	case d.fired.Load():
+		return os.ErrDeadlineExceeded
+	}
+	return nil
+}
+
 func (c *memConn) Read(b []byte) (int, error) {
 	for {
-		select {
-		case <-c.done:
-			return 0, c.closedErr("read")
-		case <-c.rd.expired():
-			return 0, os.ErrDeadlineExceeded
-		default:
+		if err := c.ready("read", &c.rd); err != nil {
+			return 0, err
 		}
 		n, err, wait := c.in.read(b)
 		if !wait {
@@ -230,12 +240,8 @@ func (c *memConn) Read(b []byte) (int, error) {
 func (c *memConn) Write(b []byte) (int, error) {
 	total := 0
 	for {
-		select {
-		case <-c.done:
-			return total, c.closedErr("write")
-		case <-c.wd.expired():
-			return total, os.ErrDeadlineExceeded
-		default:
+		if err := c.ready("write", &c.wd); err != nil {
+			return total, err
 		}
 		n, err, wait := c.out.write(b)
 		total += n
@@ -257,12 +263,8 @@ func (c *memConn) Write(b []byte) (int, error) {
 // reading nothing: the peeker's wait for a memConn.
 func (c *memConn) awaitReadable() error {
 	for {
-		select {
-		case <-c.done:
-			return c.closedErr("read")
-		case <-c.rd.expired():
-			return os.ErrDeadlineExceeded
-		default:
+		if err := c.ready("read", &c.rd); err != nil {
+			return err
 		}
 		if n, eof, reset := c.in.ended(); n > 0 || eof || reset {
 			return nil
@@ -278,10 +280,8 @@ func (c *memConn) awaitReadable() error {
 // quiet reports, without waiting, that nothing came and the peer neither
 // ended nor reset: the peeker's liveness check of an idle connection.
 func (c *memConn) quiet() bool {
-	select {
-	case <-c.done:
+	if c.closed.Load() {
 		return false
-	default:
 	}
 	n, eof, reset := c.in.ended()
 	return n == 0 && !eof && !reset
@@ -307,6 +307,7 @@ func (c *memConn) Close() error {
 	first := false
 	c.once.Do(func() {
 		first = true
+		c.closed.Store(true)
 		close(c.done)
 		unread := c.in.closeRead()
 		c.out.closeWrite(c.abort || unread)
@@ -356,6 +357,7 @@ type memDeadline struct {
 	mu     sync.Mutex
 	timer  *time.Timer
 	passed chan struct{}
+	fired  atomic.Bool // passed is closed
 }
 
 func newMemDeadline() memDeadline { return memDeadline{passed: make(chan struct{})} }
@@ -371,18 +373,24 @@ func (d *memDeadline) set(t time.Time) {
 	if t.IsZero() {
 		if closed {
 			d.passed = make(chan struct{})
+			d.fired.Store(false)
 		}
 		return
 	}
 	if dur := time.Until(t); dur > 0 {
 		if closed {
 			d.passed = make(chan struct{})
+			d.fired.Store(false)
 		}
 		ch := d.passed
-		d.timer = time.AfterFunc(dur, func() { close(ch) })
+		d.timer = time.AfterFunc(dur, func() {
+			d.fired.Store(true)
+			close(ch)
+		})
 		return
 	}
 	if !closed {
+		d.fired.Store(true)
 		close(d.passed)
 	}
 }
