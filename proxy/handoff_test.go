@@ -255,3 +255,50 @@ func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
 }
+
+// Many connections meeting at once each find their own peer: every request
+// gets its own answer, every upstream connection was handed off, none missed.
+func TestHandoffConcurrentMeetings(t *testing.T) {
+	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path)
+	}))
+	h := NewHandoff()
+	c := newChain(t, appAddr, withHandoff(h))
+	const clients, each = 40, 5
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			// One connection per client: the outbound proxy needs as many
+			// upstream connections as clients are in flight.
+			tr := c.transport()
+			tr.DisableKeepAlives = true
+			client := &http.Client{Transport: tr}
+			for j := range each {
+				path := fmt.Sprintf("/c%d/r%d", i, j)
+				resp, err := client.Get("http://app.test" + path)
+				if err != nil {
+					errs <- err
+					return
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || string(got) != path {
+					errs <- fmt.Errorf("%s: got %q %v", path, got, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := h.Stats()
+	if st.Matched == 0 || st.Missed != 0 {
+		t.Errorf("stats %+v, want matches and no misses", st)
+	}
+	_, outFlows := c.outObs.snapshot()
+	t.Logf("%d hand-offs for %d client connections (%d flows closed)", st.Matched, clients*each, len(outFlows))
+}
