@@ -41,6 +41,9 @@ test: deps jaeger kube-apiserver helm bench-tools h2spec lint unit-test fuzz e2e
 
 unit-test:
 	$(GO) test -count=1 -timeout 30m ./...
+	@# The proxy's suite once more with every hop handed off in memory
+	@# (proxy.Handoff): each path must behave the same over a memConn.
+	HOPTRACE_TEST_HANDOFF=1 $(GO) test -count=1 -timeout 10m ./proxy/
 
 ## fuzz: run every fuzz target for FUZZTIME each
 fuzz:

@@ -35,6 +35,7 @@ type Agent struct {
 	sampler *spans.Sampler
 	routes  *spans.Routes
 	trust   *samplingTrust
+	handoff *proxy.Handoff // nil: --local-handoff=false
 	tracer  *selfTracer
 
 	mu         sync.Mutex
@@ -118,6 +119,10 @@ func New(cfg Config) (*Agent, error) {
 		trust:   newSamplingTrust(cfg.TrustExternalSampling, cfg.MeshNetworks),
 		pods:    map[string]*podRun{},
 		failed:  map[string]failure{},
+	}
+	if cfg.LocalHandoff {
+		a.handoff = proxy.NewHandoff()
+		a.m.reg.MustRegister(newHandoffCollector(a.handoff.Stats))
 	}
 	if cfg.Exporter.Logger == nil {
 		cfg.Exporter.Logger = cfg.Logger.With("component", "exporter")
@@ -320,7 +325,7 @@ func (a *Agent) reconcile(ctx context.Context) {
 		}
 	}
 	if len(releases) > 0 {
-		a.trustPodsLocked()
+		a.sharePodsLocked()
 	}
 	for id := range a.failed {
 		if _, ok := desired[id]; !ok {
@@ -407,7 +412,7 @@ func (a *Agent) attach(ctx context.Context, rd *redirect.Redirector, p pods.Pod)
 	}
 	delete(a.failed, id)
 	a.pods[id] = run
-	a.trustPodsLocked()
+	a.sharePodsLocked()
 	a.log.Info("pod captured", "pod", p.Namespace+"/"+p.Name, "service", p.ServiceName(), "ips", run.att.Addrs)
 }
 
@@ -440,7 +445,7 @@ func (a *Agent) startPod(rd *redirect.Redirector, p pods.Pod) (*podRun, error) {
 			TrustSampling: a.trust.trusted, ForcedTraces: forced,
 			SpliceIdleTimeout: a.cfg.SpliceIdleTimeout,
 			Observer:          run.obs, SkipTrace: isKubeletProbe, Logger: logger,
-			Infer: inferCtx,
+			Infer: inferCtx, Handoff: a.handoff,
 		})
 	}
 	if run.out, err = mk(proxy.Outbound, att.OutboundResolver(), att.OutboundDialer()); err == nil {
@@ -466,15 +471,22 @@ func (a *Agent) startPod(rd *redirect.Redirector, p pods.Pod) (*podRun, error) {
 	return run, nil
 }
 
-// trustPodsLocked tells the sampling trust the addresses of the pods captured
-// now: the ones their netns has and the ones the pod source reports.
-func (a *Agent) trustPodsLocked() {
+// sharePodsLocked tells the sampling trust and the local hand-off the pods
+// captured now, by the addresses their netns has and the ones the pod source
+// reports.
+func (a *Agent) sharePodsLocked() {
 	var addrs []netip.Addr
+	targets := make([]proxy.HandoffTarget, 0, len(a.pods))
 	for _, run := range a.pods {
+		n := len(addrs)
 		addrs = append(addrs, run.att.Addrs...)
 		addrs = append(addrs, run.pod.IPs...)
+		targets = append(targets, proxy.HandoffTarget{Addrs: addrs[n:], SkipPorts: run.pod.SkipInboundPorts})
 	}
 	a.trust.setPods(addrs)
+	if a.handoff != nil {
+		a.handoff.SetTargets(targets)
+	}
 }
 
 // isKubeletProbe exempts kubelet health checks from tracing: they would drown

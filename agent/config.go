@@ -40,6 +40,10 @@ type Config struct {
 	// FastPath moves the bytes apps send to the agent on in-pod loopback legs
 	// with sk_msg instead of through loopback TCP (redirect.Config.FastPath).
 	FastPath bool
+	// LocalHandoff passes the bytes of hops between two pods of this node in
+	// memory between the agent's two proxies, once the kernel made their TCP
+	// connection (proxy.Handoff).
+	LocalHandoff bool
 
 	SampleRate float64
 	Routes     []string // span-name route patterns, e.g. "/users/{id}"

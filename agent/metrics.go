@@ -172,6 +172,26 @@ func (c *redirectCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// handoffCollector reads the local hand-off's counters at scrape time.
+type handoffCollector struct {
+	stats func() proxy.HandoffStats
+	desc  *prometheus.Desc
+}
+
+func newHandoffCollector(stats func() proxy.HandoffStats) *handoffCollector {
+	return &handoffCollector{stats: stats, desc: prometheus.NewDesc("hoptrace_local_handoffs_total",
+		"Connections between two pods of this node, by result: matched (the hop's bytes went through memory), missed (a proxy waited for its peer in vain and used TCP).",
+		[]string{"result"}, nil)}
+}
+
+func (c *handoffCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *handoffCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(s.Matched), "matched")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(s.Missed), "missed")
+}
+
 // exporterCollector reads the exporter's counters at scrape time.
 type exporterCollector struct {
 	stats                                     func() exporter.Stats

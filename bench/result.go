@@ -27,11 +27,14 @@ type Result struct {
 	// AnonMB and FileMB split the resident set at its sampled peak: anonymous
 	// memory (heap, stacks) and mapped files (mostly the binary itself, shared
 	// page cache). Threads is the most OS threads seen. Sampled every 100ms.
-	AnonMB    float64 `json:"rss_anon_mb"`
-	FileMB    float64 `json:"rss_file_mb"`
-	Threads   int     `json:"threads"`
-	Spans     int64   `json:"spans"` // spans the OTLP receiver got during the run
-	DurationS float64 `json:"duration_s"`
+	AnonMB  float64 `json:"rss_anon_mb"`
+	FileMB  float64 `json:"rss_file_mb"`
+	Threads int     `json:"threads"`
+	Spans   int64   `json:"spans"` // spans the OTLP receiver got during the run
+	// ReceiverCPUSeconds is the OTLP receiver's CPU over the run: not the
+	// setup's, but spent on the same cores.
+	ReceiverCPUSeconds float64 `json:"receiver_cpu_s,omitempty"`
+	DurationS          float64 `json:"duration_s"`
 	// Load1 is the machine's 1-minute load average when the run began: on a
 	// shared machine, what else was competing for the cores.
 	Load1 float64 `json:"load1"`

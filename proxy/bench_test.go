@@ -75,12 +75,12 @@ type discard struct{ n atomic.Int64 }
 // Record counts s and releases it, as the exporter does once it has encoded it.
 func (d *discard) Record(s *spans.Span) { d.n.Add(1); spans.Release(s) }
 
-func benchChain(b *testing.B, rate float64) (*chain, *discard) {
+func benchChain(b *testing.B, rate float64, opts ...chainOption) (*chain, *discard) {
 	rec := &discard{}
-	c := newChain(b, benchApp(b).AddrPort(), func(_ Direction, cfg *Config) {
+	c := newChain(b, benchApp(b).AddrPort(), append([]chainOption{func(_ Direction, cfg *Config) {
 		cfg.Recorder = rec
 		cfg.Sampler = spans.NewSampler(rate)
-	})
+	}}, opts...)...)
 	return c, rec
 }
 
@@ -94,6 +94,16 @@ func BenchmarkProxiedUnsampled(b *testing.B) {
 	runRoundTrips(b, benchClient(c.outLn.Addr().String()), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
 	if rec.n.Load() != 0 {
 		b.Fatal("unsampled requests recorded spans")
+	}
+}
+
+// BenchmarkProxiedHandoffUnsampled is BenchmarkProxiedUnsampled with the hop
+// between the proxies in memory (Config.Handoff), as for two pods of a node.
+func BenchmarkProxiedHandoffUnsampled(b *testing.B) {
+	c, _ := benchChain(b, 0, withHandoff(NewHandoff()))
+	runRoundTrips(b, benchClient(c.outLn.Addr().String()), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+	if st := c.handoff.Stats(); st.Matched == 0 {
+		b.Fatalf("nothing handed off: %+v", st)
 	}
 }
 

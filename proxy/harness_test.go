@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -135,6 +136,13 @@ func mustAddrPort(t testing.TB, a net.Addr) netip.AddrPort {
 func start(t testing.TB, p *Proxy) net.Listener {
 	t.Helper()
 	ln := listen(t)
+	serveOn(t, p, ln)
+	return ln
+}
+
+// serveOn serves p on ln and stops it when the test ends.
+func serveOn(t testing.TB, p *Proxy, ln net.Listener) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ln) }()
 	t.Cleanup(func() {
@@ -143,12 +151,12 @@ func start(t testing.TB, p *Proxy) net.Listener {
 			t.Errorf("Serve returned %v, want ErrClosed", err)
 		}
 	})
-	return ln
 }
 
 // chain is one hop on loopback: client → outbound proxy → inbound proxy → app,
 // the two proxies as the redirect layer wires them, minus the redirection.
 type chain struct {
+	handoff       *Handoff // nil: the hop goes through TCP
 	out, in       *Proxy
 	outLn, inLn   net.Listener
 	rec           *recorder
@@ -162,7 +170,18 @@ type chainOption func(dir Direction, c *Config)
 // nothing unless a request says otherwise.
 func newChain(t testing.TB, appAddr netip.AddrPort, opts ...chainOption) *chain {
 	t.Helper()
+	return newChainWith(t, appAddr, nil, opts...)
+}
+
+// newChainWith is newChain with the inbound proxy's listener wrapped by wrapIn
+// (nil: as it is).
+func newChainWith(t testing.TB, appAddr netip.AddrPort, wrapIn func(net.Listener) net.Listener, opts ...chainOption) *chain {
+	t.Helper()
 	c := &chain{rec: &recorder{}, appAddr: appAddr, outObs: &observer{}, inObs: &observer{}}
+	if os.Getenv("HOPTRACE_TEST_HANDOFF") == "1" {
+		// The whole suite again with the hop in memory (make test runs it so).
+		opts = append([]chainOption{withHandoff(NewHandoff())}, opts...)
+	}
 	base := func(dir Direction, resolver Resolver, dialer Dialer, obs Observer) *Proxy {
 		cfg := Config{
 			Direction: dir,
@@ -176,6 +195,9 @@ func newChain(t testing.TB, appAddr netip.AddrPort, opts ...chainOption) *chain 
 		for _, o := range opts {
 			o(dir, &cfg)
 		}
+		if c.handoff == nil {
+			c.handoff = cfg.Handoff
+		}
 		p, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -185,10 +207,23 @@ func newChain(t testing.TB, appAddr netip.AddrPort, opts ...chainOption) *chain 
 	// The inbound proxy dials the app from 127.0.0.6, as in a pod.
 	inDialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 6)}}
 	c.in = base(Inbound, fixedResolver(appAddr), inDialer, c.inObs)
-	c.inLn = start(t, c.in)
+	c.inLn = listen(t)
+	if wrapIn != nil {
+		c.inLn = wrapIn(c.inLn)
+	}
+	serveOn(t, c.in, c.inLn)
+	if c.handoff != nil {
+		// On loopback the client "pod" and the server "pod" are both 127.0.0.1.
+		c.handoff.SetTargets([]HandoffTarget{{Addrs: []netip.Addr{mustAddrPort(t, c.inLn.Addr()).Addr()}}})
+	}
 	c.out = base(Outbound, fixedResolver(mustAddrPort(t, c.inLn.Addr())), &net.Dialer{}, c.outObs)
 	c.outLn = start(t, c.out)
 	return c
+}
+
+// withHandoff gives both proxies of the chain h: the hop goes through memory.
+func withHandoff(h *Handoff) chainOption {
+	return func(_ Direction, c *Config) { c.Handoff = h }
 }
 
 // client returns an HTTP client whose every connection goes to the outbound

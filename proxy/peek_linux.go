@@ -11,6 +11,7 @@ import (
 // connection is idle. Made once per connection, its checks allocate nothing.
 type peeker struct {
 	rc           syscall.RawConn // nil: not a socket
+	mem          *memConn        // a local hand-off's connection: waited on in memory
 	await, probe func(fd uintptr) bool
 	b            [1]byte
 	errno        error // what the last peek returned
@@ -19,6 +20,9 @@ type peeker struct {
 
 func newPeeker(c net.Conn) *peeker {
 	p := new(peeker)
+	if p.mem = memOf(c); p.mem != nil {
+		return p
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return p
@@ -57,6 +61,9 @@ func (p *peeker) peek(fd uintptr) error {
 // It honours read deadlines and returns when the connection is closed. On
 // anything but a socket it returns at once: the read itself will wait.
 func (p *peeker) wait() error {
+	if p.mem != nil {
+		return p.mem.awaitReadable()
+	}
 	if p.rc == nil {
 		return nil
 	}
@@ -81,6 +88,9 @@ func (p *peeker) wait() error {
 // whose peer did not close it or send anything unasked (a late "408" from a
 // server that timed it out, say). Not a socket: true.
 func (p *peeker) idle() bool {
+	if p.mem != nil {
+		return p.mem.quiet()
+	}
 	if p.rc == nil {
 		return true
 	}

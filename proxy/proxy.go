@@ -110,6 +110,11 @@ type Config struct {
 	// Observer receives per-request and per-connection statistics; may be nil.
 	Observer Observer
 
+	// Handoff, shared by the proxies of one process, passes the bytes of a
+	// hop whose two proxies both run here in memory (handoff.go); nil: every
+	// hop goes through TCP.
+	Handoff *Handoff
+
 	// Infer links outbound requests without trace context to the inbound
 	// request that caused them (HTTP/1 only); nil leaves them alone.
 	Infer ContextInference
@@ -295,7 +300,7 @@ func (p *Proxy) trackListener(ln net.Listener, add bool) bool {
 // server. It owns c and closes it.
 func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 	defer p.trackConn(-1)
-	defer c.Close()
+	defer func() { c.Close() }() // c may become a hand-off's memConn
 	accepted := time.Now()
 	dst, err := p.cfg.Resolver.OriginalDst(c)
 	if err != nil {
@@ -307,6 +312,9 @@ func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 		// come straight back here.
 		p.log.Debug("refusing connection addressed to the proxy itself", "peer", c.RemoteAddr(), "dst", dst)
 		return
+	}
+	if p.cfg.Handoff != nil && p.cfg.Direction == Inbound {
+		c = p.cfg.Handoff.accepted(c, dst)
 	}
 	fl := p.openFlow(c, dst, accepted)
 	defer p.closeFlow(fl)
@@ -500,9 +508,21 @@ func (p *Proxy) dial(ctx context.Context, dst string) (net.Conn, error) {
 	// ever needed while it has a request in flight. A burst of new connections
 	// would cost twice the stack memory for one goroutine start per dial.
 	// (BenchmarkInFlightMemory: 17 -> 9 KB of stack per request in flight.)
+	var handoff netip.AddrPort
+	announced := false
+	if p.cfg.Handoff != nil && p.cfg.Direction == Outbound {
+		handoff, announced = p.cfg.Handoff.announce(dst)
+	}
 	ch := make(chan dialResult, 1)
 	go func() {
 		c, err := p.cfg.Dialer.DialContext(ctx, "tcp", dst)
+		if announced {
+			if err != nil {
+				p.cfg.Handoff.abandon(handoff)
+			} else {
+				c = p.cfg.Handoff.dialed(c, handoff)
+			}
+		}
 		ch <- dialResult{c, err}
 	}()
 	r := <-ch

@@ -276,12 +276,17 @@ func TestSilentSpliceClosed(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the app's side of the connection was left open")
 	}
-	for _, o := range []*observer{c.outObs, c.inObs} {
+	for i, o := range []*observer{c.outObs, c.inObs} {
 		eventually(t, "the closed flow to be reported", func() bool {
 			_, flows := o.snapshot()
 			return len(flows) == 1
 		})
-		if _, flows := o.snapshot(); !flows[0].IdleClosed || flows[0].Protocol != ProtocolOpaque {
+		_, flows := o.snapshot()
+		// Over TCP both proxies' timers fire before either hears of the
+		// other's close; handed off in memory, the inbound proxy may hear the
+		// outbound one's close first, as an ordinary end.
+		mayEnd := i == 1 && c.handoff != nil
+		if !flows[0].IdleClosed && !mayEnd || flows[0].Protocol != ProtocolOpaque {
 			t.Errorf("flow %+v: want an opaque flow closed for idleness", flows[0])
 		}
 	}

@@ -173,6 +173,7 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 	f.BoolVar(&cfg.AdminAddrFull, "admin-addr-full", false, "serve the whole admin API on --admin-addr, /pods and /flows too (default: on the admin socket only, they show every pod's connections)")
 	f.StringVar(&cfg.PinDir, "pin-dir", redirect.DefaultPinDir, "bpffs directory for hoptrace's pinned BPF programs, links and maps")
 	f.BoolVar(&cfg.FastPath, "fast-path", false, "move what apps send to the agent on in-pod loopback legs with sk_msg instead of through loopback TCP (docs/redirect.md; off by default: docs/benchmarks.md)")
+	f.BoolVar(&cfg.LocalHandoff, "local-handoff", true, "between two pods of this node, pass a hop's bytes in memory from one proxy to the other once the kernel made their TCP connection (network policy still decides on it; docs/proxy.md \"Local hand-off\")")
 	f.BoolVar(&cfg.KeepRedirectOnExit, "keep-redirect-on-exit", false, "leave BPF capture pinned on exit so a restarted agent adopts it (pods fail open meanwhile)")
 	f.BoolVar(&cfg.SelfTrace, "self-trace", false, "trace the agent's own operations (pod attach/detach, BPF load) to the same OTLP endpoint")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -14,9 +14,10 @@ var setupInfo = []struct{ name, what string }{
 	{"direct", "no proxy: fortio client pod → fortio server pod over the node's bridge (the physical limit)"},
 	{"hoptrace-100", "the agent binary, eBPF capture, `--sample-rate 1`: 4 spans per request exported over OTLP/gRPC to a local receiver"},
 	{"hoptrace-0", "the agent binary, eBPF capture, `--sample-rate 0`: pure proxy and capture cost (headers still parsed and propagated)"},
+	{"hoptrace-100-tcphop", "as hoptrace-100 with `--local-handoff=false`: the hop between the agent's two proxies goes through TCP over the veths and the bridge, as before the local hand-off (docs/proxy.md); a subset of the scenarios"},
 	{"hoptrace-100-fastpath", "as hoptrace-100 with `--fast-path`: the apps' sends on the in-pod loopback legs go straight to the agent's sockets with sk_msg (docs/redirect.md); a subset of the scenarios"},
 	{"hoptrace-100-xnode", "as hoptrace-100, cross-node: two agents as on two nodes (own pin dir, pods file, admin socket), node A's capturing the client pod, node B's the server pod, each with `--mesh-networks` naming the pod subnets; CPU and RSS are both agents' summed; a subset of the scenarios"},
-	{"iptables", "the same `proxy` package (bench/cmd/iptproxy, sampling 0) behind iptables `REDIRECT` in both pods and `SO_ORIGINAL_DST`, the init-container way"},
+	{"iptables", "the same `proxy` package (bench/cmd/iptproxy, sampling 0) behind iptables `REDIRECT` in both pods and `SO_ORIGINAL_DST`, the init-container way of capture, with the same local hand-off as the agent, so that the two differ in capture only"},
 	{"nginx", "two chained nginx reverse proxies (client pod → server pod → app), keep-alive upstreams, 1 worker each, no tracing"},
 	{"caddy", "two chained Caddy reverse proxies with the `tracing` directive: 2 spans per request over OTLP/gRPC to the same receiver"},
 }
@@ -80,15 +81,15 @@ func render(x results, meta bench.Meta) string {
 	if multi {
 		b.WriteString("Medians over the rounds; for req/s and p99 the lowest and highest round in brackets. `× direct`, `+p50`, `+p99`, `CPU µs/req` and `spans/req` are computed per round (against direct of the same round) and their median shown. ")
 	}
-	b.WriteString("`+p50`/`+p99`: added to direct's percentile by the setup's two proxies (four legs, one hop). `CPU µs/req`: proxy CPU per request. `peak RSS MB`: VmHWM, with the anonymous part (heap, stacks) at the sampled peak in brackets; the rest is mapped files, mostly the binary itself. `threads`: most OS threads seen. `spans/req`: spans the receiver got per request (hoptrace records 4, Caddy 2; fewer means spans were dropped).\n")
+	b.WriteString("`+p50`/`+p99`: added to direct's percentile by the setup's two proxies (four legs, one hop). `CPU µs/req`: proxy CPU per request. `peak RSS MB`: VmHWM, with the anonymous part (heap, stacks) at the sampled peak in brackets; the rest is mapped files, mostly the binary itself. `threads`: most OS threads seen. `spans/req`: spans the receiver got per request (hoptrace records 4, Caddy 2; fewer means spans were dropped). `receiver CPU µs/req`: what the OTLP receiver (bench/cmd/otlpsink, which counts spans without decoding them) spent per request on the same cores, charged to no setup.\n")
 	for _, sc := range scenarioOrder(x, meta) {
 		rows := x.scenario(sc.Name)
 		if len(rows) == 0 {
 			continue
 		}
 		fmt.Fprintf(&b, "\n#### %s — %s\n\n", sc.Name, sc.What)
-		b.WriteString("| setup | req/s | × direct | p50 | p90 | p99 | p99.9 | +p50 | +p99 | errors | CPU s | CPU µs/req | peak RSS MB | threads | spans/req |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| setup | req/s | × direct | p50 | p90 | p99 | p99.9 | +p50 | +p99 | errors | CPU s | CPU µs/req | peak RSS MB | threads | spans/req | receiver CPU µs/req |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range rows {
 			ratio, addP50, addP99 := "", "", ""
 			if ratios := x.paired(r.Setup, "direct", sc.Name, rpsRatio); len(ratios) > 0 {
@@ -98,7 +99,7 @@ func render(x results, meta bench.Meta) string {
 					addP99 = fmt.Sprintf("%+.0f", bench.Median(x.paired(r.Setup, "direct", sc.Name, func(a, b bench.Result) float64 { return a.P99us - b.P99us })))
 				}
 			}
-			cpu, perReq, rss, threads, spansPerReq := "–", "–", "–", "–", "–"
+			cpu, perReq, rss, threads, spansPerReq, rxPerReq := "–", "–", "–", "–", "–", "–"
 			if r.Setup != "direct" {
 				cpu = fmt.Sprintf("%.2f", r.CPUSeconds)
 				if v := x.each(r.Setup, sc.Name, perRequest(func(r bench.Result) float64 { return r.CPUSeconds * 1e6 })); len(v) > 0 {
@@ -111,14 +112,17 @@ func render(x results, meta bench.Meta) string {
 				if v := x.each(r.Setup, sc.Name, perRequest(func(r bench.Result) float64 { return float64(r.Spans) })); len(v) > 0 {
 					spansPerReq = fmt.Sprintf("%.2f", bench.Median(v))
 				}
+				if v := x.each(r.Setup, sc.Name, perRequest(func(r bench.Result) float64 { return r.ReceiverCPUSeconds * 1e6 })); len(v) > 0 {
+					rxPerReq = fmt.Sprintf("%.0f", bench.Median(v))
+				}
 			}
 			rps, p99 := fmt.Sprintf("%.0f", r.RPS), fmt.Sprintf("%.0f", r.P99us)
 			if r.Runs > 1 {
 				rps += fmt.Sprintf(" (%.0f–%.0f)", r.RPSMin, r.RPSMax)
 				p99 += fmt.Sprintf(" (%.0f–%.0f)", r.P99MinUs, r.P99MaxUs)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %.0f | %s | %.0f | %s | %s | %d | %s | %s | %s | %s | %s |\n",
-				r.Setup, rps, ratio, r.P50us, r.P90us, p99, r.P999us, addP50, addP99, r.Errors, cpu, perReq, rss, threads, spansPerReq)
+			fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %.0f | %s | %.0f | %s | %s | %d | %s | %s | %s | %s | %s | %s |\n",
+				r.Setup, rps, ratio, r.P50us, r.P90us, p99, r.P999us, addP50, addP99, r.Errors, cpu, perReq, rss, threads, spansPerReq, rxPerReq)
 		}
 	}
 	if multi {
@@ -232,6 +236,7 @@ func runLength(rs []bench.Result, meta bench.Meta) string {
 // the order the comparison lists them.
 var variants = []struct{ setup, what string }{
 	{"hoptrace-100-xnode", "cross-node (two agents) vs same-node"},
+	{"hoptrace-100-tcphop", "local hand-off off (TCP between the proxies) vs on"},
 	{"hoptrace-100-fastpath", "sk_msg fast path on vs off"},
 }
 

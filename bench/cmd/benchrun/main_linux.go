@@ -89,7 +89,7 @@ func newSetups(cfg config) []setup {
 		direct{},
 		&hoptraceSetup{sampleRate: 1},
 		&hoptraceSetup{sampleRate: 0},
-		&hoptraceSetup{sampleRate: 1, fastPath: true},
+		&hoptraceSetup{sampleRate: 1, tcpHop: true},
 		&hoptraceSetup{sampleRate: 1, crossNode: true},
 		newNginx(cfg.nginx),
 		newCaddy(cfg.caddy),
@@ -97,10 +97,10 @@ func newSetups(cfg config) []setup {
 	}
 }
 
-// extraSetups run only when named with -setups: tools for profiling, not part
-// of the comparison.
+// extraSetups run only when named with -setups: tools for profiling, and the
+// sk_msg fast path (off by default, measured without gain: docs/benchmarks.md).
 func extraSetups() []setup {
-	return []setup{&iptablesSetup{sampleRate: 1}}
+	return []setup{&iptablesSetup{sampleRate: 1}, &hoptraceSetup{sampleRate: 1, fastPath: true}}
 }
 
 func allSetupNames() []string {

@@ -149,6 +149,10 @@ func measure(ctx context.Context, e *env, st setup, sc scenario, d, settle time.
 	if err != nil {
 		return r, err
 	}
+	rx0, err := cpuSum([]int{e.sink.pid()})
+	if err != nil {
+		return r, err
+	}
 	spans0, err := e.spans(ctx)
 	if err != nil {
 		return r, err
@@ -180,6 +184,10 @@ func measure(ctx context.Context, e *env, st setup, sc scenario, d, settle time.
 	if err != nil {
 		return r, fmt.Errorf("after the run: %w", err)
 	}
+	rx1, err := cpuSum([]int{e.sink.pid()})
+	if err != nil {
+		return r, fmt.Errorf("after the run: %w", err)
+	}
 	for _, pid := range pids {
 		mb, err := bench.PeakRSSMB(pid)
 		if err != nil {
@@ -203,6 +211,9 @@ func measure(ctx context.Context, e *env, st setup, sc scenario, d, settle time.
 	r.P50us, r.P90us, r.P99us, r.P999us = f.P50us, f.P90us, f.P99us, f.P999us
 	r.CPUSeconds = cpu1 - cpu0
 	r.Spans = spans1 - spans0
+	if r.Spans > 0 {
+		r.ReceiverCPUSeconds = rx1 - rx0
+	}
 	return r, nil
 }
 

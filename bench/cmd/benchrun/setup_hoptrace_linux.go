@@ -28,11 +28,14 @@ import (
 // nodes: node A's captures the client pod, node B's the server pod, each with
 // its own pin dir, pods file and admin socket, and each trusting the other
 // node's pods' sampling decisions (--mesh-networks), as a real cluster is
-// configured. fastPath turns on the sk_msg fast path for the in-pod legs.
+// configured. fastPath turns on the sk_msg fast path for the in-pod legs;
+// tcpHop turns the local hand-off off, so that the same-node hop goes through
+// TCP between the agent's two proxies.
 type hoptraceSetup struct {
 	sampleRate float64
 	fastPath   bool
 	crossNode  bool
+	tcpHop     bool
 	agents     []*benchAgent
 }
 
@@ -51,6 +54,9 @@ func (h *hoptraceSetup) name() string {
 	}
 	if h.fastPath {
 		n += "-fastpath"
+	}
+	if h.tcpHop {
+		n += "-tcphop"
 	}
 	return n
 }
@@ -71,7 +77,7 @@ func (h *hoptraceSetup) pids() []int {
 var variantScenarios = []string{"http-1k", "http-max", "http-close-max", "grpc-1k", "grpc-max"}
 
 func (h *hoptraceSetup) runsScenario(name string) bool {
-	if !h.fastPath && !h.crossNode {
+	if !h.fastPath && !h.crossNode && !h.tcpHop {
 		return true
 	}
 	return slices.Contains(variantScenarios, name)
@@ -136,6 +142,7 @@ func (h *hoptraceSetup) startAgent(e *env, i int, group []*nodebox.Pod) (*benchA
 		"--node-name", node,
 		"--sample-rate", strconv.FormatFloat(h.sampleRate, 'g', -1, 64),
 		"--fast-path=" + strconv.FormatBool(h.fastPath),
+		"--local-handoff=" + strconv.FormatBool(!h.tcpHop),
 		"--otlp-endpoint", "http://" + e.otlpAddr,
 		"--log-level", "warn",
 	}
@@ -186,7 +193,8 @@ func (a *benchAgent) awaitCaptured(ctx context.Context, n int, timeout time.Dura
 }
 
 // verify checks that the warm-up really went through every agent's proxies,
-// and with the fast path on, that it moved app bytes.
+// that a same-node hop was handed off (or not, with tcpHop), and with the fast
+// path on, that it moved app bytes.
 func (h *hoptraceSetup) verify(ctx context.Context, e *env) error {
 	for _, a := range h.agents {
 		m, err := a.metrics(ctx)
@@ -195,6 +203,13 @@ func (h *hoptraceSetup) verify(ctx context.Context, e *env) error {
 		}
 		if m["hoptrace_requests_total"] == 0 {
 			return fmt.Errorf("agent %s proxied no request: traffic is not captured", a.admin)
+		}
+		matched := m[`hoptrace_local_handoffs_total{result="matched"}`]
+		switch sameNode := !h.crossNode && !h.tcpHop; {
+		case sameNode && matched == 0:
+			return fmt.Errorf("agent %s handed no same-node hop off: %v", a.admin, m)
+		case !sameNode && matched != 0:
+			return fmt.Errorf("agent %s handed %v hops off, want none", a.admin, matched)
 		}
 		if h.fastPath {
 			if m[`hoptrace_fastpath_sends_total{path="redirected"}`] == 0 {
@@ -239,7 +254,7 @@ func (a *benchAgent) metrics(ctx context.Context) (map[string]float64, error) {
 		switch key := line[:i]; {
 		case strings.HasPrefix(key, "hoptrace_requests_total{"):
 			out["hoptrace_requests_total"] += v
-		case strings.HasPrefix(key, "hoptrace_fastpath_"):
+		case strings.HasPrefix(key, "hoptrace_fastpath_"), strings.HasPrefix(key, "hoptrace_local_handoffs_total"):
 			out[key] = v
 		}
 	}

@@ -85,7 +85,10 @@ func (s *iptablesSetup) start(ctx context.Context, e *env) error {
 		args = append(args, "-otlp-endpoint", "http://"+e.otlpAddr)
 	}
 	for _, p := range []*nodebox.Pod{e.client, e.server} {
-		args = append(args, "-outbound", p.NetnsPath, "-inbound", p.NetnsPath)
+		// The same local hand-off as the agent's default: the setups differ
+		// in capture only.
+		args = append(args, "-outbound", p.NetnsPath, "-inbound", p.NetnsPath,
+			"-local-handoff-addr", p.IPv4.String(), "-local-handoff-addr", p.IPv6.String())
 	}
 	if e.cfg.profileDir != "" {
 		// The CPU profile covers the setup's whole life; heap profiles are

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served only with -pprof-addr
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -29,6 +30,7 @@ type options struct {
 	otlpEndpoint      string
 	cpuProfile        string
 	pprofAddr         string
+	handoff           []netip.Addr // pods whose hops are handed off in memory
 }
 
 func main() {
@@ -40,6 +42,11 @@ func main() {
 	flag.Func("inbound", "netns path of a pod whose inbound traffic is redirected here (repeatable)", func(v string) error {
 		o.inbound = append(o.inbound, v)
 		return nil
+	})
+	flag.Func("local-handoff-addr", "address of a pod whose proxies run here: hops between two such pods pass their bytes in memory, as the agent's --local-handoff does (repeatable)", func(v string) error {
+		a, err := netip.ParseAddr(v)
+		o.handoff = append(o.handoff, a)
+		return err
 	})
 	flag.IntVar(&o.outPort, "outbound-port", 15001, "outbound listener port (the rules' REDIRECT --to-ports)")
 	flag.IntVar(&o.inPort, "inbound-port", 15006, "inbound listener port")
@@ -96,6 +103,11 @@ func run(o options) error {
 		rec = exp
 	}
 	res := &spans.Resource{Attrs: []spans.Attr{spans.String("service.name", "iptproxy")}}
+	var handoff *proxy.Handoff
+	if len(o.handoff) > 0 {
+		handoff = proxy.NewHandoff()
+		handoff.SetTargets([]proxy.HandoffTarget{{Addrs: o.handoff}})
+	}
 	var proxies []*proxy.Proxy
 	var errs []error
 	serve := func(dir proxy.Direction, nsPath, addr string) error {
@@ -105,7 +117,7 @@ func run(o options) error {
 		}
 		p, err := proxy.New(proxy.Config{
 			Direction: dir, Resolver: proxy.ResolverFunc(originalDst), Dialer: dialer,
-			Sampler: sampler, Recorder: rec, Resource: res,
+			Sampler: sampler, Recorder: rec, Resource: res, Handoff: handoff,
 		})
 		if err != nil {
 			ln.Close()
@@ -143,6 +155,9 @@ func run(o options) error {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	stop()
+	if handoff != nil {
+		log.Printf("local hand-off: %+v", handoff.Stats())
+	}
 	return nil
 }
 

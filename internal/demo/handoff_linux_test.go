@@ -1,0 +1,119 @@
+package demo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The local hand-off with the agent binary and real BPF: calls between two
+// pods of the node go through memory once the kernel made the connection
+// (hoptrace_local_handoffs_total counts them, and a silent veth shows it),
+// and the kernel still decides on every new connection: a rule in the server
+// pod's netns that rejects the client (what a CNI's network policy does) fails
+// the call exactly as without the agent. --local-handoff=false turns it off.
+func TestLocalHandoffE2E(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("local-handoff=%v", on), func(t *testing.T) {
+			env := up(t, "http://127.0.0.1:1", fmt.Sprintf("--local-handoff=%v", on))
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			client, server := env.Pods["client"], env.Pods["emoji"]
+
+			ln, err := server.Listen("tcp4", "0.0.0.0:5080")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n, _ := io.Copy(io.Discard, r.Body)
+				fmt.Fprintf(w, "got %d", n)
+			})}
+			go srv.Serve(ln)
+			defer srv.Close()
+			url := fmt.Sprintf("http://%s:5080/", server.IPv4)
+
+			// curl sends 1 MB and reads the answer, three times on one connection.
+			curl := func() (string, error) {
+				cmd := exec.CommandContext(ctx, "bash", "-c",
+					`head -c 1048576 /dev/zero > /tmp/hoptrace-handoff-body.$$ && `+
+						`curl -s -f --max-time 10 --data-binary @/tmp/hoptrace-handoff-body.$$ `+url+` `+url+` `+url+`; rc=$?; rm -f /tmp/hoptrace-handoff-body.$$; exit $rc`)
+				var out strings.Builder
+				cmd.Stdout, cmd.Stderr = &out, &out
+				err := client.Run(cmd)
+				return out.String(), err
+			}
+			// Policy first, while the agent holds no connection to the server
+			// pod: its netns rejects the client pod.
+			rule := []string{"-I", "INPUT", "-p", "tcp", "--dport", "5080", "-s", client.IPv4.String(), "-j", "REJECT", "--reject-with", "tcp-reset"}
+			if b, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", server.NetnsName, "iptables", "-w"}, rule...)...).CombinedOutput(); err != nil {
+				t.Fatalf("iptables: %v: %s", err, b)
+			}
+			if out, err := curl(); err == nil {
+				t.Errorf("a call the server pod's netns rejects went through: %q", out)
+			}
+			if v := metricValue(adminMetrics(t, env.AdminSocket), `hoptrace_local_handoffs_total{result="matched"}`); v > 0 {
+				t.Errorf("hand-offs matched %v for a rejected connection", v)
+			}
+			rule[0] = "-D"
+			if b, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", server.NetnsName, "iptables", "-w"}, rule...)...).CombinedOutput(); err != nil {
+				t.Fatalf("iptables: %v: %s", err, b)
+			}
+
+			veth := vethBytes(t, server)
+			out, err := curl()
+			if err != nil || out != "got 1048576got 1048576got 1048576" {
+				t.Fatalf("curl: %v: %q", err, out)
+			}
+			moved := vethBytes(t, server) - veth
+			m := adminMetrics(t, env.AdminSocket)
+			matched := metricValue(m, `hoptrace_local_handoffs_total{result="matched"}`)
+			if on {
+				if matched != 1 || metricValue(m, `hoptrace_local_handoffs_total{result="missed"}`) != 0 {
+					t.Errorf("hand-offs matched %v, missed %v; want 1 and 0", matched, metricValue(m, `hoptrace_local_handoffs_total{result="missed"}`))
+				}
+				// The handshake and the closing packets cross the veth, not 3 MB.
+				if moved > 64<<10 {
+					t.Errorf("%d bytes crossed the server pod's veth, want only the handshake's", moved)
+				}
+			} else {
+				if matched != -1 {
+					t.Errorf("hand-off counted %v with --local-handoff=false", matched)
+				}
+				if moved < 3<<20 {
+					t.Errorf("%d bytes crossed the server pod's veth over TCP, want the 3 MB sent", moved)
+				}
+			}
+
+		})
+	}
+}
+
+// vethBytes is what the pod's eth0 (its end of the veth) received and sent so
+// far, from /proc/net/dev as seen inside its netns.
+func vethBytes(t *testing.T, p interface{ Run(*exec.Cmd) error }) int64 {
+	t.Helper()
+	cmd := exec.Command("cat", "/proc/net/dev")
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := p.Run(cmd); err != nil {
+		t.Fatalf("read /proc/net/dev: %v", err)
+	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		name, stats, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(name) != "eth0" {
+			continue
+		}
+		f := strings.Fields(stats)
+		var rx, tx int64
+		fmt.Sscan(f[0], &rx)
+		fmt.Sscan(f[8], &tx)
+		return rx + tx
+	}
+	t.Fatalf("no eth0 in %s", out.String())
+	return 0
+}

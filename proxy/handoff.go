@@ -1,0 +1,213 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Handoff lets the two proxies of a same-node hop, both in this process, pass
+// the hop's bytes in memory instead of through the TCP connection between
+// them. The outbound proxy still dials that connection from the client pod's
+// netns, and the kernel still delivers it to the server pod's inbound proxy:
+// the handshake crosses the node's network as before, so the CNI's network
+// policy, conntrack and the server pod's capture all decide on it as on any
+// connection. Once both proxies hold the connection's two ends they meet here,
+// by its four-tuple, and from then on write to each other in memory; the TCP
+// connection stays open and silent, and closes with them. What a request
+// saves is one TCP round trip through the veths and the bridge: four system
+// calls, two wake-ups of the poller and the kernel's TCP work both ways.
+//
+// A meeting is only waited for when it can happen: the outbound side waits
+// when the destination is a pod address and port captured inbound here
+// (SetTargets), the inbound side when the client is a local pod and a
+// hand-off dial to its address is in flight. A side that waits in vain for
+// handoffWait goes on over TCP (counted as missed); the decision is taken under
+// one lock, so the two sides never disagree on which way the bytes go.
+//
+// A connection to a Service's virtual IP is not handed off: the outbound proxy
+// dials the virtual IP and the inbound one sees the backend's, so their
+// four-tuples differ (docs/proxy.md, "Local hand-off").
+type Handoff struct {
+	targets atomic.Pointer[map[netip.Addr][]uint16] // pod address -> ports its inbound capture skips
+	wait    time.Duration
+
+	mu      sync.Mutex
+	dialing map[netip.AddrPort]int // hand-off dials in flight, per destination
+	first   map[handoffKey]*meeting
+
+	matched, missed atomic.Uint64
+}
+
+// HandoffTarget is a pod whose inbound proxy runs in this process.
+type HandoffTarget struct {
+	Addrs     []netip.Addr
+	SkipPorts []uint16 // ports its inbound capture leaves to the app
+}
+
+// HandoffStats counts meetings: Matched connections went through memory;
+// Missed counts the sides that waited for their peer in vain and used TCP.
+type HandoffStats struct {
+	Matched, Missed uint64
+}
+
+// handoffWait bounds the wait for the other side. The inbound side's accept
+// normally follows the outbound side's connect within microseconds; a proxy
+// that never comes (the pod was released meanwhile) costs a new connection
+// this much once, and the connection then works over TCP.
+const handoffWait = 100 * time.Millisecond
+
+// NewHandoff returns a Handoff with no targets: nothing is handed off until
+// SetTargets names the pods.
+func NewHandoff() *Handoff {
+	return &Handoff{
+		wait:    handoffWait,
+		dialing: make(map[netip.AddrPort]int),
+		first:   make(map[handoffKey]*meeting),
+	}
+}
+
+// SetTargets replaces the pods whose inbound proxies run in this process.
+func (h *Handoff) SetTargets(ts []HandoffTarget) {
+	m := make(map[netip.Addr][]uint16)
+	for _, t := range ts {
+		for _, a := range t.Addrs {
+			m[a.Unmap()] = slices.Clone(t.SkipPorts)
+		}
+	}
+	h.targets.Store(&m)
+}
+
+// Stats returns the counts so far.
+func (h *Handoff) Stats() HandoffStats {
+	return HandoffStats{Matched: h.matched.Load(), Missed: h.missed.Load()}
+}
+
+// serves reports whether dst is captured inbound by this process.
+func (h *Handoff) serves(dst netip.AddrPort) bool {
+	m := h.targets.Load()
+	if m == nil {
+		return false
+	}
+	skip, ok := (*m)[dst.Addr().Unmap()]
+	return ok && !slices.Contains(skip, dst.Port())
+}
+
+func (h *Handoff) local(a netip.Addr) bool {
+	m := h.targets.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[a.Unmap()]
+	return ok
+}
+
+type handoffKey struct{ src, dst netip.AddrPort }
+
+// meeting is the side that came first, waiting for the other.
+type meeting struct {
+	carrier net.Conn
+	ready   chan struct{} // closed when the other side came
+	conn    *memConn      // this side's end; set, under h.mu, before ready closes
+}
+
+// announce tells inbound accepts that an outbound dial to dst is about to
+// happen, before it is made: the accept may come before the dial returns.
+// It reports false when dst is not a hand-off target.
+func (h *Handoff) announce(dst string) (netip.AddrPort, bool) {
+	ap, err := netip.ParseAddrPort(dst)
+	if err != nil || !h.serves(ap) {
+		return netip.AddrPort{}, false
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	h.mu.Lock()
+	h.dialing[ap]++
+	h.mu.Unlock()
+	return ap, true
+}
+
+// undial ends an announcement; under h.mu.
+func (h *Handoff) undial(dst netip.AddrPort) {
+	if h.dialing[dst]--; h.dialing[dst] <= 0 {
+		delete(h.dialing, dst)
+	}
+}
+
+// abandon ends the announcement of a dial that failed.
+func (h *Handoff) abandon(dst netip.AddrPort) {
+	h.mu.Lock()
+	h.undial(dst)
+	h.mu.Unlock()
+}
+
+// dialed is the outbound side: c was announced for dst. It returns the
+// in-memory end, or c when the inbound side did not come.
+func (h *Handoff) dialed(c net.Conn, dst netip.AddrPort) net.Conn {
+	src, ok1 := addrPort(c.LocalAddr())
+	remote, ok2 := addrPort(c.RemoteAddr())
+	h.mu.Lock()
+	h.undial(dst)
+	if !ok1 || !ok2 {
+		h.mu.Unlock()
+		return c
+	}
+	return h.meet(handoffKey{src: src, dst: remote}, c)
+}
+
+// accepted is the inbound side: c was accepted from a client. Its dial was
+// addressed to c's local address (eBPF capture) or to dst, the original
+// destination the resolver found (behind an iptables REDIRECT the local
+// address is the listener's). It returns the in-memory end, or c when c is
+// not one of this process's hand-off dials.
+func (h *Handoff) accepted(c net.Conn, dst netip.AddrPort) net.Conn {
+	src, ok := addrPort(c.RemoteAddr())
+	if !ok || !h.local(src.Addr()) {
+		return c
+	}
+	keys := [2]handoffKey{{src: src}, {src: src, dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())}}
+	keys[0].dst, _ = addrPort(c.LocalAddr())
+	h.mu.Lock()
+	for _, k := range keys {
+		if h.first[k] != nil || h.dialing[k.dst] > 0 {
+			return h.meet(k, c)
+		}
+	}
+	h.mu.Unlock()
+	return c // no hand-off dial is on its way: a connection like any other
+}
+
+// meet pairs c with the side waiting under k, or waits for it; called with
+// h.mu held, which it releases.
+func (h *Handoff) meet(k handoffKey, c net.Conn) net.Conn {
+	if m := h.first[k]; m != nil {
+		delete(h.first, k)
+		mine, theirs := newMemConnPair(c, m.carrier)
+		m.conn = theirs
+		close(m.ready)
+		h.mu.Unlock()
+		h.matched.Add(1)
+		return mine
+	}
+	m := &meeting{carrier: c, ready: make(chan struct{})}
+	h.first[k] = m
+	h.mu.Unlock()
+
+	t := time.NewTimer(h.wait)
+	select {
+	case <-m.ready:
+		t.Stop()
+		return m.conn
+	case <-t.C:
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if m.conn != nil {
+		return m.conn // came as the timer fired
+	}
+	delete(h.first, k)
+	h.missed.Add(1)
+	return c
+}

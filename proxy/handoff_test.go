@@ -1,0 +1,304 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/nettest"
+
+	"github.com/hoptrace/hoptrace/spans"
+)
+
+// readCountingListener counts the bytes the proxy reads from the TCP
+// connections it accepts.
+type readCountingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l readCountingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &readCountingConn{Conn: c, n: l.n}, nil
+}
+
+type readCountingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *readCountingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func sampleAll(_ Direction, cfg *Config) { cfg.Sampler = spans.NewSampler(1) }
+
+// With a hand-off the hop's requests and responses reach the inbound proxy
+// without one byte through the TCP connection between the proxies, and the
+// trace is the same four legs, parented as over TCP. The same test without
+// the hand-off is what shows the counting would see them.
+func TestHandoffKeepsTheHopOffTCP(t *testing.T) {
+	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Traceparent", r.Header.Get("Traceparent"))
+		fmt.Fprintf(w, "%s %d", r.URL.Path, n)
+	}))
+	for _, handoff := range []bool{false, true} {
+		t.Run(fmt.Sprintf("handoff=%v", handoff), func(t *testing.T) {
+			var tcpRead atomic.Int64
+			opts := []chainOption{sampleAll}
+			h := NewHandoff()
+			if handoff {
+				opts = append(opts, withHandoff(h))
+			} else {
+				opts = append(opts, withHandoff(nil)) // also under HOPTRACE_TEST_HANDOFF
+			}
+			c := newChainWith(t, appAddr, func(ln net.Listener) net.Listener {
+				return readCountingListener{Listener: ln, n: &tcpRead}
+			}, opts...)
+			client := c.client()
+			big := bytes.Repeat([]byte("x"), 3<<20) // more than a memPipe holds
+			const requests = 10
+			for i := range requests {
+				var body io.Reader
+				want := fmt.Sprintf("/r%d 0", i)
+				if i == 3 {
+					body, want = bytes.NewReader(big), fmt.Sprintf("/r%d %d", i, len(big))
+				}
+				req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://app.test/r%d", i), body)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || string(got) != want {
+					t.Fatalf("request %d: %q %v, want %q", i, got, err, want)
+				}
+			}
+			ss := c.rec.wait(t, 4*requests)
+			legs := byLeg(t, ss[:4])
+			if in, out := legs["inbound-server"], legs["outbound-client"]; in.ParentID != out.SpanID || in.TraceID != out.TraceID {
+				t.Errorf("inbound-server %v/%v, want parent %v in trace %v", in.TraceID, in.ParentID, out.SpanID, out.TraceID)
+			}
+			st := h.Stats()
+			switch {
+			case !handoff && tcpRead.Load() == 0:
+				t.Error("over TCP the inbound proxy read nothing from its connections: the counting is broken")
+			case handoff && tcpRead.Load() != 0:
+				t.Errorf("the inbound proxy read %d bytes from TCP, want all in memory", tcpRead.Load())
+			case handoff && (st.Matched == 0 || st.Missed != 0):
+				t.Errorf("hand-off stats %+v, want matches and no misses", st)
+			}
+		})
+	}
+}
+
+// A destination that is a hand-off target but whose connection no inbound
+// proxy of this process accepts (the pod was just released, say) is waited
+// for once, then used over TCP.
+func TestHandoffFallsBackToTCP(t *testing.T) {
+	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "direct") }))
+	h := NewHandoff()
+	h.SetTargets([]HandoffTarget{{Addrs: []netip.Addr{appAddr.Addr()}}})
+	out, err := New(Config{Direction: Outbound, Resolver: fixedResolver(appAddr), Handoff: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := start(t, out)
+	resp, err := http.Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "direct" {
+		t.Fatalf("got %q", got)
+	}
+	if st := h.Stats(); st.Matched != 0 || st.Missed != 1 {
+		t.Errorf("stats %+v, want one miss", st)
+	}
+}
+
+// A local client that connects to an inbound proxy on its own, with no
+// hand-off dial on its way, is served at once: nobody waits for a meeting.
+func TestHandoffLeavesOtherClientsAlone(t *testing.T) {
+	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	h := NewHandoff()
+	c := newChain(t, appAddr, withHandoff(h))
+	h.SetTargets([]HandoffTarget{{Addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}})
+	start := time.Now()
+	resp, err := http.Get("http://" + c.inLn.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if st := h.Stats(); st != (HandoffStats{}) {
+		t.Errorf("stats %+v after a direct connection, want none: it waited for a meeting", st)
+	}
+	if d := time.Since(start); d >= handoffWait {
+		t.Logf("took %v (a slow machine?)", d)
+	}
+}
+
+// SetTargets' skipped ports are not handed off: the app answers them itself.
+func TestHandoffSkipsSkippedPorts(t *testing.T) {
+	h := NewHandoff()
+	pod := netip.MustParseAddr("10.0.0.7")
+	h.SetTargets([]HandoffTarget{{Addrs: []netip.Addr{pod}, SkipPorts: []uint16{9090}}})
+	for _, tc := range []struct {
+		dst  string
+		want bool
+	}{
+		{"10.0.0.7:8080", true},
+		{"10.0.0.7:9090", false},
+		{"10.0.0.8:8080", false},
+		{"[::ffff:10.0.0.7]:8080", true},
+		{"not an address", false},
+	} {
+		ap, ok := h.announce(tc.dst)
+		if ok != tc.want {
+			t.Errorf("announce(%s) = %v, want %v", tc.dst, ok, tc.want)
+		}
+		if ok {
+			h.abandon(ap)
+		}
+	}
+	if len(h.dialing) != 0 {
+		t.Errorf("announcements left behind: %v", h.dialing)
+	}
+}
+
+// memConn behaves as a net.Conn must (x/net's conformance suite: timeouts,
+// concurrent use, close).
+func TestMemConnIsAConn(t *testing.T) {
+	nettest.TestConn(t, func() (net.Conn, net.Conn, func(), error) {
+		a, b := newMemConnPair(nil, nil)
+		return a, b, func() { a.Close(); b.Close() }, nil
+	})
+}
+
+// What the proxy relies on beyond net.Conn: half-close, a reset on Close
+// after SetLinger(0) and on Close with unread bytes, a wait that reads
+// nothing, and no buffer held once everything was read.
+func TestMemConnSocketSemantics(t *testing.T) {
+	a, b := newMemConnPair(nil, nil)
+	defer a.Close()
+	defer b.Close()
+
+	if !b.quiet() {
+		t.Fatal("a new connection is not quiet")
+	}
+	a.Write([]byte("hello"))
+	if err := b.awaitReadable(); err != nil || b.quiet() {
+		t.Fatalf("awaitReadable %v, quiet %v after a write", err, b.quiet())
+	}
+	a.CloseWrite()
+	got, err := io.ReadAll(b)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("read %q %v, want hello then EOF", got, err)
+	}
+	if b.in.buf != nil {
+		t.Error("a drained direction still holds its buffer")
+	}
+	if _, err := b.Write([]byte("back")); err != nil {
+		t.Fatalf("the other direction after a half-close: %v", err)
+	}
+	if _, err := a.Write([]byte("x")); err == nil {
+		t.Error("a write after CloseWrite succeeded")
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(a, buf); err != nil || string(buf) != "back" {
+		t.Fatalf("read %q %v", buf, err)
+	}
+
+	c, d := newMemConnPair(nil, nil)
+	c.SetLinger(0)
+	c.Close()
+	if _, err := d.Read(buf); !isReset(err) {
+		t.Errorf("read after the peer's abortive close: %v, want a reset", err)
+	}
+
+	e, f := newMemConnPair(nil, nil)
+	e.Write([]byte("never read"))
+	f.Close()
+	if _, err := e.Read(buf); !isReset(err) {
+		t.Errorf("read after the peer closed with unread bytes: %v, want a reset", err)
+	}
+	if _, err := e.Write([]byte("more")); err == nil {
+		t.Error("a write to a closed peer succeeded")
+	}
+	e.Close()
+
+	g, h := newMemConnPair(nil, nil)
+	defer g.Close()
+	defer h.Close()
+	h.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if err := h.awaitReadable(); !isTimeout(err) {
+		t.Errorf("awaitReadable past the deadline: %v, want a timeout", err)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// Many connections meeting at once each find their own peer: every request
+// gets its own answer, every upstream connection was handed off, none missed.
+func TestHandoffConcurrentMeetings(t *testing.T) {
+	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path)
+	}))
+	h := NewHandoff()
+	c := newChain(t, appAddr, withHandoff(h))
+	const clients, each = 40, 5
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			// One connection per client: the outbound proxy needs as many
+			// upstream connections as clients are in flight.
+			tr := c.transport()
+			tr.DisableKeepAlives = true
+			client := &http.Client{Transport: tr}
+			for j := range each {
+				path := fmt.Sprintf("/c%d/r%d", i, j)
+				resp, err := client.Get("http://app.test" + path)
+				if err != nil {
+					errs <- err
+					return
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || string(got) != path {
+					errs <- fmt.Errorf("%s: got %q %v", path, got, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := h.Stats()
+	if st.Matched == 0 || st.Missed != 0 {
+		t.Errorf("stats %+v, want matches and no misses", st)
+	}
+	_, outFlows := c.outObs.snapshot()
+	t.Logf("%d hand-offs for %d client connections (%d flows closed)", st.Matched, clients*each, len(outFlows))
+}
