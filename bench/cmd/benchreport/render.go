@@ -259,12 +259,7 @@ func variantsSection(x results) string {
 			d99 := x.paired(v.setup, base, sc.Name, func(a, b bench.Result) float64 { return a.P99us - b.P99us })
 			cpuA := x.each(v.setup, sc.Name, perRequest(func(r bench.Result) float64 { return r.CPUSeconds * 1e6 }))
 			cpuB := x.each(base, sc.Name, perRequest(func(r bench.Result) float64 { return r.CPUSeconds * 1e6 }))
-			cpuRatio := x.paired(v.setup, base, sc.Name, func(a, b bench.Result) float64 {
-				if a.Requests == 0 || b.Requests == 0 || b.CPUSeconds == 0 {
-					return 0
-				}
-				return (a.CPUSeconds / float64(a.Requests)) / (b.CPUSeconds / float64(b.Requests))
-			})
+			cpuRatio := x.paired(v.setup, base, sc.Name, cpuRatio)
 			rows = append(rows, fmt.Sprintf("| %s | %.2f×%s | %+.0f%s | %+.0f%s | %.0f vs %.0f (%.2f×%s) |",
 				sc.Name, bench.Median(ratios), spreadOf(ratios, "%.2f", false),
 				bench.Median(d50), spreadOf(d50, "%+.0f", true), bench.Median(d99), spreadOf(d99, "%+.0f", true),
