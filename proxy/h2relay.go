@@ -94,8 +94,13 @@ const (
 // stream itself (503 or 502, or gRPC UNAVAILABLE) and keeps trying the upstream
 // for each new one, as before the relay: a client is not made to reconnect in a
 // loop to an upstream that will never speak HTTP/2.
-func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrPort) {
-	uc, err := p.dial(context.Background(), dst.String())
+//
+// uc, when not nil, is an upstream connection dialed already (detectLate).
+func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrPort, uc net.Conn) {
+	var err error
+	if uc == nil {
+		uc, err = p.dial(context.Background(), dst.String())
+	}
 	if err != nil {
 		p.log.Debug("http/2 upstream unreachable, answering locally", "dst", dst, "err", err)
 		p.serveH2Terminated(c, take(br), fl, dst)

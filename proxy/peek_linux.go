@@ -96,3 +96,7 @@ func (p *peeker) idle() bool {
 	}
 	return p.rc.Read(p.probe) == nil && p.errno == syscall.EAGAIN
 }
+
+// canWait reports whether wait really waits: the connection is a socket or a
+// memConn. Otherwise the read itself has to.
+func (p *peeker) canWait() bool { return p.mem != nil || p.rc != nil }

@@ -13,3 +13,5 @@ func newPeeker(net.Conn) *peeker { return &peeker{} }
 func (*peeker) wait() error { return nil }
 
 func (*peeker) idle() bool { return true }
+
+func (*peeker) canWait() bool { return false }

@@ -9,6 +9,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -323,25 +325,97 @@ func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 	br := getReader(counted)
 	defer func() { putReader(br) }()
 	proto := ProtocolOpaque
+	var up net.Conn // dialed early, when the client was silent through detection
 	if p.cfg.SkipDetect == nil || !p.cfg.SkipDetect(dst) {
 		proto, err = detect(counted, br, p.cfg.DetectTimeout)
 		if err != nil {
 			return // closed before sending anything: nothing to relay
 		}
+		if proto == ProtocolOpaque && br.Buffered() == 0 {
+			var done bool
+			if proto, up, done = p.detectLate(counted, br, fl, dst); done {
+				return
+			}
+		}
 	}
 	fl.setProtocol(proto)
 	switch proto {
 	case ProtocolHTTP1:
+		if up != nil {
+			p.pool.put(newUpstream(up, dst)) // the exchange takes it from there
+		}
 		hc := newH1Conn(p, counted, br, fl, dst, accepted)
 		br = nil // hc owns it: it lets go of its buffers while the connection idles
 		hc.serve()
 		hc.release()
 	case ProtocolHTTP2:
-		p.serveH2(counted, br, fl, dst)
+		p.serveH2(counted, br, fl, dst, up)
 	default:
 		// What br holds was counted on its way in.
-		p.serveOpaque(c, br, fl, dst)
+		p.serveOpaque(c, br, fl, dst, up)
 	}
+}
+
+// detectLate serves a client that sent nothing within the detection timeout.
+// It is waiting for the server to speak first (MySQL, SMTP), or it opened its
+// connection before it had anything to send (a pool filled ahead of use, a
+// load generator that connects first). The upstream is dialed at once, so a
+// server that speaks first is heard without delay, and whichever side speaks
+// first decides: the server, and the connection is relayed as opaque; the
+// client, and its bytes are classified as if they had come in time, so an
+// HTTP client that opened early is traced like any other. up is the upstream
+// connection for the protocol's server to use; done reports the connection was
+// dealt with here (it ended, or the upstream could not be reached).
+func (p *Proxy) detectLate(c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrPort) (proto Protocol, up net.Conn, done bool) {
+	cw := newPeeker(c)
+	if !cw.canWait() {
+		return ProtocolOpaque, nil, false // cannot wait without reading: opaque, as before
+	}
+	up, err := p.dial(context.Background(), dst.String())
+	if err != nil {
+		abort(c) // a reset, as the client would have got without the proxy
+		p.log.Debug("opaque upstream unreachable", "dst", dst, "err", err)
+		return ProtocolOpaque, nil, true
+	}
+	uw := newPeeker(up)
+	if idle := p.cfg.SpliceIdleTimeout; idle > 0 {
+		deadline := time.Now().Add(idle)
+		c.SetReadDeadline(deadline)
+		up.SetReadDeadline(deadline)
+	}
+	clientSpoke, upSpoke := make(chan error, 1), make(chan error, 1)
+	go func() { upSpoke <- uw.wait() }()
+	go func() { clientSpoke <- cw.wait() }()
+	var clientErr, upErr error
+	var first bool // the client spoke first
+	select {
+	case clientErr = <-clientSpoke:
+		first = true
+		up.SetReadDeadline(aLongTimeAgo) // end the other wait
+		<-upSpoke
+	case upErr = <-upSpoke:
+		c.SetReadDeadline(aLongTimeAgo)
+		<-clientSpoke
+	}
+	c.SetReadDeadline(time.Time{})
+	up.SetReadDeadline(time.Time{})
+	switch {
+	case first && errors.Is(clientErr, os.ErrDeadlineExceeded) || !first && errors.Is(upErr, os.ErrDeadlineExceeded):
+		// Neither side said anything for the splice idle timeout.
+		fl.silent.Store(true)
+		closeWrite(c)
+		closeWrite(up)
+		up.Close()
+		return ProtocolOpaque, nil, true
+	case !first || clientErr != nil:
+		return ProtocolOpaque, up, false // the server spoke first, or the client went: relay what there is
+	}
+	proto, err = detect(c, br, p.cfg.DetectTimeout)
+	if err != nil {
+		up.Close()
+		return ProtocolOpaque, nil, true
+	}
+	return proto, up, false
 }
 
 // loopsBack reports whether dst is the listener's own address.

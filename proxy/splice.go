@@ -15,13 +15,16 @@ import (
 
 // serveOpaque relays a connection the proxy does not understand: TLS, databases,
 // anything. Nothing is parsed; bytes are only counted.
-func (p *Proxy) serveOpaque(c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrPort) {
-	up, err := p.dial(context.Background(), dst.String())
-	if err != nil {
-		// A reset, as the client would have got without the proxy.
-		abort(c)
-		p.log.Debug("opaque upstream unreachable", "dst", dst, "err", err)
-		return
+// up, when not nil, is an upstream connection dialed already (detectLate).
+func (p *Proxy) serveOpaque(c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrPort, up net.Conn) {
+	if up == nil {
+		var err error
+		if up, err = p.dial(context.Background(), dst.String()); err != nil {
+			// A reset, as the client would have got without the proxy.
+			abort(c)
+			p.log.Debug("opaque upstream unreachable", "dst", dst, "err", err)
+			return
+		}
 	}
 	defer up.Close()
 	prefix := take(br)
