@@ -119,6 +119,10 @@ func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrPo
 	}
 }
 
+// h2BreakHook, when set (tests only), runs in clientDone once the client is
+// marked broken, to hold the relay at that point.
+var h2BreakHook func(*h2Relay)
+
 var (
 	errH2Fallback       = errors.New("upstream does not speak HTTP/2")
 	errH2ClientReset    = errors.New("client reset the stream")
@@ -166,12 +170,10 @@ type h2Relay struct {
 	pingSent atomic.Int64 // when our unanswered ping went out (unix ns), or 0
 	pingData uint64       // our pings' payload: their ACKs are not the client's
 	upSilent atomic.Bool  // the upstream was dropped for not answering
-	// The client broke the protocol and got a GOAWAY: nothing more is relayed
-	// to it.
-	clientBroke atomic.Bool
-	liveTimer   *time.Timer
-	pingAfter   time.Duration
-	pingWithin  time.Duration
+
+	liveTimer  *time.Timer
+	pingAfter  time.Duration
+	pingWithin time.Duration
 
 	// Before relaying streams, the upstream must answer with its SETTINGS:
 	// toClient closes spoke once it knows (upSpoke, spokeErr), and waits for
@@ -687,10 +689,12 @@ func (r *h2Relay) toClient(done chan<- struct{}) {
 
 func (r *h2Relay) relayResponses() error {
 	br, o := r.ur, &r.cw
-	o.own()
+	if !o.own() {
+		return errH2ClientBroke
+	}
 	first := true
 	for {
-		if r.clientBroke.Load() {
+		if o.done() { // the client had its GOAWAY: upstreamDone writes it
 			return errH2ClientBroke
 		}
 		if br.Buffered() < h2FrameHeaderLen {
@@ -700,7 +704,9 @@ func (r *h2Relay) relayResponses() error {
 			// Spans are made once the responses are on their way, not before.
 			r.finishEnded()
 			_, err := br.Peek(h2FrameHeaderLen)
-			o.own()
+			if !o.own() {
+				return errH2ClientBroke // not even the frame that woke us
+			}
 			if err != nil {
 				return err
 			}
@@ -1093,23 +1099,33 @@ func (r *h2Relay) clientDone(err error) {
 	now := time.Now()
 	var ce *h2ConnError
 	protocol := errors.As(err, &ce)
+	// First the deadline: a client that stopped reading must not hold up the
+	// GOAWAY below (nor toClient's flush it would wait behind) for ever.
+	r.cc.SetWriteDeadline(now.Add(h2Linger))
 	r.mu.Lock()
 	r.clientGone = r.clientGone || !protocol
 	open := r.closeLocked()
 	last := min(r.maxSeen, r.goAwayLast)
 	r.goAwayLast, r.sentGoAway = last, true
+	if protocol {
+		// The GOAWAY is the last frame the client gets (RFC 9113 §5.4.1):
+		// toClient finishes the frame it may be in the middle of, relays no
+		// other, and writes the GOAWAY before its end half-closes the client.
+		// It is queued as the client is marked broken, not after: a toClient
+		// that saw the mark first ended and half-closed the client before the
+		// GOAWAY reached the writer, and the client read a bare EOF. Under
+		// r.mu too, where it is claimed: an upstreamDone that finds it claimed
+		// finds it queued.
+		r.cw.post(appendGoAway(nil, last, ce.code, ce.msg), true)
+	}
 	r.mu.Unlock()
-	// First the deadline: a client that stopped reading must not hold up the
-	// GOAWAY below (nor toClient's flush it would wait behind) for ever.
-	r.cc.SetWriteDeadline(now.Add(h2Linger))
 	if protocol {
 		r.fl.breaches.Add(1)
 		r.p.log.Debug("http/2 client broke the protocol", "peer", r.fl.peer, "err", err)
-		// The GOAWAY is the last frame the client gets (RFC 9113 §5.4.1):
-		// toClient finishes the frame it may be in the middle of, and relays
-		// no other.
-		r.clientBroke.Store(true)
-		r.cw.send(appendGoAway(nil, last, ce.code, ce.msg))
+		if h2BreakHook != nil {
+			h2BreakHook(r)
+		}
+		r.cw.flushQueued()
 	}
 	for _, st := range open {
 		st.l.fail("client", err)

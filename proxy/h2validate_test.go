@@ -531,3 +531,58 @@ func TestClientProtocolErrorsCounted(t *testing.T) {
 		t.Errorf("protocol errors counted: HTTP/1 %d, HTTP/2 %d; want 1 and 2", got[ProtocolHTTP1], got[ProtocolHTTP2])
 	}
 }
+
+// A client that breaks the protocol gets its GOAWAY as the last frame, also when
+// the upstream sends a frame just as the relay marks the client broken: toClient
+// wakes for it and ends at the next frame boundary, and its end half-closes the
+// client. The GOAWAY must be in the writer before toClient can see the break, or
+// it goes out after the half-close and is lost (the client read a bare EOF, about
+// once in a thousand runs under load); and the upstream's frame, arriving after
+// the GOAWAY, must not follow it. The hook holds clientDone right after the
+// break until toClient has ended.
+func TestH2RelayBreakGoAwayRacesUpstream(t *testing.T) {
+	broke, upEnded := make(chan struct{}), make(chan struct{})
+	app := rawH2App(t, func(p *h2Peer) {
+		defer close(upEnded)
+		select {
+		case <-broke:
+		case <-time.After(5 * time.Second):
+			return
+		}
+		p.fr.WritePing(false, [8]byte{1, 2, 3})
+		for {
+			if _, err := p.fr.ReadFrame(); err != nil {
+				return // the relay closed the upstream: toClient ended
+			}
+		}
+	})
+	h2BreakHook = func(r *h2Relay) {
+		if r.dst != app {
+			return
+		}
+		close(broke)
+		select {
+		case <-upEnded:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	t.Cleanup(func() { h2BreakHook = nil })
+	_, ln := oneProxy(t, app, &recorder{})
+	p := dialH2(t, ln.Addr().String())
+	p.fr.WriteRSTStream(1, http2.ErrCodeCancel) // on an idle stream: a connection error
+	for {
+		f, err := p.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no GOAWAY: %v", err)
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeProtocol {
+				t.Fatalf("GOAWAY %v, want PROTOCOL_ERROR", ga.ErrCode)
+			}
+			break
+		}
+	}
+	if f, err := p.fr.ReadFrame(); err == nil {
+		t.Fatalf("%v after the GOAWAY, want the end of the connection", f)
+	}
+}

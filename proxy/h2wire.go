@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/http2"
 )
@@ -97,14 +98,25 @@ type h2Out struct {
 	queue    []byte        // whole frames from other goroutines
 	midFrame bool          // owner only: a frame is partly written
 	hdr      [h2FrameHeaderLen]byte
+	// The peer's last frames were posted (a GOAWAY for its connection error):
+	// the owner relays nothing more. Set under mu together with the posting, so
+	// whoever sees it finds them queued or written.
+	last atomic.Bool
 }
 
-// own is called by the relaying goroutine before it writes.
-func (o *h2Out) own() {
+// own is called by the relaying goroutine before it writes. It reports false once
+// the peer's last frames were posted: the owner must stop, and its release
+// writes them.
+func (o *h2Out) own() bool {
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	o.owned = true
-	o.mu.Unlock()
+	return !o.last.Load()
 }
+
+// done reports whether the peer's last frames were posted; the owner checks it
+// between frames.
+func (o *h2Out) done() bool { return o.last.Load() }
 
 // release writes what others queued, flushes, and lets others write directly
 // until the next own. The relaying goroutine calls it before it blocks between
@@ -126,7 +138,7 @@ func (o *h2Out) send(frames []byte) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	switch {
-	case o.bw == nil:
+	case o.bw == nil || o.last.Load(): // gone, or past the last frames
 	case o.owned || o.gated:
 		if len(o.queue)+len(frames) > h2MaxQueue {
 			return false
@@ -137,6 +149,41 @@ func (o *h2Out) send(frames []byte) bool {
 		o.bw.Flush()
 	}
 	return true
+}
+
+// post queues whole frames from a goroutine other than the owner without
+// writing them; flushQueued, or the owner's release, writes them. last makes
+// them the last frames the peer gets (done).
+//
+// A caller that claims a frame under a lock the relaying goroutine's end also
+// takes (the relay's GOAWAY) can post it under that lock: the end then finds it
+// queued and writes it before it closes the connection. Sent after the lock,
+// it could arrive once the connection was half-closed, and be lost. post waits
+// for o.mu, which a flush to a peer that does not read holds: the peer's write
+// deadline must be set first.
+func (o *h2Out) post(frames []byte, last bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.bw == nil || o.last.Load() {
+		return
+	}
+	o.queue = append(o.queue, frames...)
+	if last {
+		o.last.Store(true)
+	}
+}
+
+// flushQueued writes what was posted when no one owns the writer; when someone
+// does, its release will.
+func (o *h2Out) flushQueued() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.bw == nil || o.owned || o.gated || len(o.queue) == 0 {
+		return
+	}
+	o.bw.Write(o.queue)
+	o.queue = o.queue[:0]
+	o.bw.Flush()
 }
 
 // writeHeader writes a frame header; the owner only.
