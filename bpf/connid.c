@@ -52,24 +52,18 @@ struct {
 SEC("sockops")
 int hoptrace_connid(struct bpf_sock_ops *skops)
 {
-	struct conn_id id = {};
-	int server;
-
-	switch (skops->op) {
-	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		/* After the handshake: our SYN and theirs took one number each. */
-		id.client = skops->snd_nxt;
-		id.server = skops->rcv_nxt;
-		server = 0;
-		break;
-	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		id.client = skops->rcv_nxt;
-		id.server = skops->snd_nxt;
-		server = 1;
-		break;
-	default:
+	__u32 op = skops->op;
+	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		return 1;
-	}
+	/* Both read whatever the side: a field chosen by a branch becomes a
+	 * computed context offset, which the verifier refuses. After the
+	 * handshake each side's SYN took one number. */
+	__u32 snd = skops->snd_nxt;
+	__u32 rcv = skops->rcv_nxt;
+	int server = op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB;
+	struct conn_id id = {};
+	id.client = server ? rcv : snd;
+	id.server = server ? snd : rcv;
 	struct bpf_sock *sk = skops->sk;
 	if (!sk)
 		return 1;
