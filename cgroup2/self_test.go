@@ -9,7 +9,7 @@ import (
 func TestSelfFrom(t *testing.T) {
 	for _, tc := range []struct {
 		name, cgroup, mountinfo, want string
-		err                          error
+		err                           error
 	}{
 		{
 			name:      "host, unified",
