@@ -42,7 +42,7 @@ import (
 type Handoff struct {
 	targets  atomic.Pointer[map[netip.Addr][]uint16] // pod address -> ports its inbound capture skips
 	wait     time.Duration
-	identify IdentifyFunc // nil: meetings by four-tuple only
+	identify atomic.Pointer[IdentifyFunc] // nil: meetings by four-tuple only
 
 	mu      sync.Mutex
 	dialing map[netip.AddrPort]int // hand-off dials in flight, per destination
@@ -105,9 +105,17 @@ func NewHandoff() *Handoff {
 }
 
 // IdentifyBy lets connections whose four-tuples differ on the two sides
-// (through a Service's virtual IP) meet by their identity. Call it before the
-// proxies start.
-func (h *Handoff) IdentifyBy(f IdentifyFunc) { h.identify = f }
+// (through a Service's virtual IP) meet by their identity from now on.
+func (h *Handoff) IdentifyBy(f IdentifyFunc) { h.identify.Store(&f) }
+
+// identity is IdentifyBy's function called on c; ok is false without one.
+func (h *Handoff) identity(c net.Conn) (id ConnID, ours ConnEnds, ok bool) {
+	f := h.identify.Load()
+	if f == nil {
+		return ConnID{}, ConnEnds{}, false
+	}
+	return (*f)(c)
+}
 
 // SetTargets replaces the pods whose inbound proxies run in this process.
 func (h *Handoff) SetTargets(ts []HandoffTarget) {
@@ -199,10 +207,10 @@ func (h *Handoff) dialed(c net.Conn, dst netip.AddrPort) net.Conn {
 		return c
 	}
 	mc, met := h.meet(handoffKey{src: src, dst: remote}, c)
-	if !met && h.identify != nil {
+	if !met {
 		// The inbound side may still come, and would find no announcement:
 		// tell it not to wait.
-		if id, _, ok := h.identify(c); ok {
+		if id, _, ok := h.identity(c); ok {
 			h.mu.Lock()
 			h.wentOverTCP(id, time.Now())
 			h.mu.Unlock()
@@ -215,10 +223,7 @@ func (h *Handoff) dialed(c net.Conn, dst netip.AddrPort) net.Conn {
 // a hand-off target, a Service's virtual IP for one: it is handed off when the
 // identity says the connection was accepted by this process.
 func (h *Handoff) dialedUnannounced(c net.Conn) net.Conn {
-	if h.identify == nil {
-		return c
-	}
-	id, ours, ok := h.identify(c)
+	id, ours, ok := h.identity(c)
 	if !ok {
 		return c
 	}
@@ -270,13 +275,11 @@ func (h *Handoff) accepted(c net.Conn, dst netip.AddrPort) net.Conn {
 		}
 	}
 	h.mu.Unlock()
-	if h.identify == nil {
-		return c // no hand-off dial is on its way: a connection like any other
-	}
-	// Not a dial to a pod address: through a Service's virtual IP, perhaps.
-	id, ours, ok := h.identify(c)
+	// Not an announced dial to a pod's address: through a Service's virtual
+	// IP, perhaps.
+	id, ours, ok := h.identity(c)
 	if !ok || !ours.Client {
-		return c // a client that is not this process's proxy
+		return c // a connection like any other, or a client that is not this process's proxy
 	}
 	k := handoffKey{id: id}
 	h.mu.Lock()

@@ -176,12 +176,21 @@ func (e *Env) StartAgent(ctx context.Context) error {
 		return err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// A cgroup of its own, as a DaemonSet's container has: the agent attaches
+	// its connection-identity program there (package connid), so that hops
+	// through a Service's virtual IP are handed off in memory too.
+	cg, err := e.agentCgroup()
+	if err != nil {
 		logf.Close()
+		return err
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	err = cmd.Start()
+	cg.Close()
+	logf.Close()
+	if err != nil {
 		return fmt.Errorf("start agent: %w", err)
 	}
-	logf.Close()
 	e.mu.Lock()
 	e.agent = cmd
 	e.mu.Unlock()
@@ -207,6 +216,19 @@ func (e *Env) StartAgent(ctx context.Context) error {
 			return fmt.Errorf("agent not ready after 30s: %v", err)
 		}
 	}
+}
+
+// agentCgroup opens the agent's cgroup, below the node's.
+func (e *Env) agentCgroup() (*os.File, error) {
+	dir := filepath.Join(e.Node.CgroupRoot, "hoptrace-agent")
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("agent cgroup: %w", err)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("agent cgroup: %w", err)
+	}
+	return f, nil
 }
 
 // AgentPID returns the running agent's pid.
@@ -362,6 +384,15 @@ func (e *Env) Close() error {
 	var errs []error
 	errs = append(errs, e.StopAgent(syscall.SIGTERM))
 	if e.Node != nil {
+		// Empty once the agent exited (a killed one is reaped by the kernel
+		// a moment later, hence the retries of the node's own removal).
+		agentCg := filepath.Join(e.Node.CgroupRoot, "hoptrace-agent")
+		for i := 0; i < 250; i++ {
+			if err := os.Remove(agentCg); err == nil || errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		// Removing the pods kills the apps (their cgroups are killed).
 		errs = append(errs, e.Node.Close())
 	}

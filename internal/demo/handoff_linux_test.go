@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -116,4 +117,58 @@ func vethBytes(t *testing.T, p interface{ Run(*exec.Cmd) error }) int64 {
 	}
 	t.Fatalf("no eth0 in %s", out.String())
 	return 0
+}
+
+// Through a Service's virtual IP: the outbound proxy dials the virtual IP, a
+// DNAT (kube-proxy's part, here in the client pod's netns) sends the
+// connection to the server pod, and the inbound proxy sees the backend's
+// address. The agent's connection identity (package connid, its program on
+// the agent's own cgroup) pairs the two sides all the same: the bytes pass
+// in memory, and the veth carries only the handshake.
+func TestLocalHandoffThroughServiceE2E(t *testing.T) {
+	env := up(t, "http://127.0.0.1:1", "--local-handoff=true")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	client, server := env.Pods["client"], env.Pods["emoji"]
+	ln, err := server.Listen("tcp4", "0.0.0.0:5080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "got %d from %s", n, r.Host)
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	a := server.IPv4.As4()
+	vip := netip.AddrFrom4([4]byte{a[0], a[1], a[2], 251}) // no pod has it
+	if b, err := exec.CommandContext(ctx, "ip", "netns", "exec", client.NetnsName, "iptables", "-w", "-t", "nat", "-A", "OUTPUT",
+		"-d", vip.String(), "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", server.IPv4.String()+":5080").CombinedOutput(); err != nil {
+		t.Fatalf("iptables: %v: %s", err, b)
+	}
+	url := "http://" + vip.String() + "/"
+	veth := vethBytes(t, server)
+	cmd := exec.CommandContext(ctx, "bash", "-c",
+		`head -c 1048576 /dev/zero > /tmp/hoptrace-svc-body.$$ && `+
+			`curl -s -f --max-time 10 --data-binary @/tmp/hoptrace-svc-body.$$ `+url+` `+url+` `+url+`; rc=$?; rm -f /tmp/hoptrace-svc-body.$$; exit $rc`)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := client.Run(cmd); err != nil {
+		t.Fatalf("curl: %v: %s", err, out.String())
+	}
+	want := strings.Repeat("got 1048576 from "+vip.String(), 3)
+	if out.String() != want {
+		t.Fatalf("curl: %q, want %q", out.String(), want)
+	}
+	moved := vethBytes(t, server) - veth
+	m := adminMetrics(t, env.AdminSocket)
+	matched := metricValue(m, `hoptrace_local_handoffs_total{result="matched"}`)
+	missed := metricValue(m, `hoptrace_local_handoffs_total{result="missed"}`)
+	if matched != 1 || missed != 0 {
+		t.Errorf("hand-offs matched %v, missed %v; want 1 and 0", matched, missed)
+	}
+	if moved > 64<<10 {
+		t.Errorf("%d bytes crossed the server pod's veth, want only the handshake's", moved)
+	}
 }
