@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -162,7 +163,17 @@ func TestLocalHandoffThroughServiceE2E(t *testing.T) {
 		t.Fatalf("curl: %q, want %q", out.String(), want)
 	}
 	moved := vethBytes(t, server) - veth
-	m := adminMetrics(t, env.AdminSocket)
+	// As a user would look, with no curl in the agent's image.
+	b, err := exec.CommandContext(ctx, filepath.Join(binDir, "hoptrace"), "metrics", "--admin-socket", env.AdminSocket, "hoptrace_local_handoffs_total").CombinedOutput()
+	if err != nil {
+		t.Fatalf("hoptrace metrics: %v: %s", err, b)
+	}
+	m := string(b)
+	for _, line := range strings.Split(strings.TrimSpace(m), "\n") {
+		if !strings.HasPrefix(line, "hoptrace_local_handoffs_total{") {
+			t.Errorf("hoptrace metrics hoptrace_local_handoffs_total printed %q", line)
+		}
+	}
 	matched := metricValue(m, `hoptrace_local_handoffs_total{result="matched"}`)
 	missed := metricValue(m, `hoptrace_local_handoffs_total{result="missed"}`)
 	if matched != 1 || missed != 0 {
