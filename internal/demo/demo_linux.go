@@ -45,9 +45,10 @@ type Env struct {
 	AdminSocket string
 	PinDir      string
 
-	mu    sync.Mutex
-	agent *exec.Cmd
-	apps  []*exec.Cmd
+	mu      sync.Mutex
+	agent   *exec.Cmd
+	agentCg string // the agent's cgroup
+	apps    []*exec.Cmd
 }
 
 // Service ports of the sample apps.
@@ -176,17 +177,14 @@ func (e *Env) StartAgent(ctx context.Context) error {
 		return err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// A cgroup of its own, as a DaemonSet's container has: the agent attaches
 	// its connection-identity program there (package connid), so that hops
 	// through a Service's virtual IP are handed off in memory too.
-	cg, err := e.agentCgroup()
-	if err != nil {
-		logf.Close()
-		return err
+	err = e.agentCgroup()
+	if err == nil {
+		err = nodebox.StartInCgroup(e.agentCg, cmd)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, UseCgroupFD: true, CgroupFD: int(cg.Fd())}
-	err = cmd.Start()
-	cg.Close()
 	logf.Close()
 	if err != nil {
 		return fmt.Errorf("start agent: %w", err)
@@ -218,17 +216,18 @@ func (e *Env) StartAgent(ctx context.Context) error {
 	}
 }
 
-// agentCgroup opens the agent's cgroup, below the node's.
-func (e *Env) agentCgroup() (*os.File, error) {
-	dir := filepath.Join(e.Node.CgroupRoot, "hoptrace-agent")
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("agent cgroup: %w", err)
+// agentCgroup makes the agent's cgroup, below the node's, once: a restarted
+// agent runs in the same one.
+func (e *Env) agentCgroup() error {
+	if e.agentCg != "" {
+		return nil
 	}
-	f, err := os.Open(dir)
+	dir, err := e.Node.AddCgroup("hoptrace-agent")
 	if err != nil {
-		return nil, fmt.Errorf("agent cgroup: %w", err)
+		return err
 	}
-	return f, nil
+	e.agentCg = dir
+	return nil
 }
 
 // AgentPID returns the running agent's pid.
@@ -384,15 +383,6 @@ func (e *Env) Close() error {
 	var errs []error
 	errs = append(errs, e.StopAgent(syscall.SIGTERM))
 	if e.Node != nil {
-		// Empty once the agent exited (a killed one is reaped by the kernel
-		// a moment later, hence the retries of the node's own removal).
-		agentCg := filepath.Join(e.Node.CgroupRoot, "hoptrace-agent")
-		for i := 0; i < 250; i++ {
-			if err := os.Remove(agentCg); err == nil || errors.Is(err, os.ErrNotExist) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
 		// Removing the pods kills the apps (their cgroups are killed).
 		errs = append(errs, e.Node.Close())
 	}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -151,6 +152,19 @@ func (h *hoptraceSetup) startAgent(e *env, i int, group []*nodebox.Pod) (*benchA
 		args = append(args, "--mesh-networks", e.node.Subnet4.String()+","+e.node.Subnet6.String())
 	}
 	cmd := exec.Command(filepath.Join(e.cfg.binDir, "hoptrace"), args...)
+	// A cgroup of its own, as a DaemonSet's container has: there it attaches
+	// its connection-identity program (hops through Services), as in a
+	// cluster.
+	cgDir, err := e.node.AddCgroup("agent-" + h.name() + suffix)
+	if err != nil {
+		return nil, err
+	}
+	cg, err := os.Open(cgDir)
+	if err != nil {
+		return nil, err
+	}
+	defer cg.Close()
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
 	if a.proc, err = startProc(e.cfg.workDir, "agent-"+h.name()+suffix, nil, cmd); err != nil {
 		return nil, err
 	}
