@@ -24,7 +24,7 @@ import (
 // A meeting is only waited for when it can happen: the outbound side waits
 // when the destination is a pod address and port captured inbound here
 // (SetTargets), the inbound side when the client is a local pod and a
-// hand-off dial to its address is in flight. A side that waits in vain for
+// hand-off dial to its address is in flight (or, by identity, below). A side that waits in vain for
 // handoffWait goes on over TCP (counted as missed); the decision is taken under
 // one lock, so the two sides never disagree on which way the bytes go.
 //
@@ -262,21 +262,25 @@ func (h *Handoff) wentOverTCP(id ConnID, now time.Time) {
 // not one of this process's hand-off dials.
 func (h *Handoff) accepted(c net.Conn, dst netip.AddrPort) net.Conn {
 	src, ok := addrPort(c.RemoteAddr())
-	if !ok || !h.local(src.Addr()) {
+	if !ok {
 		return c
 	}
-	keys := [2]handoffKey{{src: src}, {src: src, dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())}}
-	keys[0].dst, _ = addrPort(c.LocalAddr())
-	h.mu.Lock()
-	for _, k := range keys {
-		if h.first[k] != nil || h.dialing[k.dst] > 0 {
-			mc, _ := h.meet(k, c)
-			return mc
+	if h.local(src.Addr()) {
+		keys := [2]handoffKey{{src: src}, {src: src, dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())}}
+		keys[0].dst, _ = addrPort(c.LocalAddr())
+		h.mu.Lock()
+		for _, k := range keys {
+			if h.first[k] != nil || h.dialing[k.dst] > 0 {
+				mc, _ := h.meet(k, c)
+				return mc
+			}
 		}
+		h.mu.Unlock()
 	}
-	h.mu.Unlock()
 	// Not an announced dial to a pod's address: through a Service's virtual
-	// IP, perhaps.
+	// IP, perhaps, and the source too may have been rewritten (kube-proxy
+	// masquerades a pod's call to a Service it backs itself), so any client
+	// is looked up: the dialer waits when the accepting end is ours.
 	id, ours, ok := h.identity(c)
 	if !ok || !ours.Client {
 		return c // a connection like any other, or a client that is not this process's proxy

@@ -324,6 +324,13 @@ func fakeIdentity(serverPort uint16, ours func(ConnEnds) ConnEnds) IdentifyFunc 
 // one's address as a pod's (no targets), as for a Service's virtual IP: only
 // the identity can pair the two sides.
 func chainByIdentity(t *testing.T, ours func(ConnEnds) ConnEnds) (*chain, *Handoff, *atomic.Int64) {
+	return chainByIdentityFrom(t, true, ours)
+}
+
+// chainByIdentityFrom is chainByIdentity; with localClient false the client's
+// address is no local pod's, as when kube-proxy masquerades a pod's call to a
+// Service it backs itself.
+func chainByIdentityFrom(t *testing.T, localClient bool, ours func(ConnEnds) ConnEnds) (*chain, *Handoff, *atomic.Int64) {
 	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "%s %d", r.URL.Path, n)
@@ -333,7 +340,10 @@ func chainByIdentity(t *testing.T, ours func(ConnEnds) ConnEnds) (*chain, *Hando
 	c := newChainWith(t, appAddr, func(ln net.Listener) net.Listener {
 		return readCountingListener{Listener: ln, n: &tcpRead}
 	}, withHandoff(h))
-	h.SetTargets([]HandoffTarget{{Addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, SkipPorts: []uint16{mustAddrPort(t, c.inLn.Addr()).Port()}}})
+	h.SetTargets(nil)
+	if localClient {
+		h.SetTargets([]HandoffTarget{{Addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, SkipPorts: []uint16{mustAddrPort(t, c.inLn.Addr()).Port()}}})
+	}
 	h.IdentifyBy(fakeIdentity(mustAddrPort(t, c.inLn.Addr()).Port(), ours))
 	return c, h, &tcpRead
 }
@@ -399,5 +409,19 @@ func TestHandoffByIdentityForeignClient(t *testing.T) {
 		// The dialer saw the server end as ours and waited in vain once;
 		// the accepting side, seeing a foreign client, did not wait.
 		t.Errorf("hand-off stats %+v, want no match and the dialer's one miss", st)
+	}
+}
+
+// Masqueraded: the inbound side sees a client address that is no local pod's,
+// and pairs by identity all the same (else the dialer, which saw the accepting
+// end is ours, would wait in vain on every new connection).
+func TestHandoffByIdentityMasqueraded(t *testing.T) {
+	c, h, tcpRead := chainByIdentityFrom(t, false, func(e ConnEnds) ConnEnds { return e })
+	getThrough(t, c, 3)
+	if st := h.Stats(); st.Matched != 1 || st.Missed != 0 {
+		t.Errorf("hand-off stats %+v, want 1 match and no misses", st)
+	}
+	if n := tcpRead.Load(); n != 0 {
+		t.Errorf("the inbound proxy read %d bytes from TCP, want all in memory", n)
 	}
 }
