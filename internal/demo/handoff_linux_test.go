@@ -182,4 +182,43 @@ func TestLocalHandoffThroughServiceE2E(t *testing.T) {
 	if moved > 64<<10 {
 		t.Errorf("%d bytes crossed the server pod's veth, want only the handshake's", moved)
 	}
+
+	// Masqueraded, as kube-proxy does a pod's call to a Service it backs
+	// itself: the server pod sees the call come from an address that is no
+	// pod's. The identity pairs the two sides all the same.
+	// Another virtual IP: the agent keeps its connection to the first pooled.
+	a = server.IPv4.As4()
+	vip2 := netip.AddrFrom4([4]byte{a[0], a[1], a[2], 250})
+	masq := netip.AddrFrom4([4]byte{a[0], a[1], a[2], 252})
+	for _, c := range [][]string{
+		{"ip", "addr", "add", masq.String() + "/32", "dev", "eth0"},
+		{"iptables", "-w", "-t", "nat", "-A", "OUTPUT", "-d", vip2.String(), "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", server.IPv4.String() + ":5080"},
+		{"iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-d", server.IPv4.String(), "-p", "tcp", "--dport", "5080", "-j", "SNAT", "--to-source", masq.String()},
+	} {
+		if b, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", client.NetnsName}, c...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", c, err, b)
+		}
+	}
+	out.Reset()
+	cmd = exec.CommandContext(ctx, "curl", "-s", "-f", "--max-time", "10", "http://"+vip2.String()+"/")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := client.Run(cmd); err != nil || out.String() != "got 0 from "+vip2.String() {
+		t.Fatalf("masqueraded curl: %v: %q", err, out.String())
+	}
+	if b, err = exec.CommandContext(ctx, filepath.Join(binDir, "hoptrace"), "metrics", "--admin-socket", env.AdminSocket, "hoptrace_local_handoffs_total").CombinedOutput(); err != nil {
+		t.Fatalf("hoptrace metrics: %v: %s", err, b)
+	}
+	matched = metricValue(string(b), `hoptrace_local_handoffs_total{result="matched"}`)
+	missed = metricValue(string(b), `hoptrace_local_handoffs_total{result="missed"}`)
+	if matched != 2 || missed != 0 {
+		t.Errorf("masqueraded: hand-offs matched %v, missed %v in all; want 2 and 0", matched, missed)
+	}
+	// The server saw the masqueraded source: the check above is about that case.
+	flows, err := exec.CommandContext(ctx, filepath.Join(binDir, "hoptrace"), "flows", "-o", "json", "--admin-socket", env.AdminSocket).Output()
+	if err != nil {
+		t.Fatalf("hoptrace flows: %v", err)
+	}
+	if !strings.Contains(string(flows), masq.String()) {
+		t.Errorf("no flow from the masqueraded address %s: %s", masq, flows)
+	}
 }
