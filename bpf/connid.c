@@ -49,11 +49,20 @@ struct {
 	__type(value, struct conn_ends);
 } connid_conns SEC(".maps");
 
+/* The agent's own network namespace (the node's, as it runs with
+ * hostNetwork), set at load. Its sockets there (the admin API, the OTLP
+ * exporter) are never one end of a proxied hop: the proxies' listeners and
+ * dials live in the pods' namespaces. Left out, a pod's call to the admin API
+ * does not look like a hop whose other end is the agent's. */
+volatile const __u64 own_netns_cookie = 0;
+
 SEC("sockops")
 int hoptrace_connid(struct bpf_sock_ops *skops)
 {
 	__u32 op = skops->op;
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+	if (own_netns_cookie && bpf_get_netns_cookie(skops) == own_netns_cookie)
 		return 1;
 	/* Both read whatever the side: a field chosen by a branch becomes a
 	 * computed context offset, which the verifier refuses. After the

@@ -33,6 +33,7 @@ const (
 	ConnidMapConnidConns     = "connid_conns"
 	ConnidMapConnidSocks     = "connid_socks"
 	ConnidProgHoptraceConnid = "hoptrace_connid"
+	ConnidVarOwnNetnsCookie  = "own_netns_cookie"
 )
 
 // LoadConnid returns the embedded CollectionSpec for Connid.
@@ -92,6 +93,7 @@ type ConnidMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ConnidVariableSpecs struct {
+	OwnNetnsCookie *ebpf.VariableSpec `ebpf:"own_netns_cookie"`
 }
 
 // ConnidObjects contains all objects after they have been loaded into the kernel.
@@ -129,6 +131,7 @@ func (m *ConnidMaps) Close() error {
 //
 // It can be passed to LoadConnidObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ConnidVariables struct {
+	OwnNetnsCookie *ebpf.Variable `ebpf:"own_netns_cookie"`
 }
 
 // ConnidPrograms contains all programs after they have been loaded into the kernel.

@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/bpf"
 )
@@ -21,14 +22,26 @@ type Table struct {
 }
 
 // Open loads the program and attaches it to the cgroup v2 directory cgroupDir,
-// which should be the agent's own (cgroup2.Self): every socket created by a
-// process there is recorded.
+// which should be the agent's own (cgroup2.Self): every TCP socket created by
+// a process there is recorded, except those in this process's own network
+// namespace (the agent's in the node's: its admin API, its exporter).
 func Open(cgroupDir string) (*Table, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
 	}
+	own, err := ownNetnsCookie()
+	if err != nil {
+		return nil, err
+	}
+	spec, err := bpf.LoadConnid()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded connection identity program: %w", err)
+	}
+	if err := spec.Variables["own_netns_cookie"].Set(own); err != nil {
+		return nil, fmt.Errorf("connection identity program: %w", err)
+	}
 	t := new(Table)
-	if err := bpf.LoadConnidObjects(&t.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) {
 			return nil, fmt.Errorf("load connection identity program: %w: %w", ErrNotSupported, err)
 		}
@@ -44,6 +57,22 @@ func Open(cgroupDir string) (*Table, error) {
 	}
 	t.link = l
 	return t, nil
+}
+
+// ownNetnsCookie is the cookie of this process's network namespace, the one
+// the program leaves out.
+func ownNetnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("own netns cookie: %w", err)
+	}
+	defer unix.Close(fd)
+	const soNetnsCookie = 71 // SO_NETNS_COOKIE, Linux 5.14
+	v, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, soNetnsCookie)
+	if err != nil {
+		return 0, fmt.Errorf("own netns cookie: %w: %w", ErrNotSupported, err)
+	}
+	return v, nil
 }
 
 // Close detaches and unloads the program.

@@ -83,6 +83,16 @@ func TestIdentify(t *testing.T) {
 	if _, _, ok := tbl.Identify(earlyConn); ok {
 		t.Error("a connection made before Open was identified")
 	}
+	// This process's own netns (the agent's: the node's) is left out: its
+	// admin API is no end of a hop.
+	ownConn, err := net.Dial("tcp", early.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ownConn.Close()
+	if _, _, ok := tbl.Identify(ownConn); ok {
+		t.Error("a connection in the process's own netns was identified")
+	}
 
 	n, err := nodebox.New()
 	if err != nil {
@@ -185,12 +195,21 @@ func TestIdentify(t *testing.T) {
 // look-up of the socket's record and one of the connection's ends.
 func BenchmarkIdentify(b *testing.B) {
 	tbl := ownCgroup(b)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	n, err := nodebox.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { n.Close() })
+	pod, err := n.AddPod("p")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := pod.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := pod.Dial(context.Background(), "tcp", ln.Addr().String())
 	if err != nil {
 		b.Fatal(err)
 	}
