@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hoptrace/hoptrace/nodebox"
 )
 
 // The local hand-off with the agent binary and real BPF: calls between two
@@ -27,28 +29,9 @@ func TestLocalHandoffE2E(t *testing.T) {
 			defer cancel()
 			client, server := env.Pods["client"], env.Pods["emoji"]
 
-			ln, err := server.Listen("tcp4", "0.0.0.0:5080")
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				n, _ := io.Copy(io.Discard, r.Body)
-				fmt.Fprintf(w, "got %d", n)
-			})}
-			go srv.Serve(ln)
-			defer srv.Close()
+			serveBodies(t, server, false)
 			url := fmt.Sprintf("http://%s:5080/", server.IPv4)
-
-			// curl sends 1 MB and reads the answer, three times on one connection.
-			curl := func() (string, error) {
-				cmd := exec.CommandContext(ctx, "bash", "-c",
-					`head -c 1048576 /dev/zero > /tmp/hoptrace-handoff-body.$$ && `+
-						`curl -s -f --max-time 10 --data-binary @/tmp/hoptrace-handoff-body.$$ `+url+` `+url+` `+url+`; rc=$?; rm -f /tmp/hoptrace-handoff-body.$$; exit $rc`)
-				var out strings.Builder
-				cmd.Stdout, cmd.Stderr = &out, &out
-				err := client.Run(cmd)
-				return out.String(), err
-			}
+			curl := func() (string, error) { return postMB3(ctx, client, url) }
 			// Policy first, while the agent holds no connection to the server
 			// pod: its netns rejects the client pod.
 			rule := []string{"-I", "INPUT", "-p", "tcp", "--dport", "5080", "-s", client.IPv4.String(), "-j", "REJECT", "--reject-with", "tcp-reset"}
@@ -131,16 +114,7 @@ func TestLocalHandoffThroughServiceE2E(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	client, server := env.Pods["client"], env.Pods["emoji"]
-	ln, err := server.Listen("tcp4", "0.0.0.0:5080")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		fmt.Fprintf(w, "got %d from %s", n, r.Host)
-	})}
-	go srv.Serve(ln)
-	defer srv.Close()
+	serveBodies(t, server, true)
 
 	a := server.IPv4.As4()
 	vip := netip.AddrFrom4([4]byte{a[0], a[1], a[2], 251}) // no pod has it
@@ -150,17 +124,9 @@ func TestLocalHandoffThroughServiceE2E(t *testing.T) {
 	}
 	url := "http://" + vip.String() + "/"
 	veth := vethBytes(t, server)
-	cmd := exec.CommandContext(ctx, "bash", "-c",
-		`head -c 1048576 /dev/zero > /tmp/hoptrace-svc-body.$$ && `+
-			`curl -s -f --max-time 10 --data-binary @/tmp/hoptrace-svc-body.$$ `+url+` `+url+` `+url+`; rc=$?; rm -f /tmp/hoptrace-svc-body.$$; exit $rc`)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := client.Run(cmd); err != nil {
-		t.Fatalf("curl: %v: %s", err, out.String())
-	}
-	want := strings.Repeat("got 1048576 from "+vip.String(), 3)
-	if out.String() != want {
-		t.Fatalf("curl: %q, want %q", out.String(), want)
+	got, err := postMB3(ctx, client, url)
+	if want := strings.Repeat("got 1048576 from "+vip.String(), 3); err != nil || got != want {
+		t.Fatalf("curl: %v: %q, want %q", err, got, want)
 	}
 	moved := vethBytes(t, server) - veth
 	// As a user would look, with no curl in the agent's image.
@@ -199,8 +165,8 @@ func TestLocalHandoffThroughServiceE2E(t *testing.T) {
 			t.Fatalf("%v: %v: %s", c, err, b)
 		}
 	}
-	out.Reset()
-	cmd = exec.CommandContext(ctx, "curl", "-s", "-f", "--max-time", "10", "http://"+vip2.String()+"/")
+	var out strings.Builder
+	cmd := exec.CommandContext(ctx, "curl", "-s", "-f", "--max-time", "10", "http://"+vip2.String()+"/")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := client.Run(cmd); err != nil || out.String() != "got 0 from "+vip2.String() {
 		t.Fatalf("masqueraded curl: %v: %q", err, out.String())
@@ -221,4 +187,35 @@ func TestLocalHandoffThroughServiceE2E(t *testing.T) {
 	if !strings.Contains(string(flows), masq.String()) {
 		t.Errorf("no flow from the masqueraded address %s: %s", masq, flows)
 	}
+}
+
+// serveBodies serves HTTP on port 5080 of pod, answering each request with
+// the length of its body ("got N"), and with withHost " from <Host>".
+func serveBodies(t *testing.T, pod *nodebox.Pod, withHost bool) {
+	t.Helper()
+	ln, err := pod.Listen("tcp4", "0.0.0.0:5080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "got %d", n)
+		if withHost {
+			fmt.Fprintf(w, " from %s", r.Host)
+		}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// postMB3 has curl in pod POST 1 MB to url three times on one connection, and
+// returns what it printed.
+func postMB3(ctx context.Context, pod *nodebox.Pod, url string) (string, error) {
+	cmd := exec.CommandContext(ctx, "bash", "-c",
+		`head -c 1048576 /dev/zero > /tmp/hoptrace-handoff-body.$$ && `+
+			`curl -s -f --max-time 10 --data-binary @/tmp/hoptrace-handoff-body.$$ `+url+` `+url+` `+url+`; rc=$?; rm -f /tmp/hoptrace-handoff-body.$$; exit $rc`)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := pod.Run(cmd)
+	return out.String(), err
 }
