@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hoptrace/hoptrace/cgroup2"
+	"github.com/hoptrace/hoptrace/connid"
 	"github.com/hoptrace/hoptrace/exporter"
 	"github.com/hoptrace/hoptrace/infer"
 	"github.com/hoptrace/hoptrace/pods"
@@ -36,6 +38,7 @@ type Agent struct {
 	routes  *spans.Routes
 	trust   *samplingTrust
 	handoff *proxy.Handoff // nil: --local-handoff=false
+	connids *connid.Table  // nil: hops through Service IPs are not handed off
 	tracer  *selfTracer
 
 	mu         sync.Mutex
@@ -251,6 +254,9 @@ func (a *Agent) loadBPF(ctx context.Context) {
 		// Capture works without it: in-pod legs stay on loopback TCP.
 		a.log.Warn("sk_msg fast path not in use", "err", err)
 	}
+	if a.handoff != nil && a.connids == nil {
+		a.openConnIDs()
+	}
 	if a.cfg.InferContext && a.inf == nil {
 		// Capture does not depend on it: without it, pods that ask for
 		// inference are captured and traced as if they forwarded headers.
@@ -260,6 +266,27 @@ func (a *Agent) loadBPF(ctx context.Context) {
 			a.log.Info("context-inference programs loaded")
 		}
 	}
+}
+
+// openConnIDs lets hops through a Service's virtual IP be handed off in
+// memory too (proxy.Handoff.IdentifyBy, package connid); without it they go
+// over TCP between the proxies, and hops to pod addresses are handed off
+// either way.
+func (a *Agent) openConnIDs() {
+	dir, err := cgroup2.Self()
+	if err == nil {
+		a.connids, err = connid.Open(dir)
+	}
+	if err != nil {
+		a.log.Warn("hops through Service virtual IPs are not handed off in memory (hops to pod addresses are)", "err", err)
+		return
+	}
+	t := a.connids
+	a.handoff.IdentifyBy(func(c net.Conn) (proxy.ConnID, proxy.ConnEnds, bool) {
+		id, ours, ok := t.Identify(c)
+		return proxy.ConnID(id), proxy.ConnEnds(ours), ok
+	})
+	a.log.Info("hops through Service virtual IPs are handed off in memory too", "cgroup", dir)
 }
 
 func (a *Agent) redirector() *redirect.Redirector {
@@ -558,6 +585,10 @@ func (a *Agent) shutdown(events *redirect.EventReader) {
 	if a.inf != nil {
 		a.inf.Close()
 		a.inf = nil
+	}
+	if a.connids != nil {
+		a.connids.Close()
+		a.connids = nil
 	}
 	a.mu.Unlock()
 	if events != nil {

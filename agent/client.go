@@ -133,3 +133,16 @@ func (c *Client) Ready(ctx context.Context) error {
 	resp.Body.Close()
 	return nil
 }
+
+// Metrics copies the agent's Prometheus metrics, in the text format, to w.
+func (c *Client) Metrics(ctx context.Context, w io.Writer) error {
+	resp, err := c.get(ctx, "/metrics", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("agent /metrics: %w", err)
+	}
+	return nil
+}

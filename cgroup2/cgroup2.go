@@ -31,9 +31,33 @@ func Mountpoint() (string, error) {
 
 // mountpointFrom parses mountinfo lines: "id parent maj:min root mountpoint opts - fstype source superopts".
 func mountpointFrom(r io.Reader) (string, error) {
+	mounts, err := mountsFrom(r)
+	if err != nil {
+		return "", err
+	}
+	best := ""
+	for _, m := range mounts {
+		// Several cgroup2 mounts can exist (containers bind-mount subtrees): only a
+		// mount of the hierarchy's root ("/") shows every pod's cgroup.
+		if m.root == "/" && (best == "" || len(m.point) < len(best)) {
+			best = m.point
+		}
+	}
+	if best == "" {
+		return "", ErrNotMounted
+	}
+	return best, nil
+}
+
+// mount is a cgroup2 mount: the directory of the hierarchy it shows (as the
+// reader's cgroup namespace names it) and where.
+type mount struct{ root, point string }
+
+// mountsFrom lists the cgroup2 mounts of mountinfo lines.
+func mountsFrom(r io.Reader) ([]mount, error) {
 	s := bufio.NewScanner(r)
 	s.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	best := ""
+	var mounts []mount
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
 		sep := -1
@@ -46,23 +70,12 @@ func mountpointFrom(r io.Reader) (string, error) {
 		if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != "cgroup2" {
 			continue
 		}
-		// Several cgroup2 mounts can exist (containers bind-mount subtrees): only a
-		// mount of the hierarchy's root ("/") shows every pod's cgroup.
-		if fields[3] != "/" {
-			continue
-		}
-		mp := unescapeMountinfo(fields[4])
-		if best == "" || len(mp) < len(best) {
-			best = mp
-		}
+		mounts = append(mounts, mount{root: unescapeMountinfo(fields[3]), point: unescapeMountinfo(fields[4])})
 	}
 	if err := s.Err(); err != nil {
-		return "", fmt.Errorf("read mount table: %w", err)
+		return nil, fmt.Errorf("read mount table: %w", err)
 	}
-	if best == "" {
-		return "", ErrNotMounted
-	}
-	return best, nil
+	return mounts, nil
 }
 
 // unescapeMountinfo undoes the octal escapes (\040 for space, ...) of mountinfo paths.

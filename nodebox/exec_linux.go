@@ -16,9 +16,20 @@ import (
 // into the netns, and placed in the cgroup by clone3, so both hold from its first
 // instruction.
 func (p *Pod) Start(cmd *exec.Cmd) error {
-	cg, err := os.Open(p.CgroupDir)
+	return p.Do(func() error {
+		if err := StartInCgroup(p.CgroupDir, cmd); err != nil {
+			return fmt.Errorf("pod %s: %w", p.Name, err)
+		}
+		return nil
+	})
+}
+
+// StartInCgroup starts cmd in the cgroup dir (clone3 puts it there before its
+// first instruction), dying with this process.
+func StartInCgroup(dir string, cmd *exec.Cmd) error {
+	cg, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("pod %s: open cgroup: %w", p.Name, err)
+		return fmt.Errorf("open cgroup: %w", err)
 	}
 	defer cg.Close()
 	if cmd.SysProcAttr == nil {
@@ -27,12 +38,10 @@ func (p *Pod) Start(cmd *exec.Cmd) error {
 	cmd.SysProcAttr.UseCgroupFD = true
 	cmd.SysProcAttr.CgroupFD = int(cg.Fd())
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	return p.Do(func() error {
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("pod %s: start %s: %w", p.Name, cmd.Path, err)
-		}
-		return nil
-	})
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	return nil
 }
 
 // Run starts cmd in the pod and waits for it.

@@ -27,9 +27,10 @@ type Node struct {
 	Subnet6    netip.Prefix
 	CgroupRoot string // parent cgroup of all pods
 
-	mu   sync.Mutex
-	pods []*Pod
-	next int // next host number in the subnets
+	mu      sync.Mutex
+	pods    []*Pod
+	cgroups []string // AddCgroup's
+	next    int      // next host number in the subnets
 }
 
 // New creates an empty node. Call Close to remove it and everything in it,
@@ -71,6 +72,20 @@ func New() (_ *Node, err error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// AddCgroup makes a cgroup named name below the node's, for a process of the
+// node that is no pod's: the agent, which runs in a container's cgroup on a
+// real node. Close kills what runs there and removes it.
+func (n *Node) AddCgroup(name string) (string, error) {
+	dir := filepath.Join(n.CgroupRoot, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", fmt.Errorf("nodebox: cgroup %s: %w", name, err)
+	}
+	n.mu.Lock()
+	n.cgroups = append(n.cgroups, dir)
+	n.mu.Unlock()
+	return dir, nil
 }
 
 // PodOption changes how AddPod builds a pod.
@@ -177,10 +192,15 @@ func (n *Node) Close() error {
 	n.mu.Lock()
 	pods := n.pods
 	n.pods = nil
+	cgroups := n.cgroups
+	n.cgroups = nil
 	n.mu.Unlock()
 	var errs []error
 	for _, p := range pods {
 		errs = append(errs, p.remove())
+	}
+	for _, dir := range cgroups {
+		errs = append(errs, killCgroup(dir), removeCgroup(dir))
 	}
 	if _, err := os.Stat(filepath.Join("/run/netns", n.NetnsName)); err == nil {
 		errs = append(errs, ipCmd("netns", "del", n.NetnsName))

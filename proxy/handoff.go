@@ -24,23 +24,56 @@ import (
 // A meeting is only waited for when it can happen: the outbound side waits
 // when the destination is a pod address and port captured inbound here
 // (SetTargets), the inbound side when the client is a local pod and a
-// hand-off dial to its address is in flight. A side that waits in vain for
+// hand-off dial to its address is in flight (or, by identity, below). A side that waits in vain for
 // handoffWait goes on over TCP (counted as missed); the decision is taken under
 // one lock, so the two sides never disagree on which way the bytes go.
 //
-// A connection to a Service's virtual IP is not handed off: the outbound proxy
-// dials the virtual IP and the inbound one sees the backend's, so their
-// four-tuples differ (docs/proxy.md, "Local hand-off").
+// A connection to a Service's virtual IP is another matter: the outbound proxy
+// dials the virtual IP, kube-proxy rewrites the destination on the way, and
+// the inbound proxy sees the backend's address, so the four-tuples differ and
+// the outbound side cannot know before the dial whether the backend is here.
+// With an identity for connections (IdentifyBy: the sequence numbers both
+// ends' SYNs took, which NAT leaves alone, recorded by a BPF program on this
+// process's sockets) the two sides meet by that instead, and wait only when
+// the identity says the other end is this process's: the outbound side when
+// its peer was accepted here, the inbound side when its peer was dialed here
+// and the dialer has not decided yet. A dialer that decided on TCP leaves a
+// note for a while (decidedTTL), so the accept that comes after does not wait.
 type Handoff struct {
-	targets atomic.Pointer[map[netip.Addr][]uint16] // pod address -> ports its inbound capture skips
-	wait    time.Duration
+	targets  atomic.Pointer[map[netip.Addr][]uint16] // pod address -> ports its inbound capture skips
+	wait     time.Duration
+	identify atomic.Pointer[IdentifyFunc] // nil: meetings by four-tuple only
 
 	mu      sync.Mutex
 	dialing map[netip.AddrPort]int // hand-off dials in flight, per destination
 	first   map[handoffKey]*meeting
+	overTCP map[ConnID]time.Time // dialers that went over TCP, by identity
+	tcpFIFO []decided            // overTCP's entries, oldest first, for expiry
 
 	matched, missed atomic.Uint64
 }
+
+// ConnID names a TCP connection alike from both its ends, whatever NAT did to
+// its addresses on the way.
+type ConnID struct{ Client, Server uint32 }
+
+// ConnEnds says which ends of a connection are sockets of this process.
+type ConnEnds struct{ Client, Server bool }
+
+// IdentifyFunc returns the identity of c's TCP connection and which of its
+// ends are this process's; ok is false when c has none (not TCP, or made
+// before the identity was recorded).
+type IdentifyFunc func(c net.Conn) (id ConnID, ours ConnEnds, ok bool)
+
+type decided struct {
+	id ConnID
+	at time.Time
+}
+
+// decidedTTL is how long a dialer's decision for TCP is remembered for the
+// accept of the same connection, which normally follows within microseconds.
+// An accept later than that waits handoffWait in vain once.
+const decidedTTL = time.Second
 
 // HandoffTarget is a pod whose inbound proxy runs in this process.
 type HandoffTarget struct {
@@ -67,7 +100,21 @@ func NewHandoff() *Handoff {
 		wait:    handoffWait,
 		dialing: make(map[netip.AddrPort]int),
 		first:   make(map[handoffKey]*meeting),
+		overTCP: make(map[ConnID]time.Time),
 	}
+}
+
+// IdentifyBy lets connections whose four-tuples differ on the two sides
+// (through a Service's virtual IP) meet by their identity from now on.
+func (h *Handoff) IdentifyBy(f IdentifyFunc) { h.identify.Store(&f) }
+
+// identity is IdentifyBy's function called on c; ok is false without one.
+func (h *Handoff) identity(c net.Conn) (id ConnID, ours ConnEnds, ok bool) {
+	f := h.identify.Load()
+	if f == nil {
+		return ConnID{}, ConnEnds{}, false
+	}
+	return (*f)(c)
 }
 
 // SetTargets replaces the pods whose inbound proxies run in this process.
@@ -105,7 +152,12 @@ func (h *Handoff) local(a netip.Addr) bool {
 	return ok
 }
 
-type handoffKey struct{ src, dst netip.AddrPort }
+// handoffKey is where the two sides meet: by four-tuple, or by identity (id,
+// addresses zero).
+type handoffKey struct {
+	src, dst netip.AddrPort
+	id       ConnID
+}
 
 // meeting is the side that came first, waiting for the other.
 type meeting struct {
@@ -154,7 +206,53 @@ func (h *Handoff) dialed(c net.Conn, dst netip.AddrPort) net.Conn {
 		h.mu.Unlock()
 		return c
 	}
-	return h.meet(handoffKey{src: src, dst: remote}, c)
+	mc, met := h.meet(handoffKey{src: src, dst: remote}, c)
+	if !met {
+		// The inbound side may still come, and would find no announcement:
+		// tell it not to wait.
+		if id, _, ok := h.identity(c); ok {
+			h.mu.Lock()
+			h.wentOverTCP(id, time.Now())
+			h.mu.Unlock()
+		}
+	}
+	return mc
+}
+
+// dialedUnannounced is the outbound side of a dial to an address that is not
+// a hand-off target, a Service's virtual IP for one: it is handed off when the
+// identity says the connection was accepted by this process.
+func (h *Handoff) dialedUnannounced(c net.Conn) net.Conn {
+	id, ours, ok := h.identity(c)
+	if !ok {
+		return c
+	}
+	k := handoffKey{id: id}
+	h.mu.Lock()
+	if h.first[k] != nil || ours.Server {
+		mc, _ := h.meet(k, c)
+		return mc
+	}
+	h.wentOverTCP(id, time.Now())
+	h.mu.Unlock()
+	return c
+}
+
+// wentOverTCP notes that the dialer of id uses TCP; under h.mu. Notes older
+// than decidedTTL go, so a node's dials to other nodes leave nothing behind.
+func (h *Handoff) wentOverTCP(id ConnID, now time.Time) {
+	for len(h.tcpFIFO) > 0 && now.Sub(h.tcpFIFO[0].at) > decidedTTL {
+		old := h.tcpFIFO[0]
+		if at, ok := h.overTCP[old.id]; ok && !at.After(old.at) {
+			delete(h.overTCP, old.id)
+		}
+		h.tcpFIFO = h.tcpFIFO[1:]
+	}
+	if len(h.tcpFIFO) == 0 {
+		h.tcpFIFO = nil // let the backing array go after a burst
+	}
+	h.overTCP[id] = now
+	h.tcpFIFO = append(h.tcpFIFO, decided{id: id, at: now})
 }
 
 // accepted is the inbound side: c was accepted from a client. Its dial was
@@ -164,24 +262,44 @@ func (h *Handoff) dialed(c net.Conn, dst netip.AddrPort) net.Conn {
 // not one of this process's hand-off dials.
 func (h *Handoff) accepted(c net.Conn, dst netip.AddrPort) net.Conn {
 	src, ok := addrPort(c.RemoteAddr())
-	if !ok || !h.local(src.Addr()) {
+	if !ok {
 		return c
 	}
-	keys := [2]handoffKey{{src: src}, {src: src, dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())}}
-	keys[0].dst, _ = addrPort(c.LocalAddr())
-	h.mu.Lock()
-	for _, k := range keys {
-		if h.first[k] != nil || h.dialing[k.dst] > 0 {
-			return h.meet(k, c)
+	if h.local(src.Addr()) {
+		keys := [2]handoffKey{{src: src}, {src: src, dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())}}
+		keys[0].dst, _ = addrPort(c.LocalAddr())
+		h.mu.Lock()
+		for _, k := range keys {
+			if h.first[k] != nil || h.dialing[k.dst] > 0 {
+				mc, _ := h.meet(k, c)
+				return mc
+			}
 		}
+		h.mu.Unlock()
 	}
-	h.mu.Unlock()
-	return c // no hand-off dial is on its way: a connection like any other
+	// Not an announced dial to a pod's address: through a Service's virtual
+	// IP, perhaps, and the source too may have been rewritten (kube-proxy
+	// masquerades a pod's call to a Service it backs itself), so any client
+	// is looked up: the dialer waits when the accepting end is ours.
+	id, ours, ok := h.identity(c)
+	if !ok || !ours.Client {
+		return c // a connection like any other, or a client that is not this process's proxy
+	}
+	k := handoffKey{id: id}
+	h.mu.Lock()
+	if _, ok := h.overTCP[id]; ok {
+		delete(h.overTCP, id)
+		h.mu.Unlock()
+		return c // the dialer went over TCP already
+	}
+	mc, _ := h.meet(k, c)
+	return mc
 }
 
 // meet pairs c with the side waiting under k, or waits for it; called with
-// h.mu held, which it releases.
-func (h *Handoff) meet(k handoffKey, c net.Conn) net.Conn {
+// h.mu held, which it releases. met is false when it waited in vain and c is
+// to be used over TCP.
+func (h *Handoff) meet(k handoffKey, c net.Conn) (_ net.Conn, met bool) {
 	if m := h.first[k]; m != nil {
 		delete(h.first, k)
 		mine, theirs := newMemConnPair(c, m.carrier)
@@ -189,7 +307,7 @@ func (h *Handoff) meet(k handoffKey, c net.Conn) net.Conn {
 		close(m.ready)
 		h.mu.Unlock()
 		h.matched.Add(1)
-		return mine
+		return mine, true
 	}
 	m := &meeting{carrier: c, ready: make(chan struct{})}
 	h.first[k] = m
@@ -199,15 +317,15 @@ func (h *Handoff) meet(k handoffKey, c net.Conn) net.Conn {
 	select {
 	case <-m.ready:
 		t.Stop()
-		return m.conn
+		return m.conn, true
 	case <-t.C:
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if m.conn != nil {
-		return m.conn // came as the timer fired
+		return m.conn, true // came as the timer fired
 	}
 	delete(h.first, k)
 	h.missed.Add(1)
-	return c
+	return c, false
 }

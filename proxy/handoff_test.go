@@ -302,3 +302,126 @@ func TestHandoffConcurrentMeetings(t *testing.T) {
 	_, outFlows := c.outObs.snapshot()
 	t.Logf("%d hand-offs for %d client connections (%d flows closed)", st.Matched, clients*each, len(outFlows))
 }
+
+// fakeIdentity names a loopback connection by its two ports, as both ends see
+// them, standing in for the BPF record of the sequence numbers; serverPort is
+// the inbound listener's. ours says which ends count as this process's.
+func fakeIdentity(serverPort uint16, ours func(ConnEnds) ConnEnds) IdentifyFunc {
+	return func(c net.Conn) (ConnID, ConnEnds, bool) {
+		l, ok1 := addrPort(c.LocalAddr())
+		r, ok2 := addrPort(c.RemoteAddr())
+		if !ok1 || !ok2 {
+			return ConnID{}, ConnEnds{}, false
+		}
+		if l.Port() == serverPort {
+			return ConnID{Client: uint32(r.Port()), Server: uint32(l.Port())}, ours(ConnEnds{Client: true, Server: true}), true
+		}
+		return ConnID{Client: uint32(l.Port()), Server: uint32(r.Port())}, ours(ConnEnds{Client: true, Server: true}), true
+	}
+}
+
+// chainByIdentity is a chain whose outbound proxy does not know the inbound
+// one's address as a pod's (no targets), as for a Service's virtual IP: only
+// the identity can pair the two sides.
+func chainByIdentity(t *testing.T, ours func(ConnEnds) ConnEnds) (*chain, *Handoff, *atomic.Int64) {
+	return chainByIdentityFrom(t, true, ours)
+}
+
+// chainByIdentityFrom is chainByIdentity; with localClient false the client's
+// address is no local pod's, as when kube-proxy masquerades a pod's call to a
+// Service it backs itself.
+func chainByIdentityFrom(t *testing.T, localClient bool, ours func(ConnEnds) ConnEnds) (*chain, *Handoff, *atomic.Int64) {
+	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%s %d", r.URL.Path, n)
+	}))
+	var tcpRead atomic.Int64
+	h := NewHandoff()
+	c := newChainWith(t, appAddr, func(ln net.Listener) net.Listener {
+		return readCountingListener{Listener: ln, n: &tcpRead}
+	}, withHandoff(h))
+	h.SetTargets(nil)
+	if localClient {
+		h.SetTargets([]HandoffTarget{{Addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, SkipPorts: []uint16{mustAddrPort(t, c.inLn.Addr()).Port()}}})
+	}
+	h.IdentifyBy(fakeIdentity(mustAddrPort(t, c.inLn.Addr()).Port(), ours))
+	return c, h, &tcpRead
+}
+
+func getThrough(t *testing.T, c *chain, n int) {
+	t.Helper()
+	client := c.client()
+	for i := range n {
+		resp, err := client.Post(fmt.Sprintf("http://app.test/r%d", i), "text/plain", bytes.NewReader([]byte("abc")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("/r%d 3", i); err != nil || string(got) != want {
+			t.Fatalf("request %d: %q %v, want %q", i, got, err, want)
+		}
+	}
+}
+
+// A dial the outbound proxy cannot tell is local (a Service's virtual IP,
+// which the inbound proxy sees as the backend's address) is handed off when
+// the connection's identity says both ends are this process's.
+func TestHandoffByIdentity(t *testing.T) {
+	c, h, tcpRead := chainByIdentity(t, func(e ConnEnds) ConnEnds { return e })
+	getThrough(t, c, 5)
+	if st := h.Stats(); st.Matched != 1 || st.Missed != 0 {
+		t.Errorf("hand-off stats %+v, want 1 match and no misses", st)
+	}
+	if n := tcpRead.Load(); n != 0 {
+		t.Errorf("the inbound proxy read %d bytes from TCP, want all in memory", n)
+	}
+}
+
+// The dialer's end established before the accepting end's was recorded (the
+// server's ACK still in the kernel): the dialer cannot know the other end is
+// here and goes over TCP, and the accepting side, which sees that the client
+// is this process's, must not then wait for a meeting that will not come.
+func TestHandoffByIdentityDialerFirst(t *testing.T) {
+	var dialer atomic.Bool // the next identify call is the dialer's: nothing on the server end yet
+	dialer.Store(true)
+	c, h, tcpRead := chainByIdentity(t, func(e ConnEnds) ConnEnds {
+		if dialer.CompareAndSwap(true, false) {
+			e.Server = false
+		}
+		return e
+	})
+	getThrough(t, c, 3)
+	if st := h.Stats(); st.Matched != 0 || st.Missed != 0 {
+		t.Errorf("hand-off stats %+v, want neither a match nor a side that waited in vain", st)
+	}
+	if tcpRead.Load() == 0 {
+		t.Error("the inbound proxy read nothing from TCP, want the connection there")
+	}
+}
+
+// A client that is not this process's proxy (its end is no socket of ours) is
+// not waited for.
+func TestHandoffByIdentityForeignClient(t *testing.T) {
+	c, h, _ := chainByIdentity(t, func(e ConnEnds) ConnEnds { return ConnEnds{Server: e.Server} })
+	getThrough(t, c, 2)
+	if st := h.Stats(); st.Matched != 0 || st.Missed != 1 {
+		// The dialer saw the server end as ours and waited in vain once;
+		// the accepting side, seeing a foreign client, did not wait.
+		t.Errorf("hand-off stats %+v, want no match and the dialer's one miss", st)
+	}
+}
+
+// Masqueraded: the inbound side sees a client address that is no local pod's,
+// and pairs by identity all the same (else the dialer, which saw the accepting
+// end is ours, would wait in vain on every new connection).
+func TestHandoffByIdentityMasqueraded(t *testing.T) {
+	c, h, tcpRead := chainByIdentityFrom(t, false, func(e ConnEnds) ConnEnds { return e })
+	getThrough(t, c, 3)
+	if st := h.Stats(); st.Matched != 1 || st.Missed != 0 {
+		t.Errorf("hand-off stats %+v, want 1 match and no misses", st)
+	}
+	if n := tcpRead.Load(); n != 0 {
+		t.Errorf("the inbound proxy read %d bytes from TCP, want all in memory", n)
+	}
+}

@@ -590,12 +590,15 @@ func (p *Proxy) dial(ctx context.Context, dst string) (net.Conn, error) {
 	ch := make(chan dialResult, 1)
 	go func() {
 		c, err := p.cfg.Dialer.DialContext(ctx, "tcp", dst)
-		if announced {
-			if err != nil {
-				p.cfg.Handoff.abandon(handoff)
-			} else {
-				c = p.cfg.Handoff.dialed(c, handoff)
-			}
+		switch {
+		case announced && err != nil:
+			p.cfg.Handoff.abandon(handoff)
+		case announced:
+			c = p.cfg.Handoff.dialed(c, handoff)
+		case err == nil && p.cfg.Handoff != nil && p.cfg.Direction == Outbound:
+			// Not a pod's address here: a Service's virtual IP may still
+			// lead to one (handoff.go).
+			c = p.cfg.Handoff.dialedUnannounced(c)
 		}
 		ch <- dialResult{c, err}
 	}()

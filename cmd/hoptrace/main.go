@@ -41,7 +41,7 @@ receive, as with Linkerd or Istio.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCmd(), newAwaitCmd(), newCheckCmd(), newPodsCmd(), newFlowsCmd(), newMountBPFFSCmd(), newVersionCmd())
+	root.AddCommand(newAgentCmd(), newAwaitCmd(), newCheckCmd(), newPodsCmd(), newFlowsCmd(), newMetricsCmd(), newMountBPFFSCmd(), newVersionCmd())
 	return root
 }
 

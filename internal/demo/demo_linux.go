@@ -45,9 +45,10 @@ type Env struct {
 	AdminSocket string
 	PinDir      string
 
-	mu    sync.Mutex
-	agent *exec.Cmd
-	apps  []*exec.Cmd
+	mu      sync.Mutex
+	agent   *exec.Cmd
+	agentCg string // the agent's cgroup
+	apps    []*exec.Cmd
 }
 
 // Service ports of the sample apps.
@@ -177,11 +178,17 @@ func (e *Env) StartAgent(ctx context.Context) error {
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start agent: %w", err)
+	// A cgroup of its own, as a DaemonSet's container has: the agent attaches
+	// its connection-identity program there (package connid), so that hops
+	// through a Service's virtual IP are handed off in memory too.
+	err = e.agentCgroup()
+	if err == nil {
+		err = nodebox.StartInCgroup(e.agentCg, cmd)
 	}
 	logf.Close()
+	if err != nil {
+		return fmt.Errorf("start agent: %w", err)
+	}
 	e.mu.Lock()
 	e.agent = cmd
 	e.mu.Unlock()
@@ -207,6 +214,20 @@ func (e *Env) StartAgent(ctx context.Context) error {
 			return fmt.Errorf("agent not ready after 30s: %v", err)
 		}
 	}
+}
+
+// agentCgroup makes the agent's cgroup, below the node's, once: a restarted
+// agent runs in the same one.
+func (e *Env) agentCgroup() error {
+	if e.agentCg != "" {
+		return nil
+	}
+	dir, err := e.Node.AddCgroup("hoptrace-agent")
+	if err != nil {
+		return err
+	}
+	e.agentCg = dir
+	return nil
 }
 
 // AgentPID returns the running agent's pid.

@@ -196,6 +196,31 @@ func TestE2E(t *testing.T) {
 		e.checkChain(t, tr, []string{"client-ip", "hello", "world", "emoji"}, []string{svcHello.Spec.ClusterIP, "world", "emoji"})
 	})
 
+	// The hops above go through Services: kube-proxy rewrites the ClusterIP
+	// to the backend's address between the two proxies, and where both pods
+	// are on one node the agent still passes the bytes in memory (its
+	// connection identity program on its own cgroup pairs the two sides).
+	t.Run("ServiceHopsHandedOff", func(t *testing.T) {
+		client, hello := e.onePod(t, "client"), e.onePod(t, "hello")
+		if client.Spec.NodeName != hello.Spec.NodeName {
+			t.Skipf("client on %s, hello on %s: no same-node Service hop to check", client.Spec.NodeName, hello.Spec.NodeName)
+		}
+		out, err := e.hoptrace(t, client.Spec.NodeName, "metrics", "hoptrace_local_handoffs_total")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("hoptrace metrics hoptrace_local_handoffs_total:\n%s", out)
+		matched := -1.0
+		for _, line := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(line, `hoptrace_local_handoffs_total{result="matched"} `); ok {
+				fmt.Sscan(v, &matched)
+			}
+		}
+		if matched < 1 {
+			t.Errorf("hand-offs matched %v on node %s, want the same-node hops through Services handed off", matched, client.Spec.NodeName)
+		}
+	})
+
 	t.Run("OptOutAnnotation", func(t *testing.T) {
 		pod := e.onePod(t, "optout")
 		if ok, why := attached(e.agentPods(t, pod.Spec.NodeName), pod); ok || !strings.HasPrefix(why, "not listed") {

@@ -28,10 +28,10 @@ type subsetSetup interface {
 	runsScenario(name string) bool
 }
 
-// natSetup is a setup that needs connection tracking in the pods (iptables
-// REDIRECT): the only one allowed to have it on.
+// natSetup is a setup that may need connection tracking in the pods
+// (iptables REDIRECT, a Service's DNAT): the only ones allowed to have it on.
 type natSetup interface {
-	nat()
+	usesNAT() bool
 }
 
 // warmupDuration is the length of each warm-up run.

@@ -8,12 +8,14 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -30,13 +32,18 @@ import (
 // node's pods' sampling decisions (--mesh-networks), as a real cluster is
 // configured. fastPath turns on the sk_msg fast path for the in-pod legs;
 // tcpHop turns the local hand-off off, so that the same-node hop goes through
-// TCP between the agent's two proxies.
+// TCP between the agent's two proxies. service has fortio call a Service's
+// virtual IP instead of the server pod's address: a DNAT in the client pod
+// (kube-proxy's part) sends the calls on, so the agent's two proxies see
+// different four-tuples and pair by connection identity (package connid).
 type hoptraceSetup struct {
 	sampleRate float64
 	fastPath   bool
 	crossNode  bool
 	tcpHop     bool
+	service    bool
 	agents     []*benchAgent
+	natPod     *nodebox.Pod // where service's DNAT is, to remove
 }
 
 // benchAgent is one agent process of a setup.
@@ -58,10 +65,49 @@ func (h *hoptraceSetup) name() string {
 	if h.tcpHop {
 		n += "-tcphop"
 	}
+	if h.service {
+		n += "-svc"
+	}
 	return n
 }
 
-func (h *hoptraceSetup) target(e *env, s scenario) string { return transparentTarget(e, s) }
+func (h *hoptraceSetup) target(e *env, s scenario) string {
+	if !h.service {
+		return transparentTarget(e, s)
+	}
+	if s.grpc {
+		return netip.AddrPortFrom(serviceVIP(e), grpcPort).String()
+	}
+	return "http://" + netip.AddrPortFrom(serviceVIP(e), httpPort).String() + "/echo"
+}
+
+// serviceVIP is the service setup's virtual IP: an address of the pods'
+// subnet that no pod has.
+func serviceVIP(e *env) netip.Addr {
+	a := e.server.IPv4.As4()
+	return netip.AddrFrom4([4]byte{a[0], a[1], a[2], 251})
+}
+
+func serviceRules(e *env) string {
+	return fmt.Sprintf(`*nat
+:HTBENCH_SVC - [0:0]
+-A HTBENCH_SVC -d %[1]s -p tcp --dport %[3]d -j DNAT --to-destination %[2]s:%[3]d
+-A HTBENCH_SVC -d %[1]s -p tcp --dport %[4]d -j DNAT --to-destination %[2]s:%[4]d
+-A OUTPUT -p tcp -j HTBENCH_SVC
+COMMIT
+`, serviceVIP(e), e.server.IPv4, httpPort, grpcPort)
+}
+
+const serviceUnrules = `*nat
+-D OUTPUT -p tcp -j HTBENCH_SVC
+-F HTBENCH_SVC
+-X HTBENCH_SVC
+COMMIT
+`
+
+// usesNAT: the service setup's DNAT turns connection tracking on in the
+// client pod.
+func (h *hoptraceSetup) usesNAT() bool { return h.service }
 
 func (h *hoptraceSetup) pids() []int {
 	var out []int
@@ -77,13 +123,19 @@ func (h *hoptraceSetup) pids() []int {
 var variantScenarios = []string{"http-1k", "http-max", "http-close-max", "grpc-1k", "grpc-max"}
 
 func (h *hoptraceSetup) runsScenario(name string) bool {
-	if !h.fastPath && !h.crossNode && !h.tcpHop {
+	if !h.fastPath && !h.crossNode && !h.tcpHop && !h.service {
 		return true
 	}
 	return slices.Contains(variantScenarios, name)
 }
 
 func (h *hoptraceSetup) start(ctx context.Context, e *env) error {
+	if h.service {
+		if err := iptablesRestore(ctx, e.client, serviceRules(e)); err != nil {
+			return err
+		}
+		h.natPod = e.client
+	}
 	groups := [][]*nodebox.Pod{{e.client, e.server}}
 	if h.crossNode {
 		groups = [][]*nodebox.Pod{{e.client}, {e.server}}
@@ -151,6 +203,19 @@ func (h *hoptraceSetup) startAgent(e *env, i int, group []*nodebox.Pod) (*benchA
 		args = append(args, "--mesh-networks", e.node.Subnet4.String()+","+e.node.Subnet6.String())
 	}
 	cmd := exec.Command(filepath.Join(e.cfg.binDir, "hoptrace"), args...)
+	// A cgroup of its own, as a DaemonSet's container has: there it attaches
+	// its connection-identity program (hops through Services), as in a
+	// cluster.
+	cgDir, err := e.node.AddCgroup("agent-" + h.name() + suffix)
+	if err != nil {
+		return nil, err
+	}
+	cg, err := os.Open(cgDir)
+	if err != nil {
+		return nil, err
+	}
+	defer cg.Close()
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
 	if a.proc, err = startProc(e.cfg.workDir, "agent-"+h.name()+suffix, nil, cmd); err != nil {
 		return nil, err
 	}
@@ -273,6 +338,10 @@ func (h *hoptraceSetup) stop() error {
 		}
 	}
 	h.agents = nil
+	if h.natPod != nil {
+		errs = append(errs, iptablesRestore(context.Background(), h.natPod, serviceUnrules))
+		h.natPod = nil
+	}
 	return errors.Join(errs...)
 }
 

@@ -68,7 +68,7 @@ func (s *iptablesSetup) name() string {
 }
 
 func (s *iptablesSetup) traces() bool                      { return s.sampleRate > 0 }
-func (s *iptablesSetup) nat()                              {}
+func (s *iptablesSetup) usesNAT() bool                     { return true }
 func (s *iptablesSetup) target(e *env, sc scenario) string { return transparentTarget(e, sc) }
 func (s *iptablesSetup) pids() []int                       { return []int{s.proxy.pid()} }
 

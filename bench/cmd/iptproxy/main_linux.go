@@ -170,9 +170,11 @@ func openSide(nsPath, addr string, mark int) (net.Listener, proxy.Dialer, error)
 	}
 	var ln net.Listener
 	err = netns.Do(int(ns.Fd()), func() error {
-		var lc net.ListenConfig
-		// As in hoptrace: no MPTCP, whose sockets differ in what the kernel
-		// lets a proxy do with them.
+		// As in hoptrace (redirect.listenLoopback): no MPTCP, whose sockets
+		// differ in what the kernel lets a proxy do with them, and no
+		// keep-alive probes on accepted connections, whose four setsockopt
+		// calls per accept the agent does not make either.
+		lc := net.ListenConfig{KeepAlive: -1}
 		lc.SetMultipathTCP(false)
 		var err error
 		ln, err = lc.Listen(context.Background(), "tcp4", addr)
