@@ -57,4 +57,3 @@ of them (comments dropped).`,
 	adminFlag(cmd, &socket)
 	return cmd
 }
-
