@@ -5,15 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/hoptrace/hoptrace/cgroup2"
 	"github.com/hoptrace/hoptrace/internal/testenv"
 	"github.com/hoptrace/hoptrace/nodebox"
 )
@@ -22,44 +17,12 @@ import (
 // runs in a container's, and opens a Table on it; both are undone at cleanup.
 func ownCgroup(t testing.TB) *Table {
 	t.Helper()
-	testenv.RequirePrivileged(t)
-	mnt, err := cgroup2.Mountpoint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	before, err := cgroup2.Self()
-	if err != nil && !strings.Contains(err.Error(), "root cgroup") {
-		t.Fatal(err)
-	}
-	if before == "" {
-		before = mnt
-	}
-	dir, err := os.MkdirTemp(mnt, "hoptrace-connid-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	move := func(to string) error {
-		return os.WriteFile(filepath.Join(to, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
-	}
-	if err := move(dir); err != nil {
-		os.Remove(dir)
-		t.Fatal(err)
-	}
+	dir := testenv.InOwnCgroup(t)
 	tbl, err := Open(dir)
-	t.Cleanup(func() {
-		if tbl != nil {
-			tbl.Close()
-		}
-		if err := move(before); err != nil {
-			t.Errorf("move back to %s: %v", before, err)
-		}
-		if err := os.Remove(dir); err != nil {
-			t.Errorf("remove cgroup: %v", err)
-		}
-	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { tbl.Close() }) // runs before the move back
 	return tbl
 }
 

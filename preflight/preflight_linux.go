@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/cgroup2"
+	"github.com/hoptrace/hoptrace/connid"
 	"github.com/hoptrace/hoptrace/infer"
 	"github.com/hoptrace/hoptrace/redirect"
 )
@@ -39,6 +40,7 @@ func Run() []Result {
 	}
 	rs = append(rs, optional(redirect.Transparency()))
 	rs = append(rs, optional(InferRequirement()))
+	rs = append(rs, optional(ServiceHandoffRequirement()))
 	r := Result{Name: "hoptrace BPF programs load (verifier)", Status: OK}
 	if err := redirect.VerifyPrograms(); err != nil {
 		r.Status, r.Detail, r.Fix = Missing, errText(err), "see the items above; report the error if they are all ok"
@@ -61,6 +63,32 @@ func InferRequirement() redirect.Requirement {
 			return nil
 		},
 		Fix: "a kernel with BTF and both tracepoints (sock_recv_length came in 6.4, tcp_sendmsg_locked later); capture and tracing work without it, pods annotated hoptrace.io/context: infer are traced as if they forwarded headers",
+	}
+}
+
+// ServiceHandoffRequirement is the local hand-off of hops through a
+// Service's virtual IP (package connid), probed by attaching its program to
+// this process's cgroup for a moment: run inside the agent's container
+// (kubectl exec), that is the agent's. Optional: hops to pod addresses are
+// handed off without it, and the others go over TCP.
+func ServiceHandoffRequirement() redirect.Requirement {
+	return redirect.Requirement{
+		Name: "hops through Service IPs handed off in memory (--local-handoff): sockops on the agent's own cgroup",
+		Probe: func() error {
+			dir, err := cgroup2.Self()
+			if err != nil {
+				return err
+			}
+			t, err := connid.Open(dir)
+			if err != nil {
+				if errors.Is(err, connid.ErrNotSupported) {
+					return fmt.Errorf("%w: %w", ebpf.ErrNotSupported, err)
+				}
+				return err
+			}
+			return t.Close()
+		},
+		Fix: "run the agent in a cgroup of its own (a DaemonSet's container is one) on a kernel with sockops and socket storage; without it such hops go over TCP between the agent's proxies, hops to pod addresses are handed off either way",
 	}
 }
 

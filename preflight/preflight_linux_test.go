@@ -1,12 +1,14 @@
 package preflight
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
 
+	"github.com/hoptrace/hoptrace/cgroup2"
 	"github.com/hoptrace/hoptrace/internal/testenv"
 	"github.com/hoptrace/hoptrace/redirect"
 )
@@ -48,5 +50,30 @@ func TestOptionalFeatureIsOneWarning(t *testing.T) {
 	line := b.String()
 	if strings.Count(line, "\n") != 1 || !strings.Contains(line, "not supported by this kernel") || !strings.Contains(line, "capture works") {
 		t.Errorf("report: %q", line)
+	}
+}
+
+// The Service hand-off line says what it says on the cgroup the check runs in:
+// in the hierarchy's root (a root shell on a host) a warning naming it, in a
+// cgroup of its own (inside the agent's container) ok.
+func TestServiceHandoffLine(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	r := optional(ServiceHandoffRequirement())
+	_, err := cgroup2.Self()
+	switch {
+	case errors.Is(err, cgroup2.ErrRootCgroup):
+		if r.Status != Warning || !strings.Contains(r.Detail, "root cgroup") || !strings.Contains(r.Fix, "pod addresses are handed off either way") {
+			t.Errorf("in the root cgroup: %+v, want a warning that names it", r)
+		}
+	case err == nil:
+		if r.Status != OK {
+			t.Errorf("in the cgroup %+v, want ok", r)
+		}
+	default:
+		t.Fatalf("own cgroup: %v", err)
+	}
+	testenv.InOwnCgroup(t)
+	if r := optional(ServiceHandoffRequirement()); r.Status != OK {
+		t.Errorf("in a cgroup of its own: %+v, want ok", r)
 	}
 }
