@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -305,8 +306,9 @@ func TestHandoffConcurrentMeetings(t *testing.T) {
 
 // fakeIdentity names a loopback connection by its two ports, as both ends see
 // them, standing in for the BPF record of the sequence numbers; serverPort is
-// the inbound listener's. ours says which ends count as this process's.
-func fakeIdentity(serverPort uint16, ours func(ConnEnds) ConnEnds) IdentifyFunc {
+// the inbound listener's. ours says which ends count as this process's, asked
+// by the server's end (the inbound proxy) or the client's (the dialer).
+func fakeIdentity(serverPort uint16, ours func(e ConnEnds, byServer bool) ConnEnds) IdentifyFunc {
 	return func(c net.Conn) (ConnID, ConnEnds, bool) {
 		l, ok1 := addrPort(c.LocalAddr())
 		r, ok2 := addrPort(c.RemoteAddr())
@@ -314,23 +316,23 @@ func fakeIdentity(serverPort uint16, ours func(ConnEnds) ConnEnds) IdentifyFunc 
 			return ConnID{}, ConnEnds{}, false
 		}
 		if l.Port() == serverPort {
-			return ConnID{Client: uint32(r.Port()), Server: uint32(l.Port())}, ours(ConnEnds{Client: true, Server: true}), true
+			return ConnID{Client: uint32(r.Port()), Server: uint32(l.Port())}, ours(ConnEnds{Client: true, Server: true}, true), true
 		}
-		return ConnID{Client: uint32(l.Port()), Server: uint32(r.Port())}, ours(ConnEnds{Client: true, Server: true}), true
+		return ConnID{Client: uint32(l.Port()), Server: uint32(r.Port())}, ours(ConnEnds{Client: true, Server: true}, false), true
 	}
 }
 
 // chainByIdentity is a chain whose outbound proxy does not know the inbound
 // one's address as a pod's (no targets), as for a Service's virtual IP: only
 // the identity can pair the two sides.
-func chainByIdentity(t *testing.T, ours func(ConnEnds) ConnEnds) (*chain, *Handoff, *atomic.Int64) {
+func chainByIdentity(t *testing.T, ours func(ConnEnds, bool) ConnEnds) (*chain, *Handoff, *atomic.Int64) {
 	return chainByIdentityFrom(t, true, ours)
 }
 
 // chainByIdentityFrom is chainByIdentity; with localClient false the client's
 // address is no local pod's, as when kube-proxy masquerades a pod's call to a
 // Service it backs itself.
-func chainByIdentityFrom(t *testing.T, localClient bool, ours func(ConnEnds) ConnEnds) (*chain, *Handoff, *atomic.Int64) {
+func chainByIdentityFrom(t *testing.T, localClient bool, ours func(ConnEnds, bool) ConnEnds) (*chain, *Handoff, *atomic.Int64) {
 	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "%s %d", r.URL.Path, n)
@@ -368,7 +370,7 @@ func getThrough(t *testing.T, c *chain, n int) {
 // which the inbound proxy sees as the backend's address) is handed off when
 // the connection's identity says both ends are this process's.
 func TestHandoffByIdentity(t *testing.T) {
-	c, h, tcpRead := chainByIdentity(t, func(e ConnEnds) ConnEnds { return e })
+	c, h, tcpRead := chainByIdentity(t, func(e ConnEnds, _ bool) ConnEnds { return e })
 	getThrough(t, c, 5)
 	if st := h.Stats(); st.Matched != 1 || st.Missed != 0 {
 		t.Errorf("hand-off stats %+v, want 1 match and no misses", st)
@@ -383,10 +385,22 @@ func TestHandoffByIdentity(t *testing.T) {
 // here and goes over TCP, and the accepting side, which sees that the client
 // is this process's, must not then wait for a meeting that will not come.
 func TestHandoffByIdentityDialerFirst(t *testing.T) {
-	var dialer atomic.Bool // the next identify call is the dialer's: nothing on the server end yet
-	dialer.Store(true)
-	c, h, tcpRead := chainByIdentity(t, func(e ConnEnds) ConnEnds {
-		if dialer.CompareAndSwap(true, false) {
+	// The dialer asks first and finds the server's end not recorded yet; the
+	// accepting side asks only after that, as the kernel orders it (the
+	// server's end is recorded when the client's ACK arrives).
+	dialerAsked := make(chan struct{})
+	var once sync.Once
+	c, h, tcpRead := chainByIdentity(t, func(e ConnEnds, byServer bool) ConnEnds {
+		if byServer {
+			select {
+			case <-dialerAsked:
+			case <-time.After(5 * time.Second):
+			}
+			return e
+		}
+		first := false
+		once.Do(func() { first = true; close(dialerAsked) })
+		if first {
 			e.Server = false
 		}
 		return e
@@ -403,7 +417,7 @@ func TestHandoffByIdentityDialerFirst(t *testing.T) {
 // A client that is not this process's proxy (its end is no socket of ours) is
 // not waited for.
 func TestHandoffByIdentityForeignClient(t *testing.T) {
-	c, h, _ := chainByIdentity(t, func(e ConnEnds) ConnEnds { return ConnEnds{Server: e.Server} })
+	c, h, _ := chainByIdentity(t, func(e ConnEnds, _ bool) ConnEnds { return ConnEnds{Server: e.Server} })
 	getThrough(t, c, 2)
 	if st := h.Stats(); st.Matched != 0 || st.Missed != 1 {
 		// The dialer saw the server end as ours and waited in vain once;
@@ -416,7 +430,7 @@ func TestHandoffByIdentityForeignClient(t *testing.T) {
 // and pairs by identity all the same (else the dialer, which saw the accepting
 // end is ours, would wait in vain on every new connection).
 func TestHandoffByIdentityMasqueraded(t *testing.T) {
-	c, h, tcpRead := chainByIdentityFrom(t, false, func(e ConnEnds) ConnEnds { return e })
+	c, h, tcpRead := chainByIdentityFrom(t, false, func(e ConnEnds, _ bool) ConnEnds { return e })
 	getThrough(t, c, 3)
 	if st := h.Stats(); st.Matched != 1 || st.Missed != 0 {
 		t.Errorf("hand-off stats %+v, want 1 match and no misses", st)
