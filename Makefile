@@ -109,7 +109,7 @@ e2e-cluster:
 e2e-kind:
 	@scripts/kind-e2e.sh
 
-## bench: load benchmarks against direct, iptables, nginx and Caddy, and the fast path and cross-node agent setups (root, ~14 min); writes bench/results.json and docs/benchmarks.md
+## bench: load benchmarks against direct, iptables, nginx and Caddy, and the hand-off-off, cross-node and Service-IP agent setups (root, ~15 min); writes bench/results.json and docs/benchmarks.md
 bench:
 	@scripts/bench.sh
 

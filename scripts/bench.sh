@@ -4,7 +4,7 @@
 # box, the whole matrix repeated in rounds (benchrun -rounds), each round on
 # fresh pods. Writes bench/results.json (medians over the rounds),
 # results.runs.json (every run), results.meta.json and the "Load benchmarks
-# (make bench)" section of docs/benchmarks.md. About 14 minutes.
+# (make bench)" section of docs/benchmarks.md. About 15 minutes.
 #
 # Needs root: it creates network namespaces, veths and cgroups, loads BPF and
 # installs iptables rules inside the benchmark pods' own namespaces. Everything

@@ -93,16 +93,16 @@ func newSetups(cfg config) []setup {
 		&hoptraceSetup{sampleRate: 1, crossNode: true},
 		newNginx(cfg.nginx),
 		newCaddy(cfg.caddy),
+		// The two that turn connection tracking on in the pods, last.
+		&hoptraceSetup{sampleRate: 1, service: true},
 		&iptablesSetup{},
 	}
 }
 
-// extraSetups run only when named with -setups: tools for profiling, the
-// sk_msg fast path (off by default, measured without gain: docs/benchmarks.md)
-// and the agent called through a Service's virtual IP (its DNAT turns
-// connection tracking on in the client pod, which would tax the setups after it).
+// extraSetups run only when named with -setups: tools for profiling, and the
+// sk_msg fast path (off by default, measured without gain: docs/benchmarks.md).
 func extraSetups() []setup {
-	return []setup{&iptablesSetup{sampleRate: 1}, &hoptraceSetup{sampleRate: 1, fastPath: true}, &hoptraceSetup{sampleRate: 1, service: true}}
+	return []setup{&iptablesSetup{sampleRate: 1}, &hoptraceSetup{sampleRate: 1, fastPath: true}}
 }
 
 func allSetupNames() []string {
