@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/bpf"
+	"github.com/hoptrace/hoptrace/netns"
 )
 
 // Table is the record of the connections of one cgroup's sockets. Nothing is
@@ -67,8 +68,7 @@ func ownNetnsCookie() (uint64, error) {
 		return 0, fmt.Errorf("own netns cookie: %w", err)
 	}
 	defer unix.Close(fd)
-	const soNetnsCookie = 71 // SO_NETNS_COOKIE, Linux 5.14
-	v, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, soNetnsCookie)
+	v, err := netns.SocketCookie(fd)
 	if err != nil {
 		return 0, fmt.Errorf("own netns cookie: %w: %w", ErrNotSupported, err)
 	}

@@ -57,3 +57,15 @@ func DoPath(path string, fn func() error) error {
 	defer f.Close()
 	return Do(int(f.Fd()), fn)
 }
+
+// SocketCookie returns the cookie of the netns the socket fd belongs to: what
+// bpf_get_netns_cookie returns for it inside BPF programs (SO_NETNS_COOKIE,
+// Linux 5.14).
+func SocketCookie(fd int) (uint64, error) {
+	const soNetnsCookie = 71 // SO_NETNS_COOKIE
+	v, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, soNetnsCookie)
+	if err != nil {
+		return 0, fmt.Errorf("read netns cookie: %w", err)
+	}
+	return v, nil
+}

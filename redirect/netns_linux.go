@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hoptrace/hoptrace/netns"
 )
 
 // openNetns opens a network namespace file and checks that it is one.
@@ -37,11 +39,4 @@ func openNetns(path string) (*os.File, error) {
 
 // netnsCookie returns the cookie of the netns a socket belongs to; it is what
 // bpf_get_netns_cookie returns inside the BPF programs.
-func netnsCookie(fd int) (uint64, error) {
-	const soNetnsCookie = 71 // SO_NETNS_COOKIE, Linux 5.14
-	v, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, soNetnsCookie)
-	if err != nil {
-		return 0, fmt.Errorf("read netns cookie: %w", err)
-	}
-	return v, nil
-}
+func netnsCookie(fd int) (uint64, error) { return netns.SocketCookie(fd) }
