@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"unsafe"
 )
 
 // peeker looks at a socket with MSG_PEEK: it learns about the connection
@@ -53,7 +54,12 @@ func newPeeker(c net.Conn) *peeker {
 }
 
 func (p *peeker) peek(fd uintptr) error {
-	_, _, p.errno = syscall.Recvfrom(int(fd), p.b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	// Raw, as sock's reads are (sock_linux.go): MSG_DONTWAIT never blocks.
+	_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.b[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	p.errno = nil
+	if e != 0 {
+		p.errno = e
+	}
 	return p.errno
 }
 

@@ -304,6 +304,7 @@ func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 	defer p.trackConn(-1)
 	defer func() { c.Close() }() // c may become a hand-off's memConn
 	accepted := time.Now()
+	c = newSock(c)
 	dst, err := p.cfg.Resolver.OriginalDst(c)
 	if err != nil {
 		p.log.Debug("no original destination", "peer", c.RemoteAddr(), "err", err)
@@ -590,6 +591,9 @@ func (p *Proxy) dial(ctx context.Context, dst string) (net.Conn, error) {
 	ch := make(chan dialResult, 1)
 	go func() {
 		c, err := p.cfg.Dialer.DialContext(ctx, "tcp", dst)
+		if err == nil {
+			c = newSock(c)
+		}
 		switch {
 		case announced && err != nil:
 			p.cfg.Handoff.abandon(handoff)
