@@ -304,7 +304,6 @@ func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 	defer p.trackConn(-1)
 	defer func() { c.Close() }() // c may become a hand-off's memConn
 	accepted := time.Now()
-	c = newSock(c)
 	dst, err := p.cfg.Resolver.OriginalDst(c)
 	if err != nil {
 		p.log.Debug("no original destination", "peer", c.RemoteAddr(), "err", err)
@@ -316,6 +315,9 @@ func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 		p.log.Debug("refusing connection addressed to the proxy itself", "peer", c.RemoteAddr(), "dst", dst)
 		return
 	}
+	// After the resolver, which gets the connection as the listener made it
+	// (iptproxy's reads SO_ORIGINAL_DST from the *net.TCPConn).
+	c = newSock(c)
 	if p.cfg.Handoff != nil && p.cfg.Direction == Inbound {
 		c = p.cfg.Handoff.accepted(c, dst)
 	}

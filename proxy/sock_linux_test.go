@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"syscall"
 	"testing"
@@ -178,4 +181,31 @@ func TestSockKeepsTCPConnMethods(t *testing.T) {
 		t.Fatal("newSock wrapped a memConn")
 	}
 	b.Close()
+}
+
+// TestResolverGetsTheAcceptedConn: Config.Resolver is handed the connection
+// as the listener made it, a *net.TCPConn (iptables capture reads
+// SO_ORIGINAL_DST from it, bench/cmd/iptproxy); the sock comes after.
+func TestResolverGetsTheAcceptedConn(t *testing.T) {
+	appAddr := sloppyApp(t, "")
+	var got string
+	p, err := New(Config{Direction: Inbound, Resolver: ResolverFunc(func(c net.Conn) (netip.AddrPort, error) {
+		if _, ok := c.(*net.TCPConn); !ok {
+			return netip.AddrPort{}, fmt.Errorf("resolver got a %T", c)
+		}
+		return appAddr.AddrPort(), nil
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := start(t, p)
+	res, err := http.Get("http://" + ln.Addr().String() + "/own")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if got = string(b); got != "own" {
+		t.Fatalf("through the proxy: %q, want \"own\"", got)
+	}
 }
