@@ -123,6 +123,10 @@ func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrPo
 // marked broken, to hold the relay at that point.
 var h2BreakHook func(*h2Relay)
 
+// h2DrainHook, when set (tests only), runs in drain between claiming the
+// GOAWAY and sending it.
+var h2DrainHook func(*h2Relay)
+
 var (
 	errH2Fallback       = errors.New("upstream does not speak HTTP/2")
 	errH2ClientReset    = errors.New("client reset the stream")
@@ -195,10 +199,11 @@ type h2Relay struct {
 	upEvents      []h2UpstreamEvent // for the client goroutine (pollUpstream)
 	upEventsSpare []h2UpstreamEvent
 	upPending     atomic.Bool
-	maxSeen       uint32 // highest stream forwarded upstream; written by the client goroutine only
-	refuseAbove   uint32 // streams above it are not forwarded: the client was told by a GOAWAY
-	goAwayLast    uint32 // lowest last-stream-id the client has been sent
-	sentGoAway    bool   // the relay itself sent the client a GOAWAY
+	maxSeen       uint32         // highest stream forwarded upstream; written by the client goroutine only
+	refuseAbove   uint32         // streams above it are not forwarded: the client was told by a GOAWAY
+	goAwayLast    uint32         // lowest last-stream-id the client has been sent
+	sentGoAway    bool           // the relay itself sent the client a GOAWAY
+	drainSend     sync.WaitGroup // drain's GOAWAY, claimed under mu and sent after it
 	draining      bool
 	closing       bool // the connection is going down: no new streams
 	clientGone    bool
@@ -1194,6 +1199,10 @@ func (r *h2Relay) upstreamDone(err error) {
 		r.cc.SetReadDeadline(now)
 		return
 	}
+	// A drain that claimed the GOAWAY before this end (so none was written
+	// above) sends it now: the half-close waits for it, or the client would
+	// read a bare EOF at shutdown.
+	r.drainSend.Wait()
 	closeWrite(r.cc)
 	r.cc.SetReadDeadline(now.Add(h2Linger))
 }
@@ -1245,10 +1254,22 @@ func (r *h2Relay) drain() {
 	r.refuseAbove, r.goAwayLast = last, last
 	goAway := !r.sentGoAway
 	r.sentGoAway = true
+	if goAway {
+		// Claimed here, sent below: upstreamDone, which now writes none,
+		// waits for it before it half-closes the client. (Not posted under
+		// mu as clientDone's is: that could wait on a flush to a client
+		// that does not read, holding mu, and no write deadline may cut
+		// the responses still streaming.)
+		r.drainSend.Add(1)
+	}
 	idle := len(r.streams) == 0
 	r.mu.Unlock()
 	if goAway {
+		if h2DrainHook != nil {
+			h2DrainHook(r)
+		}
 		r.cw.send(appendGoAway(nil, last, http2.ErrCodeNo, ""))
+		r.drainSend.Done()
 	}
 	if idle {
 		r.uc.Close()

@@ -217,3 +217,53 @@ func TestH2RelayPingsLiveUpstream(t *testing.T) {
 		}
 	}
 }
+
+// Shutdown's GOAWAY and the upstream's end at the same instant: drain has
+// claimed the GOAWAY (so upstreamDone writes none) but not sent it yet when
+// the upstream goes. The client must still get it before the end of the
+// connection, not a bare EOF.
+func TestH2RelayDrainGoAwayRacesUpstream(t *testing.T) {
+	got, draining, upEnded := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	app := rawH2App(t, func(p *h2Peer) {
+		defer close(upEnded)
+		for {
+			f, err := p.next()
+			if err != nil {
+				return
+			}
+			if _, ok := f.(*http2.MetaHeadersFrame); ok {
+				close(got)
+				<-draining
+				return // the upstream goes away with the stream open
+			}
+		}
+	})
+	h2DrainHook = func(r *h2Relay) {
+		if r.dst != app {
+			return
+		}
+		close(draining)
+		<-upEnded
+		// Time for toClient to see the end and run upstreamDone, which
+		// half-closed the client before the GOAWAY went out.
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Cleanup(func() { h2DrainHook = nil })
+	px, ln := oneProxy(t, app, &recorder{})
+	c := dialH2(t, ln.Addr().String())
+	c.get(1, "/")
+	<-got
+	go px.Shutdown(context.Background())
+	for {
+		f, err := c.next()
+		if err != nil {
+			t.Fatalf("the connection ended without a GOAWAY: %v", err)
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeNo {
+				t.Fatalf("GOAWAY %v, want NO_ERROR", ga.ErrCode)
+			}
+			return
+		}
+	}
+}
