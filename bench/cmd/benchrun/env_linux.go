@@ -64,9 +64,12 @@ func newEnv(ctx context.Context, cfg config) (_ *env, err error) {
 	for _, p := range []*nodebox.Pod{e.client, e.server} {
 		// One connection per request runs through tens of thousands of ports
 		// in a few seconds: widen the range and reuse TIME_WAIT ports, inside
-		// the pods' own namespaces only.
+		// the pods' own namespaces only. The ports the setups listen on are
+		// kept out of it: a connection that took 15002 as its own port (or
+		// its TIME_WAIT, a minute later) made the next nginx's bind fail.
 		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", p.NetnsName, "sysctl", "-q", "-w",
-			"net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1").CombinedOutput()
+			"net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1",
+			"net.ipv4.ip_local_reserved_ports="+reservedPorts).CombinedOutput()
 		if err != nil {
 			return nil, fmt.Errorf("pod %s sysctl: %w: %s", p.Name, err, out)
 		}

@@ -36,6 +36,10 @@ const (
 	chainInGRPC  = 15007
 )
 
+// reservedPorts are never a connection's own port in the pods: every port a
+// setup listens on (fortio's, the chains', iptproxy's 15001 and 15006).
+var reservedPorts = fmt.Sprintf("%d-%d,15000-15010", grpcPort, httpPort)
+
 func chainTarget(s scenario) string {
 	if s.grpc {
 		return fmt.Sprintf("127.0.0.1:%d", chainOutGRPC)
