@@ -241,41 +241,6 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		return ErrClosed
 	}
 	defer p.trackListener(ln, false)
-	ml, ok := ln.(MultiListener)
-	if !ok {
-		return p.accept(ln)
-	}
-	subs := ml.Listeners()
-	errs := make(chan error, len(subs))
-	for _, sub := range subs {
-		go func() { errs <- p.accept(sub) }()
-	}
-	var first error
-	for range subs {
-		err := <-errs
-		if first == nil && !errors.Is(err, ErrClosed) {
-			first = err
-			ln.Close() // one failed: the others end too, as Serve returns
-		}
-	}
-	if first == nil {
-		return ErrClosed
-	}
-	return first
-}
-
-// MultiListener is a listener made of several (a pod's IPv4 and IPv6
-// loopback listeners, say) that Serve accepts from directly, one loop each,
-// instead of through its Accept: merging them there would put a goroutine
-// and a channel hand-over between every accept and the proxy. Closing it
-// closes them all.
-type MultiListener interface {
-	net.Listener
-	Listeners() []net.Listener
-}
-
-// accept runs ln's accept loop until it fails or the proxy closes.
-func (p *Proxy) accept(ln net.Listener) error {
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()

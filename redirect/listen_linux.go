@@ -50,54 +50,21 @@ type dualListener struct {
 	errs   chan error
 	done   chan struct{}
 	once   sync.Once
-	loops  sync.Once // the accept loops start with the first Accept
 	wg     sync.WaitGroup
 	// onAccept, when set, sees each accepted connection before the proxy does.
 	onAccept func(net.Conn)
 }
 
 func newDualListener(v4, v6 *net.TCPListener, onAccept func(net.Conn)) *dualListener {
-	return &dualListener{v4: v4, v6: v6, conns: make(chan net.Conn), errs: make(chan error, 2), done: make(chan struct{}), onAccept: onAccept}
-}
-
-// startLoops starts one accept loop per listener, merging them for Accept.
-func (d *dualListener) startLoops() {
-	for _, ln := range []*net.TCPListener{d.v4, d.v6} {
+	d := &dualListener{v4: v4, v6: v6, conns: make(chan net.Conn), errs: make(chan error, 2), done: make(chan struct{}), onAccept: onAccept}
+	for _, ln := range []*net.TCPListener{v4, v6} {
 		if ln == nil {
 			continue
 		}
 		d.wg.Add(1)
 		go d.acceptLoop(ln)
 	}
-}
-
-// Listeners hands proxy.Serve the listeners to accept from directly, one
-// loop each, with the accept hook applied: Accept's merging costs every
-// connection a goroutine and a channel hand-over between the accept and the
-// proxy (a wake-up per connection). Accept is then not to be called.
-func (d *dualListener) Listeners() []net.Listener {
-	var lns []net.Listener
-	for _, ln := range []*net.TCPListener{d.v4, d.v6} {
-		if ln != nil {
-			lns = append(lns, hookedListener{ln, d.onAccept})
-		}
-	}
-	return lns
-}
-
-// hookedListener is one of a dualListener's listeners, accepted from
-// directly.
-type hookedListener struct {
-	*net.TCPListener
-	onAccept func(net.Conn)
-}
-
-func (h hookedListener) Accept() (net.Conn, error) {
-	c, err := h.TCPListener.Accept()
-	if err == nil && h.onAccept != nil {
-		h.onAccept(c)
-	}
-	return c, err
+	return d
 }
 
 func (d *dualListener) acceptLoop(ln *net.TCPListener) {
@@ -128,7 +95,6 @@ func (d *dualListener) acceptLoop(ln *net.TCPListener) {
 }
 
 func (d *dualListener) Accept() (net.Conn, error) {
-	d.loops.Do(d.startLoops)
 	select {
 	case c := <-d.conns:
 		return c, nil
@@ -142,7 +108,6 @@ func (d *dualListener) Accept() (net.Conn, error) {
 func (d *dualListener) Close() error {
 	var err error
 	d.once.Do(func() {
-		d.loops.Do(func() {}) // no accept loop starts after this
 		close(d.done)
 		err = errors.Join(closeIf(d.v4), closeIf(d.v6))
 		d.wg.Wait()
