@@ -29,18 +29,19 @@ import (
 // *net.TCPConn's.
 type sock struct {
 	*net.TCPConn
-	rc syscall.RawConn
+	rc     syscall.RawConn
+	reads  sockOp
+	writes sockOp
+}
 
-	rmu     sync.Mutex // one Read at a time uses the fields below
-	rbuf    []byte
-	rn      int
-	rerr    syscall.Errno
-	readFn  func(fd uintptr) bool
-	wmu     sync.Mutex // one Write at a time uses the fields below
-	wbuf    []byte
-	wn      int
-	werr    syscall.Errno
-	writeFn func(fd uintptr) bool
+// sockOp is one direction's call in progress: RawConn calls back with the fd,
+// so the buffer and the outcome live here, one call at a time.
+type sockOp struct {
+	mu    sync.Mutex
+	buf   []byte
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool // the callback, made once per connection
 }
 
 // newSock wraps c when it is a TCP socket; anything else is returned as is.
@@ -54,45 +55,66 @@ func newSock(c net.Conn) net.Conn {
 		return c
 	}
 	s := &sock{TCPConn: tc, rc: rc}
-	s.readFn = s.read
-	s.writeFn = s.write
+	s.reads.fn = s.reads.read
+	s.writes.fn = s.writes.write
 	return s
 }
 
-// read is RawConn.Read's callback: false asks it to wait for readiness.
-func (s *sock) read(fd uintptr) bool {
+// read is RawConn.Read's callback: one read; false asks it to wait for
+// readiness.
+func (o *sockOp) read(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&o.buf[0])), uintptr(len(o.buf)))
 		switch e {
 		case 0:
-			s.rn = int(n)
+			o.n = int(n)
 			return true
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
 			return false
 		}
-		s.rerr = e
+		o.errno = e
 		return true
 	}
 }
 
-func (s *sock) write(fd uintptr) bool {
-	for s.wn < len(s.wbuf) {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&s.wbuf[s.wn])), uintptr(len(s.wbuf)-s.wn))
+// write is RawConn.Write's callback: all of buf, waiting (false) when the
+// socket is full.
+func (o *sockOp) write(fd uintptr) bool {
+	for o.n < len(o.buf) {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&o.buf[o.n])), uintptr(len(o.buf)-o.n))
 		switch e {
 		case 0:
-			s.wn += int(n)
+			o.n += int(n)
 			continue
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
 			return false
 		}
-		s.werr = e
+		o.errno = e
 		return true
 	}
 	return true
+}
+
+// do runs o's callback on b through call (the RawConn's Read or Write) and
+// returns what it did, errors shaped as net.TCPConn's (*net.OpError).
+func (s *sock) do(o *sockOp, op string, b []byte, call func(func(uintptr) bool) error) (int, error) {
+	o.mu.Lock()
+	o.buf, o.n, o.errno = b, 0, 0
+	err := call(o.fn)
+	n, errno := o.n, o.errno
+	o.buf = nil
+	o.mu.Unlock()
+	switch {
+	case err != nil:
+		return n, s.opError(op, err)
+	case errno != 0:
+		return n, s.opError(op, os.NewSyscallError(op, errno))
+	}
+	return n, nil
 }
 
 // Read reads as net.TCPConn's does: io.EOF at the end, *net.OpError otherwise.
@@ -100,21 +122,11 @@ func (s *sock) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	s.rmu.Lock()
-	s.rbuf, s.rn, s.rerr = b, 0, 0
-	err := s.rc.Read(s.readFn)
-	n, errno := s.rn, s.rerr
-	s.rbuf = nil
-	s.rmu.Unlock()
-	switch {
-	case err != nil:
-		return 0, s.opError("read", err)
-	case errno != 0:
-		return 0, s.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
+	n, err := s.do(&s.reads, "read", b, s.rc.Read)
+	if err == nil && n == 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return n, err
 }
 
 // Write writes all of b, waiting for room as net.TCPConn's does.
@@ -122,19 +134,7 @@ func (s *sock) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	s.wmu.Lock()
-	s.wbuf, s.wn, s.werr = b, 0, 0
-	err := s.rc.Write(s.writeFn)
-	n, errno := s.wn, s.werr
-	s.wbuf = nil
-	s.wmu.Unlock()
-	switch {
-	case err != nil:
-		return n, s.opError("write", err)
-	case errno != 0:
-		return n, s.opError("write", os.NewSyscallError("write", errno))
-	}
-	return n, nil
+	return s.do(&s.writes, "write", b, s.rc.Write)
 }
 
 // opError gives err the shape net.TCPConn's errors have: RawConn reports the

@@ -38,7 +38,7 @@ const (
 
 // reservedPorts are never a connection's own port in the pods: every port a
 // setup listens on (fortio's, the chains', iptproxy's 15001 and 15006).
-var reservedPorts = fmt.Sprintf("%d-%d,15000-15010", grpcPort, httpPort)
+var reservedPorts = fmt.Sprintf("%d,%d,15000-15010", grpcPort, httpPort)
 
 func chainTarget(s scenario) string {
 	if s.grpc {
