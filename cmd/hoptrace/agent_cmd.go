@@ -32,6 +32,7 @@ func newAgentCmd() *cobra.Command {
 		meshNets   []string
 		spliceIdle time.Duration
 		memTarget  string
+		coresFlag  string
 	)
 	exp, envErr := exporter.ConfigFromEnv(os.Getenv)
 	cmd := &cobra.Command{
@@ -139,6 +140,11 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 				return err
 			}
 			defer stopMem()
+			stopCores, err := startCores(coresFlag, cmd.Flags().Changed("cores"), cfg.Logger)
+			if err != nil {
+				return err
+			}
+			defer stopCores()
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err
@@ -178,6 +184,7 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 	f.BoolVar(&cfg.SelfTrace, "self-trace", false, "trace the agent's own operations (pod attach/detach, BPF load) to the same OTLP endpoint")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&memTarget, "memory-target", defaultMemoryTarget, "keep the agent's Go memory (heap, stacks, runtime; not the binary's pages) near this size: the garbage collector runs earlier rather than let the heap double, but always leaves it a quarter of the live heap as headroom; capped by GOMEMLIMIT or 90% of the cgroup's memory limit (off: Go's default, GOGC only)")
+	f.StringVar(&coresFlag, "cores", "auto", "how many CPUs run the agent's Go code at once (GOMAXPROCS): auto follows the load, from 1 up to the CPUs the agent may use (its cgroup's CPU limit), because every idle one costs a wake-up per request; or a fixed count; a GOMAXPROCS variable fixes it too")
 	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go's pprof profiles on this address, e.g. 127.0.0.1:6060 (off by default)")
 	exp.BindFlags(f)
 	cmd.Flags().SortFlags = false

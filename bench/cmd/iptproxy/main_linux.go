@@ -12,10 +12,12 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 	"time"
 
+	"github.com/hoptrace/hoptrace/cores"
 	"github.com/hoptrace/hoptrace/exporter"
 	"github.com/hoptrace/hoptrace/netns"
 	"github.com/hoptrace/hoptrace/proxy"
@@ -31,6 +33,7 @@ type options struct {
 	cpuProfile        string
 	pprofAddr         string
 	handoff           []netip.Addr // pods whose hops are handed off in memory
+	cores             string
 }
 
 func main() {
@@ -55,6 +58,7 @@ func main() {
 	flag.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "export sampled spans over OTLP/gRPC here (default: decide and propagate, export nothing)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile here until SIGTERM")
 	flag.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof here (host netns), e.g. 127.0.0.1:6060, for heap profiles mid-run")
+	flag.StringVar(&o.cores, "cores", "auto", "as the agent's --cores: auto steers GOMAXPROCS by load, or a fixed count")
 	flag.Parse()
 	log.SetPrefix("iptproxy: ")
 	log.SetFlags(0)
@@ -66,6 +70,15 @@ func main() {
 func run(o options) error {
 	if len(o.outbound)+len(o.inbound) == 0 {
 		return errors.New("nothing to do: give --outbound and/or --inbound")
+	}
+	// The same steering as the agent's, so that the two differ in capture only.
+	switch n, err := cores.ParseFlag(o.cores); {
+	case err != nil:
+		return fmt.Errorf("-cores: %w", err)
+	case n > 0:
+		cores.Fixed(n)
+	default:
+		defer cores.Auto(runtime.GOMAXPROCS(0)).Stop()
 	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
