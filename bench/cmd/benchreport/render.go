@@ -15,6 +15,7 @@ var setupInfo = []struct{ name, what string }{
 	{"hoptrace-100", "the agent binary, eBPF capture, `--sample-rate 1`: 4 spans per request exported over OTLP/gRPC to a local receiver"},
 	{"hoptrace-0", "the agent binary, eBPF capture, `--sample-rate 0`: pure proxy and capture cost (headers still parsed and propagated)"},
 	{"hoptrace-100-tcphop", "as hoptrace-100 with `--local-handoff=false`: the hop between the agent's two proxies goes through TCP over the veths and the bridge, as before the local hand-off (docs/proxy.md); a subset of the scenarios"},
+	{"hoptrace-100-allcores", "as hoptrace-100 with `--cores` fixed at every CPU of the machine, as the agent ran before `--cores auto` (docs/agent.md); a subset of the scenarios"},
 	{"hoptrace-100-fastpath", "as hoptrace-100 with `--fast-path`: the apps' sends on the in-pod loopback legs go straight to the agent's sockets with sk_msg (docs/redirect.md); a subset of the scenarios"},
 	{"hoptrace-100-xnode", "as hoptrace-100, cross-node: two agents as on two nodes (own pin dir, pods file, admin socket), node A's capturing the client pod, node B's the server pod, each with `--mesh-networks` naming the pod subnets; CPU and RSS are both agents' summed; a subset of the scenarios"},
 	{"hoptrace-100-svc", "as hoptrace-100, fortio calling a Service's virtual IP that a DNAT in the client pod sends to the server pod (kube-proxy's part): the agent's two proxies see different four-tuples and pair by connection identity (docs/proxy.md); connection tracking on in the client pod; a subset of the scenarios"},
@@ -238,6 +239,7 @@ func runLength(rs []bench.Result, meta bench.Meta) string {
 var variants = []struct{ setup, what string }{
 	{"hoptrace-100-xnode", "cross-node (two agents) vs same-node"},
 	{"hoptrace-100-tcphop", "local hand-off off (TCP between the proxies) vs on"},
+	{"hoptrace-100-allcores", "every CPU all the time (`--cores` at the CPU count) vs `--cores auto`"},
 	{"hoptrace-100-fastpath", "sk_msg fast path on vs off"},
 	{"hoptrace-100-svc", "through a Service's virtual IP vs the pod's address"},
 }

@@ -45,8 +45,8 @@ func main() {
 	flag.StringVar(&cfg.nginx, "nginx", "nginx", "nginx binary")
 	flag.StringVar(&cfg.workDir, "work-dir", "", "scratch directory for logs and configs (default: a new temporary one)")
 	flag.StringVar(&cfg.out, "out", "bench/results.json", "results file (medians); every run goes to <out without .json>.runs.json")
-	// 3 rounds of 3 s: about 14 minutes for the whole matrix on the 2-core VM
-	// (per round 66 runs of 3 s plus about a minute and a half of warm-ups, settling,
+	// 3 rounds of 3 s: about 15 minutes for the whole matrix on the 2-core VM
+	// (per round 71 runs of 3 s plus about a minute and a half of warm-ups, settling,
 	// starting and stopping).
 	flag.DurationVar(&cfg.duration, "duration", 3*time.Second, "length of each measured run")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "how many times to run the whole matrix, each round on fresh pods; results.json holds the medians")
@@ -90,6 +90,7 @@ func newSetups(cfg config) []setup {
 		&hoptraceSetup{sampleRate: 1},
 		&hoptraceSetup{sampleRate: 0},
 		&hoptraceSetup{sampleRate: 1, tcpHop: true},
+		&hoptraceSetup{sampleRate: 1, allCores: true},
 		&hoptraceSetup{sampleRate: 1, crossNode: true},
 		newNginx(cfg.nginx),
 		newCaddy(cfg.caddy),

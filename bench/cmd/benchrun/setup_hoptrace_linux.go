@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,12 +37,15 @@ import (
 // virtual IP instead of the server pod's address: a DNAT in the client pod
 // (kube-proxy's part) sends the calls on, so the agent's two proxies see
 // different four-tuples and pair by connection identity (package connid).
+// allCores fixes --cores at every CPU of the machine, as the agent ran before
+// --cores auto (package cores).
 type hoptraceSetup struct {
 	sampleRate float64
 	fastPath   bool
 	crossNode  bool
 	tcpHop     bool
 	service    bool
+	allCores   bool
 	agents     []*benchAgent
 	natPod     *nodebox.Pod // where service's DNAT is, to remove
 }
@@ -67,6 +71,9 @@ func (h *hoptraceSetup) name() string {
 	}
 	if h.service {
 		n += "-svc"
+	}
+	if h.allCores {
+		n += "-allcores"
 	}
 	return n
 }
@@ -123,7 +130,7 @@ func (h *hoptraceSetup) pids() []int {
 var variantScenarios = []string{"http-1k", "http-max", "http-close-max", "grpc-1k", "grpc-max"}
 
 func (h *hoptraceSetup) runsScenario(name string) bool {
-	if !h.fastPath && !h.crossNode && !h.tcpHop && !h.service {
+	if !h.fastPath && !h.crossNode && !h.tcpHop && !h.service && !h.allCores {
 		return true
 	}
 	return slices.Contains(variantScenarios, name)
@@ -197,6 +204,9 @@ func (h *hoptraceSetup) startAgent(e *env, i int, group []*nodebox.Pod) (*benchA
 		"--local-handoff=" + strconv.FormatBool(!h.tcpHop),
 		"--otlp-endpoint", "http://" + e.otlpAddr,
 		"--log-level", "warn",
+	}
+	if h.allCores {
+		args = append(args, "--cores", strconv.Itoa(runtime.NumCPU()))
 	}
 	if h.crossNode {
 		// The other node's pods are peers: their sampled flags count.
