@@ -9,14 +9,13 @@
 // and goes back to sleep: two context switches and some spinning per wake-up,
 // paid on every request whether or not the second P had anything to do. On the
 // benchmark machine (2 cores, load generator and apps beside the agent) one P
-// instead of two cut the agent's CPU per request by 30 to 40 % at 1,000 req/s
-// and by about 17 % at full load, without lowering throughput
-// (docs/benchmarks.md). A node agent still must not be capped at one core when
-// its node is busy, so the number follows the load: doubled as soon as the Ps
-// there are nearly all busy, lowered one at a time once the load has fitted in
-// fewer for a while. Envoy's --concurrency, Linkerd's proxy cores and
-// ztunnel's worker threads are fixed counts; a fixed count is still what
-// Fixed gives.
+// instead of two cut the agent's CPU per request by about 30 % at 1,000 req/s
+// (docs/benchmarks.md). At full load one P is not enough (a traced agent lost
+// a quarter of its throughput), and a node agent must not be capped at one
+// core when its node is busy, so the number follows the load: doubled as soon
+// as the Ps there are half busy, lowered one at a time once the load has
+// fitted in fewer for a while. Envoy's --concurrency, Linkerd's proxy cores
+// and ztunnel's worker threads are fixed counts; Fixed is that.
 package cores
 
 import (
@@ -35,14 +34,20 @@ const (
 	// Interval is how often the process's CPU use is read and the number of
 	// Ps decided.
 	Interval = 100 * time.Millisecond
-	// upAt: when the process used this fraction of its Ps' time in one
-	// interval, work is likely waiting for a P: the Ps are doubled.
-	upAt = 0.85
+	// upAt: when the process kept its Ps this busy over one interval, they
+	// are doubled. Half busy is where, in the simplest queue (M/M/1), a piece
+	// of work waits on average as long as it takes: past it, waiting for the
+	// P grows faster than the P's work. Measured: 85 % left a traced agent at
+	// full load on one P with 0.77x the throughput of two
+	// (docs/benchmarks.md), while 1,000 to 5,000 req/s stay below half of
+	// one.
+	upAt = 0.5
 	// downAt and downAfter: when the process's use would have kept one P
 	// fewer busy at most this fraction of the time, for downAfter intervals
-	// in a row, one P goes. Slow on purpose: a burst that comes back finds
-	// the Ps still there, and one P fewer never saturates the rest.
-	downAt    = 0.6
+	// in a row, one P goes. Below upAt, so that the load that brought a P
+	// does not take it away again; slow, so that a burst that comes back
+	// finds the Ps still there.
+	downAt    = 0.35
 	downAfter = 20
 )
 

@@ -29,11 +29,11 @@ func TestSteerDoublesWhenThePsAreBusy(t *testing.T) {
 		busy float64
 		want int
 	}{
-		{1, 0.5, 1},  // half a core: one P is enough
-		{1, 0.84, 1}, // below upAt
-		{1, 0.9, 2},
-		{2, 1.9, 4},
-		{4, 3.5, 6}, // capped at the ceiling
+		{1, 0.3, 1},  // 30 % of a core: one P is enough
+		{1, 0.49, 1}, // below upAt
+		{1, 0.5, 2},
+		{2, 1.1, 4},
+		{4, 2.5, 6}, // capped at the ceiling
 		{6, 6.2, 6},
 	} {
 		if got := s.next(c.n, c.busy); got != c.want {
@@ -45,29 +45,29 @@ func TestSteerDoublesWhenThePsAreBusy(t *testing.T) {
 func TestSteerComesDownOnlyAfterALongCalm(t *testing.T) {
 	s := steer{max: 4}
 	n := 4
-	// 2.5 cores would keep three Ps 83 % busy: above downAt, so four stay.
+	// 1.2 cores would keep three Ps 40 % busy: above downAt, so four stay.
 	for range 3 * downAfter {
-		if n = s.next(n, 2.5); n != 4 {
-			t.Fatalf("came down to %d at 2.5 busy cores", n)
+		if n = s.next(n, 1.2); n != 4 {
+			t.Fatalf("came down to %d at 1.2 busy cores", n)
 		}
 	}
-	// 1.5 cores fit in three Ps at 50 %: one goes, but only after downAfter
-	// intervals, and a busy interval in between starts the count again.
+	// 0.9 cores fit in three Ps at 30 %: one goes, but only after downAfter
+	// intervals, and a busier interval in between starts the count again.
 	for i := range downAfter - 1 {
-		if n = s.next(n, 1.5); n != 4 {
+		if n = s.next(n, 0.9); n != 4 {
 			t.Fatalf("came down after %d calm intervals", i+1)
 		}
 	}
-	if n = s.next(n, 3.0); n != 4 {
-		t.Fatalf("next(4, 3.0) = %d", n)
+	if n = s.next(n, 1.5); n != 4 {
+		t.Fatalf("next(4, 1.5) = %d", n)
 	}
 	for range downAfter - 1 {
-		n = s.next(n, 1.5)
+		n = s.next(n, 0.9)
 	}
 	if n != 4 {
-		t.Fatalf("the busy interval did not restart the count: at %d", n)
+		t.Fatalf("the busier interval did not restart the count: at %d", n)
 	}
-	if n = s.next(n, 1.5); n != 3 {
+	if n = s.next(n, 0.9); n != 3 {
 		t.Fatalf("after %d calm intervals: %d Ps, want 3", downAfter, n)
 	}
 	// Idle: down one at a time, never below one.
