@@ -93,6 +93,12 @@ type HandoffStats struct {
 // this much once, and the connection then works over TCP.
 const handoffWait = 100 * time.Millisecond
 
+// identifyAfter is how long an accepted connection waits for the announced
+// dial it seems to come from before it asks for its identity (awaitDialer):
+// the dial normally comes within microseconds, and the question costs two BPF
+// map look-ups that the common case should not pay.
+const identifyAfter = time.Millisecond
+
 // NewHandoff returns a Handoff with no targets: nothing is handed off until
 // SetTargets names the pods.
 func NewHandoff() *Handoff {
@@ -159,9 +165,12 @@ type handoffKey struct {
 	id       ConnID
 }
 
-// meeting is the side that came first, waiting for the other.
+// meeting is the side that came first, waiting for the other under one key,
+// or two (awaitDialer).
 type meeting struct {
 	carrier net.Conn
+	keys    [2]handoffKey
+	nkeys   int
 	ready   chan struct{} // closed when the other side came
 	conn    *memConn      // this side's end; set, under h.mu, before ready closes
 }
@@ -270,9 +279,13 @@ func (h *Handoff) accepted(c net.Conn, dst netip.AddrPort) net.Conn {
 		keys[0].dst, _ = addrPort(c.LocalAddr())
 		h.mu.Lock()
 		for _, k := range keys {
-			if h.first[k] != nil || h.dialing[k.dst] > 0 {
-				mc, _ := h.meet(k, c)
+			if mc, ok := h.pair(k, c); ok {
 				return mc
+			}
+		}
+		for _, k := range keys {
+			if h.dialing[k.dst] > 0 {
+				return h.awaitDialer(k, c)
 			}
 		}
 		h.mu.Unlock()
@@ -300,20 +313,56 @@ func (h *Handoff) accepted(c net.Conn, dst netip.AddrPort) net.Conn {
 // h.mu held, which it releases. met is false when it waited in vain and c is
 // to be used over TCP.
 func (h *Handoff) meet(k handoffKey, c net.Conn) (_ net.Conn, met bool) {
-	if m := h.first[k]; m != nil {
-		delete(h.first, k)
-		mine, theirs := newMemConnPair(c, m.carrier)
-		m.conn = theirs
-		close(m.ready)
-		h.mu.Unlock()
-		h.matched.Add(1)
-		return mine, true
+	if mc, ok := h.pair(k, c); ok {
+		return mc, true
 	}
-	m := &meeting{carrier: c, ready: make(chan struct{})}
-	h.first[k] = m
+	m := h.register(c, k)
 	h.mu.Unlock()
+	return h.await(m, c, h.wait)
+}
 
-	t := time.NewTimer(h.wait)
+// pair hands c's peer its end when a side waits under k, and then releases
+// h.mu; ok is false, and h.mu still held, when none does.
+func (h *Handoff) pair(k handoffKey, c net.Conn) (_ net.Conn, ok bool) {
+	m := h.first[k]
+	if m == nil {
+		return nil, false
+	}
+	h.unregister(m)
+	mine, theirs := newMemConnPair(c, m.carrier)
+	m.conn = theirs
+	close(m.ready)
+	h.mu.Unlock()
+	h.matched.Add(1)
+	return mine, true
+}
+
+// register makes c wait under k; under h.mu.
+func (h *Handoff) register(c net.Conn, k handoffKey) *meeting {
+	m := &meeting{carrier: c, ready: make(chan struct{})}
+	h.addKey(m, k)
+	return m
+}
+
+// addKey lets m be found under k too; under h.mu.
+func (h *Handoff) addKey(m *meeting, k handoffKey) {
+	m.keys[m.nkeys] = k
+	m.nkeys++
+	h.first[k] = m
+}
+
+// unregister removes m from under all its keys; under h.mu.
+func (h *Handoff) unregister(m *meeting) {
+	for _, k := range m.keys[:m.nkeys] {
+		if h.first[k] == m {
+			delete(h.first, k)
+		}
+	}
+}
+
+// await waits up to d for the other side of m, registered for c.
+func (h *Handoff) await(m *meeting, c net.Conn, d time.Duration) (_ net.Conn, met bool) {
+	t := time.NewTimer(d)
 	select {
 	case <-m.ready:
 		t.Stop()
@@ -325,7 +374,55 @@ func (h *Handoff) meet(k handoffKey, c net.Conn) (_ net.Conn, met bool) {
 	if m.conn != nil {
 		return m.conn, true // came as the timer fired
 	}
-	delete(h.first, k)
+	h.unregister(m)
 	h.missed.Add(1)
 	return c, false
+}
+
+// awaitDialer is the inbound side of c, accepted from a local pod while a
+// hand-off dial to its destination is announced: it waits for that dial under
+// the four-tuple k; called with h.mu held, which it releases. A dial that has
+// not come after identifyAfter may be another: the same pod calling the same
+// pod through a Service's virtual IP at the same time, whose dialer waits
+// under the connection's identity, not the four-tuple (dialedUnannounced).
+// Then c waits under its identity too, or pairs with that dialer at once; and
+// when its dialer went over TCP, it does not wait any longer.
+func (h *Handoff) awaitDialer(k handoffKey, c net.Conn) net.Conn {
+	m := h.register(c, k)
+	h.mu.Unlock()
+	if h.identify.Load() == nil {
+		mc, _ := h.await(m, c, h.wait)
+		return mc
+	}
+	t := time.NewTimer(identifyAfter)
+	select {
+	case <-m.ready:
+		t.Stop()
+		return m.conn
+	case <-t.C:
+	}
+	id, ours, ok := h.identity(c)
+	h.mu.Lock()
+	if m.conn != nil {
+		h.mu.Unlock()
+		return m.conn
+	}
+	if ok && ours.Client {
+		ik := handoffKey{id: id}
+		if _, tcp := h.overTCP[id]; tcp {
+			delete(h.overTCP, id)
+			h.unregister(m)
+			h.mu.Unlock()
+			return c
+		}
+		if h.first[ik] != nil {
+			h.unregister(m)
+			mc, _ := h.pair(ik, c)
+			return mc
+		}
+		h.addKey(m, ik)
+	}
+	h.mu.Unlock()
+	mc, _ := h.await(m, c, h.wait-identifyAfter)
+	return mc
 }

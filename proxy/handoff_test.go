@@ -439,3 +439,132 @@ func TestHandoffByIdentityMasqueraded(t *testing.T) {
 		t.Errorf("the inbound proxy read %d bytes from TCP, want all in memory", n)
 	}
 }
+
+// A pod calls another pod of the node by its address and, at the same time,
+// through a Service's virtual IP: the first dial is announced, so the inbound
+// side of the second (same client pod, same destination once DNATed) takes
+// it for the announced one and waits under its four-tuple, while its dialer
+// waits under the identity. Both used to wait handoffWait in vain; the
+// inbound side now asks for the identity when the announced dial does not come
+// at once, and the two meet in either order.
+func TestHandoffServiceDialBesideAnnouncedDial(t *testing.T) {
+	for _, dialerFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("dialerFirst=%v", dialerFirst), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			dst := mustAddrPort(t, ln.Addr())
+			h := NewHandoff()
+			h.SetTargets([]HandoffTarget{{Addrs: []netip.Addr{dst.Addr()}}})
+			h.IdentifyBy(fakeIdentity(dst.Port(), func(e ConnEnds, _ bool) ConnEnds { return e }))
+			// The pod-address dial, in flight for the whole test.
+			if _, ok := h.announce(dst.String()); !ok {
+				t.Fatal("the listener's address is not a target")
+			}
+			defer h.abandon(dst)
+
+			client, err := net.Dial("tcp", dst.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			server, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer server.Close()
+
+			start := time.Now()
+			outc := make(chan net.Conn, 1)
+			dial := func() { outc <- h.dialedUnannounced(client) }
+			if dialerFirst {
+				go dial()
+				time.Sleep(5 * time.Millisecond)
+			} else {
+				go func() { time.Sleep(5 * time.Millisecond); dial() }()
+			}
+			in := h.accepted(server, dst)
+			out := <-outc
+			took := time.Since(start)
+
+			if _, ok := out.(*memConn); !ok {
+				t.Errorf("dialer got %T, want the in-memory end", out)
+			}
+			if _, ok := in.(*memConn); !ok {
+				t.Errorf("accepting side got %T, want the in-memory end", in)
+			}
+			if took >= handoffWait {
+				t.Errorf("the two sides met after %v, want well within handoffWait (%v)", took, handoffWait)
+			}
+			if st := h.Stats(); st.Matched != 1 || st.Missed != 0 {
+				t.Errorf("stats %+v, want 1 match, no misses", st)
+			}
+			h.mu.Lock()
+			left := len(h.first)
+			h.mu.Unlock()
+			if left != 0 {
+				t.Errorf("%d meetings left registered after the match", left)
+			}
+			if _, ok := out.(*memConn); ok {
+				go out.Write([]byte("ping"))
+				in.SetReadDeadline(time.Now().Add(5 * time.Second))
+				b := make([]byte, 4)
+				if _, err := io.ReadFull(in, b); err != nil || string(b) != "ping" {
+					t.Errorf("read %q, %v through the pair, want ping", b, err)
+				}
+			}
+		})
+	}
+}
+
+// An accepted connection that waited past identifyAfter under both its
+// four-tuple and its identity still pairs with the announced dial when that
+// comes late, and leaves neither key behind.
+func TestHandoffLateAnnouncedDialAfterIdentity(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dst := mustAddrPort(t, ln.Addr())
+	h := NewHandoff()
+	h.SetTargets([]HandoffTarget{{Addrs: []netip.Addr{dst.Addr()}}})
+	h.IdentifyBy(fakeIdentity(dst.Port(), func(e ConnEnds, _ bool) ConnEnds { return e }))
+	if _, ok := h.announce(dst.String()); !ok {
+		t.Fatal("the listener's address is not a target")
+	}
+	client, err := net.Dial("tcp", dst.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+
+	outc := make(chan net.Conn, 1)
+	go func() {
+		time.Sleep(10 * identifyAfter)
+		outc <- h.dialed(client, dst)
+	}()
+	in := h.accepted(server, dst)
+	out := <-outc
+	_, okIn := in.(*memConn)
+	_, okOut := out.(*memConn)
+	if !okIn || !okOut {
+		t.Errorf("got %T and %T, want both in-memory ends", in, out)
+	}
+	h.mu.Lock()
+	left, dialing := len(h.first), len(h.dialing)
+	h.mu.Unlock()
+	if left != 0 || dialing != 0 {
+		t.Errorf("%d meetings and %d announcements left after the match", left, dialing)
+	}
+	if st := h.Stats(); st.Matched != 1 || st.Missed != 0 {
+		t.Errorf("stats %+v, want 1 match, no misses", st)
+	}
+}
