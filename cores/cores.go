@@ -117,6 +117,10 @@ type Controller struct {
 func Auto(ceiling int) *Controller {
 	c := &Controller{max: max(ceiling, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	runtime.GOMAXPROCS(1)
+	if c.max == 1 {
+		close(c.done) // nothing to steer: no ticks on a one-CPU node
+		return c
+	}
 	go c.run()
 	return c
 }

@@ -124,3 +124,21 @@ func waitFor(t *testing.T, what string, limit time.Duration, ok func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// With one CPU there is nothing to steer: Auto holds one P and Stop still
+// returns.
+func TestAutoWithOneCPU(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	c := Auto(0)
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Errorf("Auto(0): %d Ps, want 1", n)
+	}
+	if st := c.Stats(); st.Max != 1 {
+		t.Errorf("Stats().Max = %d, want 1", st.Max)
+	}
+	c.Stop()
+	c.Stop() // twice is fine
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Errorf("after Stop: %d Ps, want 1", n)
+	}
+}
