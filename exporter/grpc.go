@@ -64,9 +64,9 @@ func newGRPCSender(cfg Config, t target) (*grpcSender, error) {
 		// h2c with prior knowledge, as gRPC speaks it without TLS.
 		scheme = "http"
 		tr.AllowHTTP = true
-		var d net.Dialer
+		dial := rawDialer(&net.Dialer{})
 		tr.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return d.DialContext(ctx, network, addr)
+			return dial(ctx, network, addr)
 		}
 	}
 	u := &url.URL{Scheme: scheme, Host: t.grpcAddr, Path: exportMethod}

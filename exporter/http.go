@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -24,6 +25,8 @@ type httpSender struct {
 
 func newHTTPSender(cfg Config, t target) (*httpSender, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// DefaultTransport's dialer, with raw writes (TLS goes over them too).
+	tr.DialContext = rawDialer(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second})
 	if t.tls {
 		tc, err := tlsConfig(cfg)
 		if err != nil {

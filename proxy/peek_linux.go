@@ -54,7 +54,7 @@ func newPeeker(c net.Conn) *peeker {
 }
 
 func (p *peeker) peek(fd uintptr) error {
-	// Raw, as sock's reads are (sock_linux.go): MSG_DONTWAIT never blocks.
+	// Raw, as the reads of package rawsock are: MSG_DONTWAIT never blocks.
 	_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.b[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 	p.errno = nil
 	if e != 0 {

@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/hoptrace/hoptrace/internal/rawsock"
 	"github.com/hoptrace/hoptrace/spans"
 )
 
@@ -317,7 +318,7 @@ func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 	}
 	// After the resolver, which gets the connection as the listener made it
 	// (iptproxy's reads SO_ORIGINAL_DST from the *net.TCPConn).
-	c = newSock(c)
+	c = rawsock.Wrap(c)
 	if p.cfg.Handoff != nil && p.cfg.Direction == Inbound {
 		c = p.cfg.Handoff.accepted(c, dst)
 	}
@@ -594,7 +595,7 @@ func (p *Proxy) dial(ctx context.Context, dst string) (net.Conn, error) {
 	go func() {
 		c, err := p.cfg.Dialer.DialContext(ctx, "tcp", dst)
 		if err == nil {
-			c = newSock(c)
+			c = rawsock.Wrap(c)
 		}
 		switch {
 		case announced && err != nil:
