@@ -450,31 +450,8 @@ func TestHandoffByIdentityMasqueraded(t *testing.T) {
 func TestHandoffServiceDialBesideAnnouncedDial(t *testing.T) {
 	for _, dialerFirst := range []bool{true, false} {
 		t.Run(fmt.Sprintf("dialerFirst=%v", dialerFirst), func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			dst := mustAddrPort(t, ln.Addr())
-			h := NewHandoff()
-			h.SetTargets([]HandoffTarget{{Addrs: []netip.Addr{dst.Addr()}}})
-			h.IdentifyBy(fakeIdentity(dst.Port(), func(e ConnEnds, _ bool) ConnEnds { return e }))
-			// The pod-address dial, in flight for the whole test.
-			if _, ok := h.announce(dst.String()); !ok {
-				t.Fatal("the listener's address is not a target")
-			}
-			defer h.abandon(dst)
-
-			client, err := net.Dial("tcp", dst.String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer client.Close()
-			server, err := ln.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer server.Close()
+			h, dst, client, server := announcedDial(t)
+			defer h.abandon(dst) // the pod-address dial, in flight for the whole test
 
 			start := time.Now()
 			outc := make(chan net.Conn, 1)
@@ -523,28 +500,7 @@ func TestHandoffServiceDialBesideAnnouncedDial(t *testing.T) {
 // four-tuple and its identity still pairs with the announced dial when that
 // comes late, and leaves neither key behind.
 func TestHandoffLateAnnouncedDialAfterIdentity(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	dst := mustAddrPort(t, ln.Addr())
-	h := NewHandoff()
-	h.SetTargets([]HandoffTarget{{Addrs: []netip.Addr{dst.Addr()}}})
-	h.IdentifyBy(fakeIdentity(dst.Port(), func(e ConnEnds, _ bool) ConnEnds { return e }))
-	if _, ok := h.announce(dst.String()); !ok {
-		t.Fatal("the listener's address is not a target")
-	}
-	client, err := net.Dial("tcp", dst.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	h, dst, client, server := announcedDial(t)
 
 	outc := make(chan net.Conn, 1)
 	go func() {
@@ -567,4 +523,26 @@ func TestHandoffLateAnnouncedDialAfterIdentity(t *testing.T) {
 	if st := h.Stats(); st.Matched != 1 || st.Missed != 0 {
 		t.Errorf("stats %+v, want 1 match, no misses", st)
 	}
+}
+
+// announcedDial sets up a Handoff whose only target is a loopback listener,
+// with an identity for connections (every end this process's) and one dial to
+// the listener announced; it returns both ends of a connection to it.
+func announcedDial(t *testing.T) (h *Handoff, dst netip.AddrPort, client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	dst = mustAddrPort(t, ln.Addr())
+	h = NewHandoff()
+	h.SetTargets([]HandoffTarget{{Addrs: []netip.Addr{dst.Addr()}}})
+	h.IdentifyBy(fakeIdentity(dst.Port(), func(e ConnEnds, _ bool) ConnEnds { return e }))
+	if _, ok := h.announce(dst.String()); !ok {
+		t.Fatal("the listener's address is not a target")
+	}
+	client, server = tcpPair(t, ln)
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return h, dst, client, server
 }

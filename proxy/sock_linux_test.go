@@ -20,22 +20,13 @@ func wrappedPair(t *testing.T) (net.Conn, *net.TCPConn) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := (<-accepted).(*net.TCPConn)
+	c, peer := tcpPair(t, ln)
 	s := rawsock.Wrap(c)
 	if s == c {
 		t.Fatalf("rawsock.Wrap(%T) did not wrap it", c)
 	}
 	t.Cleanup(func() { s.Close(); peer.Close() })
-	return s, peer
+	return s, peer.(*net.TCPConn)
 }
 
 // TestSockKeepsTCPConnMethods: what the proxy asks of sockets beyond net.Conn
