@@ -135,8 +135,11 @@ func (c *Controller) run() {
 		select {
 		case <-c.stop:
 			return
-		case now := <-t.C:
-			cpu := cpuTime()
+		case <-t.C:
+			// Both clocks read now, not at the tick: on one busy P this
+			// goroutine may run late, and a tick's time would then make the
+			// interval look shorter than the CPU time read in it.
+			cpu, now := cpuTime(), time.Now()
 			wall := now.Sub(lastAt)
 			if wall <= 0 {
 				continue
