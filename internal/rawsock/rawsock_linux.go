@@ -44,10 +44,12 @@ type conn struct {
 // so the buffer and the outcome live here, one call at a time.
 type op struct {
 	mu    sync.Mutex
+	trap  uintptr // SYS_READ or SYS_WRITE
+	whole bool    // write all of buf, not just what is there
 	buf   []byte
 	n     int
 	errno syscall.Errno
-	fn    func(fd uintptr) bool // the callback, made once per connection
+	fn    func(fd uintptr) bool // call, bound once per connection
 }
 
 // Wrap wraps c when it is a *net.TCPConn; anything else is returned as is.
@@ -63,46 +65,31 @@ func Wrap(c net.Conn) net.Conn {
 		return c
 	}
 	s := &conn{TCPConn: tc, rc: rc}
-	s.reads.fn = s.reads.read
-	s.writes.fn = s.writes.write
+	s.reads.trap = syscall.SYS_READ
+	s.writes.trap, s.writes.whole = syscall.SYS_WRITE, true
+	s.reads.fn, s.writes.fn = s.reads.call, s.writes.call
 	return s
 }
 
-// read is RawConn.Read's callback: one read; false asks it to wait for
-// readiness.
-func (o *op) read(fd uintptr) bool {
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&o.buf[0])), uintptr(len(o.buf)))
-		switch e {
-		case 0:
-			o.n = int(n)
-			return true
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
-		}
-		o.errno = e
-		return true
-	}
-}
-
-// write is RawConn.Write's callback: all of buf, waiting (false) when the
-// socket is full.
-func (o *op) write(fd uintptr) bool {
+// call is the RawConn callback of o's direction: read(2) until something
+// came (or the end), write(2) until all of buf went; false asks RawConn to
+// wait for readiness and call again.
+func (o *op) call(fd uintptr) bool {
 	for o.n < len(o.buf) {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&o.buf[o.n])), uintptr(len(o.buf)-o.n))
+		n, _, e := syscall.RawSyscall(o.trap, fd, uintptr(unsafe.Pointer(&o.buf[o.n])), uintptr(len(o.buf)-o.n))
 		switch e {
 		case 0:
 			o.n += int(n)
-			continue
+			if !o.whole {
+				return true
+			}
 		case syscall.EINTR:
-			continue
 		case syscall.EAGAIN:
 			return false
+		default:
+			o.errno = e
+			return true
 		}
-		o.errno = e
-		return true
 	}
 	return true
 }
