@@ -3,8 +3,6 @@ package exporter
 import (
 	"sync"
 	"sync/atomic"
-
-	"github.com/hoptrace/hoptrace/spans"
 )
 
 // payload is one encoded export request. The exporter holds a reference for the
@@ -19,8 +17,8 @@ type payload struct {
 }
 
 // encodePayload encodes batch with enc into a pooled buffer. The payload keeps
-// no reference to the spans.
-func encodePayload(enc *encoder, batch []*spans.Span) *payload {
+// no reference to the records.
+func encodePayload(enc *encoder, batch []record) *payload {
 	bp := payloadPool.Get(enc.sizeHint(len(batch)))
 	*bp = enc.encode((*bp)[:0], batch)
 	enc.release()

@@ -1,19 +1,15 @@
 package exporter
 
-import (
-	"sync"
+import "sync"
 
-	"github.com/hoptrace/hoptrace/spans"
-)
-
-// queue is a bounded ring of spans plus every counter of Stats. One mutex guards
+// queue is a bounded ring of encoded spans (records) plus every counter of Stats. One mutex guards
 // both, so a snapshot is consistent and the accounting invariant holds at every
 // instant, not only eventually. Record's critical section is a few loads and
 // stores: it never waits for the exporter, only for another Record or a batch
 // hand-over, which are equally short.
 type queue struct {
 	mu     sync.Mutex
-	buf    []*spans.Span
+	buf    []record
 	head   int // index of the oldest span
 	n      int // spans in buf
 	closed bool
@@ -26,15 +22,16 @@ type queue struct {
 
 func newQueue(capacity, batchSize int) *queue {
 	return &queue{
-		buf:       make([]*spans.Span, capacity),
+		buf:       make([]record, capacity),
 		batchSize: batchSize,
 		wake:      make(chan struct{}, 1),
 	}
 }
 
-// push adds s, or counts it dropped when the queue is full or closed: dropping
-// the newest span keeps the ones that have waited longest, whose batch is next.
-func (q *queue) push(s *spans.Span) {
+// push adds r, or counts it dropped (and frees it) when the queue is full or
+// closed: dropping the newest span keeps the ones that have waited longest,
+// whose batch is next.
+func (q *queue) push(r record) {
 	q.mu.Lock()
 	q.stats.Produced++
 	var full, dropped bool
@@ -50,13 +47,13 @@ func (q *queue) push(s *spans.Span) {
 		if i >= len(q.buf) {
 			i -= len(q.buf)
 		}
-		q.buf[i] = s
+		q.buf[i] = r
 		q.n++
 		full = q.n == q.batchSize
 	}
 	q.mu.Unlock()
 	if dropped {
-		spans.Release(s)
+		r.free()
 	}
 	if full {
 		select {
@@ -66,14 +63,14 @@ func (q *queue) push(s *spans.Span) {
 	}
 }
 
-// take appends up to max of the oldest spans to dst and marks them in flight until
-// settle. Only the worker calls take and settle, one batch at a time.
-func (q *queue) take(dst []*spans.Span, max int) []*spans.Span {
+// take appends up to max of the oldest records to dst and marks them in flight
+// until settle. Only the worker calls take and settle, one batch at a time.
+func (q *queue) take(dst []record, max int) []record {
 	q.mu.Lock()
 	n := min(q.n, max)
 	for range n {
 		dst = append(dst, q.buf[q.head])
-		q.buf[q.head] = nil // the span's memory goes back to the collector once exported
+		q.buf[q.head] = record{}
 		q.head++
 		if q.head == len(q.buf) {
 			q.head = 0
@@ -123,7 +120,7 @@ func (q *queue) discard() int {
 	defer q.mu.Unlock()
 	n := q.n
 	for i := range n {
-		spans.Release(q.buf[(q.head+i)%len(q.buf)])
+		q.buf[(q.head+i)%len(q.buf)].free()
 	}
 	clear(q.buf)
 	q.head, q.n = 0, 0
