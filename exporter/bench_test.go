@@ -147,17 +147,31 @@ func BenchmarkRecord(b *testing.B) {
 // assembling the request (grouping by resource, copying). One op is one span.
 func BenchmarkEncode(b *testing.B) {
 	batch := hops(128, podResource("a", "a-1"), podResource("b", "b-1"))
-	b.Run("span", func(b *testing.B) {
-		b.ReportAllocs()
-		var bytes int
-		for i := 0; b.Loop(); i++ {
-			r := newRecord(batch[i%len(batch)])
-			bytes += len(*r.b)
-			r.free()
+	// span: strings checked for UTF-8 one by one; span-ascii: the maker
+	// promised ASCII (spans.Span.ASCII), as the proxy does for most requests.
+	for _, ascii := range []bool{false, true} {
+		name := "span"
+		if ascii {
+			name = "span-ascii"
 		}
-		b.ReportMetric(float64(bytes)/float64(b.N), "bytes/span")
-	})
+		b.Run(name, func(b *testing.B) {
+			for _, s := range batch {
+				s.ASCII = ascii
+			}
+			b.ReportAllocs()
+			var bytes int
+			for i := 0; b.Loop(); i++ {
+				r := newRecord(batch[i%len(batch)])
+				bytes += len(*r.b)
+				r.free()
+			}
+			b.ReportMetric(float64(bytes)/float64(b.N), "bytes/span")
+		})
+	}
 	b.Run("batch", func(b *testing.B) {
+		for _, s := range batch {
+			s.ASCII = false
+		}
 		recs := records(batch)
 		var enc encoder
 		var buf []byte

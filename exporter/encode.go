@@ -118,7 +118,7 @@ func (e *encoder) encode(b []byte, batch []record) []byte {
 		b, rs = openLen(b, fReqResourceSpans, groupLenRoom)
 		b, res = openLen(b, fRSResource, resourceLenRoom)
 		if g.res != nil {
-			b = appendAttrs(b, fResAttributes, g.res.Attrs)
+			b = appendAttrs(b, fResAttributes, g.res.Attrs, false)
 		}
 		b = closeLen(b, res, resourceLenRoom)
 		b, ss = openLen(b, fRSScopeSpans, groupLenRoom)
@@ -228,7 +228,7 @@ func appendSpan(b []byte, s *spans.Span) []byte {
 		b = append(b, key(fSpanEnd, protowire.Fixed64Type))
 		b = protowire.AppendFixed64(b, t)
 	}
-	b = appendAttrs(b, fSpanAttributes, s.Attrs)
+	b = appendAttrs(b, fSpanAttributes, s.Attrs, s.ASCII)
 	for i := range s.Events {
 		ev := &s.Events[i]
 		var body int
@@ -237,8 +237,10 @@ func appendSpan(b []byte, s *spans.Span) []byte {
 			b = append(b, key(fEventTime, protowire.Fixed64Type))
 			b = protowire.AppendFixed64(b, t)
 		}
-		b = appendString(b, fEventName, ev.Name)
-		b = appendAttrs(b, fEventAttributes, ev.Attrs)
+		if ev.Name != "" {
+			b = appendStringChecked(b, fEventName, ev.Name, s.ASCII)
+		}
+		b = appendAttrs(b, fEventAttributes, ev.Attrs, s.ASCII)
 		b = closeLen(b, body, eventLenRoom)
 	}
 	if s.Status != spans.StatusUnset || s.StatusMessage != "" {
@@ -265,7 +267,8 @@ func appendSpan(b []byte, s *spans.Span) []byte {
 
 // appendAttrs appends attrs as repeated KeyValue field num. Their sizes are
 // predicted from the strings' lengths, which hold unless a string needs repair.
-func appendAttrs(b []byte, num protowire.Number, attrs []spans.Attr) []byte {
+// ascii says the maker promised every string is ASCII (Span.ASCII).
+func appendAttrs(b []byte, num protowire.Number, attrs []spans.Attr, ascii bool) []byte {
 	for i := range attrs {
 		a := &attrs[i]
 		var value int
@@ -283,7 +286,9 @@ func appendAttrs(b []byte, num protowire.Number, attrs []spans.Attr) []byte {
 		kvRoom := lenRoom(stringSize(fKVKey, a.Key) + 1 + valueRoom + value)
 		var kv, v int
 		b, kv = openLen(b, num, kvRoom)
-		b = appendString(b, fKVKey, a.Key)
+		if a.Key != "" {
+			b = appendStringChecked(b, fKVKey, a.Key, ascii)
+		}
 		b, v = openLen(b, fKVValue, valueRoom)
 		switch a.Type {
 		case spans.AttrInt:
@@ -296,7 +301,7 @@ func appendAttrs(b []byte, num protowire.Number, attrs []spans.Attr) []byte {
 			b = protowire.AppendFixed64(b, math.Float64bits(a.Float))
 		default:
 			// A oneof member is written even when empty: "" is a value.
-			b = appendStringField(b, fAnyString, a.Str)
+			b = appendStringChecked(b, fAnyString, a.Str, ascii)
 		}
 		b = closeLen(b, v, valueRoom)
 		b = closeLen(b, kv, kvRoom)
@@ -341,6 +346,18 @@ func appendStringField(b []byte, num protowire.Number, s string) []byte {
 		b, body = openLen(b, num, room)
 		b = appendRepairedUTF8(b, s)
 		return closeLen(b, body, room)
+	}
+	b = append(b, key(num, protowire.BytesType))
+	b = appendVarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// appendStringChecked is appendStringField for a string known to be ASCII
+// when ascii is true (Span.ASCII): it skips the check, a fifth of what
+// encoding a span cost.
+func appendStringChecked(b []byte, num protowire.Number, s string, ascii bool) []byte {
+	if !ascii {
+		return appendStringField(b, num, s)
 	}
 	b = append(b, key(num, protowire.BytesType))
 	b = appendVarint(b, uint64(len(s)))

@@ -199,3 +199,17 @@ func FuzzEncoder(f *testing.F) {
 		}
 	})
 }
+
+// A span that promises ASCII strings (spans.Span.ASCII) encodes as one that
+// does not.
+func TestEncoderASCIISpans(t *testing.T) {
+	batch := hops(4, podResource("a", "a-1"), podResource("b", "b-1"))
+	var enc encoder
+	want := encodeBatch(t, &enc, batch)
+	for _, s := range batch {
+		s.ASCII = true
+	}
+	if got := encodeBatch(t, &enc, batch); !proto.Equal(got, want) {
+		t.Fatal("ASCII spans encode differently")
+	}
+}

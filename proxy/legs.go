@@ -49,6 +49,7 @@ type tracing struct {
 	resource             *spans.Resource
 	queryString          bool
 	capture              []capturedHeader
+	captureASCII         bool // every captured header's attribute keys are ASCII
 }
 
 func newTracing(cfg *Config) tracing {
@@ -58,6 +59,10 @@ func newTracing(cfg *Config) tracing {
 		queryString: cfg.QueryString, capture: newCapture(cfg.CaptureHeaders),
 	}
 	t.legServer, t.legClient = cfg.Direction.Legs()
+	t.captureASCII = true
+	for _, c := range t.capture {
+		t.captureASCII = t.captureASCII && isASCII(c.reqAttr) && isASCII(c.respAttr)
+	}
 	return t
 }
 
@@ -91,6 +96,7 @@ type legs struct {
 	reqAttrs   []spans.Attr // captured request headers
 	resAttrs   []spans.Attr // captured response headers
 	urlFull    string       // the client span's url.full, made by detach
+	ascii      bool         // detach found every string of the request ASCII (spans.Span.ASCII)
 }
 
 // begin starts timing a request whose head was read at now, and makes its
@@ -178,6 +184,9 @@ func (l *legs) detach() {
 	}
 	each(func(s *string) { b.WriteString(*s) })
 	all := b.String()
+	// One pass over all of them, hot from the copy, instead of the exporter
+	// checking each string for UTF-8 apart (spans.Span.ASCII).
+	l.ascii = isASCII(all) && isASCII(l.failure) && l.t.captureASCII
 	l.urlFull = all[:urlLen]
 	off := urlLen
 	each(func(s *string) {
@@ -240,8 +249,9 @@ func (l *legs) finish(end time.Time, fl *flow) {
 			l.detach()
 			rec := newLegSpans()
 			name := l.spanName()
-			l.serverSpan(rec, name, end, fl)
-			l.clientSpan(rec, name, end, fl)
+			host, port := l.serverAddress()
+			l.serverSpan(rec, name, host, port, end, fl)
+			l.clientSpan(rec, name, host, port, end, fl)
 			t.recorder.Record(&rec.server)
 			t.recorder.Record(&rec.client)
 		}
@@ -341,7 +351,7 @@ func (rec *legSpans) clientAttrs() []spans.Attr {
 	return rec.attrs[n:n:len(rec.attrs)]
 }
 
-func (l *legs) serverSpan(rec *legSpans, name string, end time.Time, fl *flow) {
+func (l *legs) serverSpan(rec *legSpans, name, host string, port uint16, end time.Time, fl *flow) {
 	s := &rec.server
 	l.spanHead(s, name)
 	s.SpanID, s.ParentID = l.server, l.ctx.SpanID
@@ -350,7 +360,7 @@ func (l *legs) serverSpan(rec *legSpans, name string, end time.Time, fl *flow) {
 	s.SetRecycler(rec)
 	a := rec.attrs[:0:len(rec.attrs)]
 	a = appendString(a, "hoptrace.leg", l.t.legServer.String())
-	a = l.common(a)
+	a = l.common(a, host, port)
 	a = appendString(a, "url.scheme", "http")
 	if l.info.Path != "" {
 		a = appendString(a, "url.path", l.info.Path)
@@ -358,11 +368,13 @@ func (l *legs) serverSpan(rec *legSpans, name string, end time.Time, fl *flow) {
 	if l.t.queryString && l.info.Query != "" {
 		a = appendString(a, "url.query", l.info.Query)
 	}
+	s.ASCII = l.ascii && isASCII(host)
 	if l.info.Peer.IsValid() {
 		peer := fl.peerAddr()
 		a = appendString(a, "client.address", peer)
 		a = appendString(a, "network.peer.address", peer)
 		a = appendInt(a, "network.peer.port", int64(l.info.Peer.Port()))
+		s.ASCII = s.ASCII && isASCII(peer) // an IPv6 zone is an interface name
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
@@ -393,7 +405,7 @@ func (l *legs) spanHead(s *spans.Span, name string) {
 // clientSpan is the client leg; srvEnd is the server leg's end, which it never
 // outlasts: a leg that broke off before the response ended (a reset, a vanished
 // upstream) ends with the request.
-func (l *legs) clientSpan(rec *legSpans, name string, srvEnd time.Time, fl *flow) {
+func (l *legs) clientSpan(rec *legSpans, name, host string, port uint16, srvEnd time.Time, fl *flow) {
 	start := l.cliStart
 	if start.IsZero() {
 		start = l.dialStart // it never got as far as writing
@@ -410,11 +422,14 @@ func (l *legs) clientSpan(rec *legSpans, name string, srvEnd time.Time, fl *flow
 	s.SetRecycler(rec)
 	a := rec.clientAttrs()
 	a = appendString(a, "hoptrace.leg", l.t.legClient.String())
-	a = l.common(a)
+	a = l.common(a, host, port)
 	a = appendString(a, "url.full", l.urlFull)
+	s.ASCII = l.ascii && isASCII(host)
 	if l.info.Dst.IsValid() {
-		a = appendString(a, "network.peer.address", fl.dstAddr())
+		dst := fl.dstAddr()
+		a = appendString(a, "network.peer.address", dst)
 		a = appendInt(a, "network.peer.port", int64(l.info.Dst.Port()))
+		s.ASCII = s.ASCII && isASCII(dst)
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
@@ -431,8 +446,9 @@ func (l *legs) clientSpan(rec *legSpans, name string, srvEnd time.Time, fl *flow
 	}
 }
 
-// common appends the attributes both legs carry.
-func (l *legs) common(a []spans.Attr) []spans.Attr {
+// common appends the attributes both legs carry; host and port are
+// serverAddress's.
+func (l *legs) common(a []spans.Attr, host string, port uint16) []spans.Attr {
 	method := l.info.Method
 	if known, ok := otelMethod(method); ok {
 		a = appendString(a, "http.request.method", known)
@@ -440,7 +456,6 @@ func (l *legs) common(a []spans.Attr) []spans.Attr {
 		a = appendString(a, "http.request.method", "_OTHER")
 		a = appendString(a, "http.request.method_original", method)
 	}
-	host, port := l.serverAddress()
 	a = appendString(a, "server.address", host)
 	a = appendInt(a, "server.port", int64(port))
 	a = appendString(a, "network.protocol.name", "http")
@@ -539,6 +554,24 @@ func appendEvent(dst []spans.Event, name string, t time.Time) []spans.Event {
 	e := &dst[len(dst)-1]
 	e.Name, e.Time, e.Attrs = name, t, nil
 	return dst
+}
+
+// isASCII reports whether s has no byte above 0x7f, eight at a time.
+func isASCII(s string) bool {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		if w&0x8080808080808080 != 0 {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // otelMethod returns the method as the HTTP conventions name it, or false for a

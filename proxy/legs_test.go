@@ -191,3 +191,70 @@ func TestTracedRequestStackStaysSmall(t *testing.T) {
 		t.Errorf("a connection that carried a traced request holds %d B of stack, want < 6 KiB (4 KiB stacks; untraced: %d B)", traced, untraced)
 	}
 }
+
+// spans.Span.ASCII lets the exporter skip checking strings for UTF-8: a span
+// may carry it only when every attribute and event string is ASCII, so a
+// request with a byte above 0x7f in any of them, wherever it came from, must
+// leave it unset; an all-ASCII request sets it on both spans.
+func TestLegSpansASCII(t *testing.T) {
+	base := RequestInfo{
+		Protocol: ProtocolHTTP1, Version: "1.1", Method: "GET", Path: "/users/42", Query: "q=1", Host: "svc-b.test:8080",
+		UserAgent: "curl/8.5.0", Peer: netip.MustParseAddrPort("10.0.0.1:40000"), Dst: netip.MustParseAddrPort("10.0.0.2:8080"),
+	}
+	header := func() http.Header {
+		return http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+			"Tracestate": {"vendor=ok"}, "X-Tenant": {"acme"}}
+	}
+	allASCII := func(s *spans.Span) bool {
+		for _, a := range s.Attrs {
+			if !isASCII(a.Key) || !isASCII(a.Str) {
+				return false
+			}
+		}
+		for _, e := range s.Events {
+			if !isASCII(e.Name) {
+				return false
+			}
+		}
+		return true
+	}
+	const bad = "\xc3\xa9" // é, valid UTF-8 and not ASCII
+	for _, tt := range []struct {
+		name    string
+		capture []string
+		info    func(*RequestInfo)
+		req     func(http.Header)
+		want    bool
+	}{
+		{name: "ascii", capture: []string{"X-Tenant"}, want: true},
+		{name: "method", info: func(i *RequestInfo) { i.Method = "G" + bad }},
+		{name: "path", info: func(i *RequestInfo) { i.Path = "/caf" + bad }},
+		{name: "query", info: func(i *RequestInfo) { i.Query = "q=" + bad }},
+		{name: "host", info: func(i *RequestInfo) { i.Host = "caf" + bad + ".test" }},
+		{name: "no host, zoned destination", info: func(i *RequestInfo) {
+			i.Host, i.Dst = "", netip.AddrPortFrom(netip.MustParseAddr("fe80::1%caf"+bad), 8080)
+		}},
+		{name: "user agent", info: func(i *RequestInfo) { i.UserAgent = "agent/" + bad }},
+		{name: "captured value", capture: []string{"X-Tenant"}, req: func(h http.Header) { h["X-Tenant"] = []string{bad} }},
+		{name: "captured key", capture: []string{"X-Caf" + bad}, req: func(h http.Header) { h["X-Caf"+bad] = []string{"v"} }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			info, h := base, header()
+			if tt.info != nil {
+				tt.info(&info)
+			}
+			if tt.req != nil {
+				tt.req(h)
+			}
+			server, client := recordOne(t, tt.capture, info, h, http.Header{})
+			for _, s := range []*spans.Span{server, client} {
+				if s.ASCII != tt.want {
+					t.Errorf("%s span: ASCII = %v, want %v", s.Name, s.ASCII, tt.want)
+				}
+				if s.ASCII && !allASCII(s) {
+					t.Errorf("%s span promises ASCII and is not: %+v", s.Name, s.Attrs)
+				}
+			}
+		})
+	}
+}

@@ -179,6 +179,12 @@ type Span struct {
 
 	Resource *Resource
 
+	// ASCII promises that every string of Attrs and Events, keys and values,
+	// is ASCII, so the exporter need not check them for UTF-8 one by one. Only
+	// a maker that has checked them all sets it (the proxy checks a request's
+	// strings in one pass); when in doubt, leave it false.
+	ASCII bool
+
 	recycler Recycler // takes the span back on Release; nil: the collector does
 }
 
