@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,20 +62,36 @@ type fakeGRPC struct {
 	recorder
 	answer func(call int) (*coltracepb.ExportTraceServiceResponse, error)
 	addr   string
+	conns  atomic.Int32 // connections accepted
 }
 
-func startFakeGRPC(t *testing.T, answer func(call int) (*coltracepb.ExportTraceServiceResponse, error)) *fakeGRPC {
+// startFakeGRPC starts a fake collector; opts are the gRPC server's.
+func startFakeGRPC(t *testing.T, answer func(call int) (*coltracepb.ExportTraceServiceResponse, error), opts ...grpc.ServerOption) *fakeGRPC {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := &fakeGRPC{answer: answer, addr: l.Addr().String()}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	coltracepb.RegisterTraceServiceServer(srv, f)
-	go srv.Serve(l)
+	go srv.Serve(countingListener{l, &f.conns})
 	t.Cleanup(srv.Stop)
 	return f
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int32
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 func (f *fakeGRPC) Export(ctx context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {

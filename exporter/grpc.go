@@ -15,10 +15,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -34,85 +32,67 @@ const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Expor
 // the message behind five bytes of framing, the status in the trailers. It
 // replaced grpc-go, whose machinery (resolvers, balancers, channelz, its own
 // buffer pools) this call never used and which was a third of the agent's
-// binary, resident on every node.
+// binary, resident on every node; h2Caller then replaced http2.Transport.
 type grpcSender struct {
-	url     string
-	client  *http.Client
-	tr      *http2.Transport
-	headers http.Header
-	gz      *gzipper // nil: no compression
+	h       *h2Caller
+	headers [][2]string // lower-case names, fixed for every call
+	gz      *gzipper    // nil: no compression
 
 	prefix [5]byte // reused across batches; send is only called by the worker
+	fields [][2]string
 }
 
 func newGRPCSender(cfg Config, t target) (*grpcSender, error) {
-	tr := &http2.Transport{
-		// A collector that stops answering is found out by a ping, not by TCP
-		// timing out minutes later.
-		ReadIdleTimeout: 30 * time.Second,
-		PingTimeout:     10 * time.Second,
+	host, _, err := net.SplitHostPort(t.grpcAddr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: grpc endpoint %q: %w", ErrInvalidConfig, t.grpcAddr, err)
 	}
-	scheme := "https"
+	var tc *tls.Config
 	if t.tls {
-		tc, err := tlsConfig(cfg)
-		if err != nil {
+		if tc, err = tlsConfig(cfg); err != nil {
 			return nil, err
 		}
 		tc.NextProtos = []string{"h2"}
-		tr.TLSClientConfig = tc
-	} else {
-		// h2c with prior knowledge, as gRPC speaks it without TLS.
-		scheme = "http"
-		tr.AllowHTTP = true
-		dial := rawDialer(&net.Dialer{})
-		tr.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return dial(ctx, network, addr)
+		if tc.ServerName == "" {
+			tc.ServerName = host
 		}
 	}
-	u := &url.URL{Scheme: scheme, Host: t.grpcAddr, Path: exportMethod}
-	if _, _, err := net.SplitHostPort(t.grpcAddr); err != nil {
-		return nil, fmt.Errorf("%w: grpc endpoint %q: %w", ErrInvalidConfig, t.grpcAddr, err)
-	}
-	h := make(http.Header, len(cfg.Headers)+4)
+	dial := rawDialer(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second})
+	addr := t.grpcAddr
+	h := newH2Caller(addr, tc, func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp", addr) })
+	hdr := make(http.Header, len(cfg.Headers)+4)
 	for k, v := range cfg.Headers {
-		h.Set(k, v)
+		hdr.Set(k, v)
 	}
-	h.Set("Content-Type", "application/grpc+proto")
-	h.Set("Te", "trailers")
-	h.Set("User-Agent", userAgent)
-	s := &grpcSender{url: u.String(), client: &http.Client{Transport: tr}, tr: tr, headers: h}
+	hdr.Set("Content-Type", "application/grpc+proto")
+	hdr.Set("Te", "trailers")
+	hdr.Set("User-Agent", userAgent)
+	s := &grpcSender{h: h}
 	if cfg.Compression == CompressionGzip {
-		h.Set("Grpc-Encoding", "gzip")
+		hdr.Set("Grpc-Encoding", "gzip")
 		s.gz = newGzipper()
 	}
+	s.headers = lowerHeaders(hdr)
 	return s, nil
 }
 
 func (s *grpcSender) send(ctx context.Context, p *payload) (partialSuccess, error) {
 	msg := p.bytes()
-	var compressed []byte
 	s.prefix[0] = 0
 	if s.gz != nil {
 		var err error
 		if msg, err = s.gz.compress(msg); err != nil {
 			return partialSuccess{}, err
 		}
-		compressed = msg
 		s.prefix[0] = 1 // compressed, with the grpc-encoding of the request
 	}
 	binary.BigEndian.PutUint32(s.prefix[1:], uint32(len(msg)))
-	rb := newAttemptBody(s.prefix, p, compressed)
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, rb)
-	if err != nil {
-		rb.Close()
-		return partialSuccess{}, fmt.Errorf("otlp grpc request: %w", err)
-	}
-	hr.ContentLength = int64(len(s.prefix) + len(msg))
-	hr.Header = s.headers.Clone()
+	s.fields = append(s.fields[:0], s.headers...)
 	if d, ok := ctx.Deadline(); ok {
-		hr.Header.Set("Grpc-Timeout", grpcTimeout(time.Until(d)))
+		s.fields = append(s.fields, [2]string{"grpc-timeout", grpcTimeout(time.Until(d))})
 	}
-	resp, err := s.client.Do(hr)
+	// The call is over when it returns: nothing reads the payload later.
+	reply, err := s.h.call(ctx, exportMethod, s.fields, s.prefix[:], msg)
 	if err != nil {
 		// Refused, reset, timed out: the collector may be back soon.
 		code := codeUnavailable
@@ -121,43 +101,34 @@ func (s *grpcSender) send(ctx context.Context, p *payload) (partialSuccess, erro
 		}
 		return partialSuccess{}, grpcError(code, err.Error(), nil)
 	}
-	defer resp.Body.Close()
-	return readGRPCResponse(resp)
+	return readGRPCResponse(reply)
 }
 
 func (s *grpcSender) close() error {
-	s.tr.CloseIdleConnections()
+	s.h.close()
 	return nil
 }
 
 // readGRPCResponse reads an Export response: its message, if any, and the
 // status from the trailers (or the header, for a trailers-only response).
-func readGRPCResponse(resp *http.Response) (partialSuccess, error) {
-	if resp.StatusCode != http.StatusOK {
+func readGRPCResponse(r *h2Reply) (partialSuccess, error) {
+	if r.status != http.StatusOK {
 		// Not from a gRPC server (a proxy, a load balancer): the gRPC spec maps
 		// the HTTP status.
-		io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBody))
-		return partialSuccess{}, grpcError(codeOfHTTP(resp.StatusCode), "http status "+resp.Status, nil)
+		return partialSuccess{}, grpcError(codeOfHTTP(r.status), "http status "+strconv.Itoa(r.status)+" "+http.StatusText(r.status), nil)
 	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/grpc") {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBody))
+	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/grpc") {
 		return partialSuccess{}, grpcError(codeUnknown, fmt.Sprintf("response content-type %q is not gRPC", ct), nil)
 	}
-	body, readErr := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
-	io.Copy(io.Discard, resp.Body) // to the end, where the trailers are
-	st := resp.Trailer
+	st := r.trailer
 	if len(st.Values("Grpc-Status")) == 0 {
-		st = resp.Header // trailers-only
+		st = r.header // trailers-only
 	}
 	raw := st.Get("Grpc-Status")
 	if raw == "" {
 		// The stream ended without a status: broken on the way, so it may
 		// well work again.
-		msg := "response ended without a grpc-status"
-		if readErr != nil {
-			msg += ": " + readErr.Error()
-		}
-		return partialSuccess{}, grpcError(codeUnavailable, msg, nil)
+		return partialSuccess{}, grpcError(codeUnavailable, "response ended without a grpc-status", nil)
 	}
 	code, err := strconv.Atoi(raw)
 	if err != nil {
@@ -166,7 +137,7 @@ func readGRPCResponse(resp *http.Response) (partialSuccess, error) {
 	if code != codeOK {
 		return partialSuccess{}, grpcError(code, decodeGRPCMessage(st.Get("Grpc-Message")), statusDetails(st.Get("Grpc-Status-Details-Bin")))
 	}
-	ps, err := decodeGRPCMessageBody(body, resp.Header.Get("Grpc-Encoding"))
+	ps, err := decodeGRPCMessageBody(r.body, r.header.Get("Grpc-Encoding"))
 	if err != nil {
 		// Accepted; a body we cannot read only loses the partial-success detail.
 		return partialSuccess{}, nil
@@ -316,70 +287,4 @@ func statusDetails(v string) []*anypb.Any {
 		return nil
 	})
 	return details
-}
-
-// attemptBody is one attempt's request body: the framing, then the message.
-// HTTP/2's transport may write the body after Do returns, and does not close
-// it on every path (not after a failed TLS handshake), so the attempt cannot
-// wait for it: the body holds a reference to the payload (or, compressed, a
-// copy of its own in a pooled buffer) and lets go once read to the end or
-// closed; a body the transport just drops leaves its buffer to the collector.
-type attemptBody struct {
-	mu     sync.Mutex
-	prefix [5]byte
-	msg    []byte
-	off    int
-	p      *payload // referenced, when msg is the payload's bytes
-	copied *[]byte  // pooled, when msg is a copy
-}
-
-func newAttemptBody(prefix [5]byte, p *payload, compressed []byte) *attemptBody {
-	a := &attemptBody{prefix: prefix}
-	if compressed != nil {
-		a.copied = payloadPool.Get(len(compressed))
-		copy(*a.copied, compressed)
-		a.msg = *a.copied
-	} else {
-		p.ref()
-		a.p, a.msg = p, p.bytes()
-	}
-	return a
-}
-
-func (a *attemptBody) Read(b []byte) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.msg == nil {
-		return 0, io.ErrClosedPipe
-	}
-	n := 0
-	if a.off < len(a.prefix) {
-		n = copy(b, a.prefix[a.off:])
-	}
-	if i := a.off + n - len(a.prefix); i >= 0 {
-		n += copy(b[n:], a.msg[i:])
-	}
-	a.off += n
-	if a.off == len(a.prefix)+len(a.msg) {
-		a.releaseLocked()
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (a *attemptBody) Close() error {
-	a.mu.Lock()
-	a.releaseLocked()
-	a.mu.Unlock()
-	return nil
-}
-
-func (a *attemptBody) releaseLocked() {
-	switch {
-	case a.p != nil:
-		a.p.free()
-	case a.copied != nil:
-		payloadPool.Put(a.copied)
-	}
-	a.p, a.copied, a.msg = nil, nil, nil
 }

@@ -1,19 +1,13 @@
 package exporter
 
-import (
-	"sync"
-	"sync/atomic"
-)
+import "sync"
 
-// payload is one encoded export request. The exporter holds a reference for the
-// batch's lifetime (all its attempts); an attempt whose transport may read the
-// bytes after the attempt returns takes another (ref) and frees it once the
-// transport is done. The memory goes back to the pool only when the last
-// reader is done, so a late write of an abandoned attempt can never read the
-// next batch; a reference never freed leaves the buffer to the collector.
+// payload is one encoded export request, in a pooled buffer that goes back
+// once the batch is settled (all its attempts). Both transports are done with
+// the bytes when send returns: gRPC writes them itself (h2Caller), and the
+// OTLP/HTTP sender waits for its transport to close the body (requestBody).
 type payload struct {
-	bp   *[]byte
-	refs atomic.Int32
+	bp *[]byte
 }
 
 // encodePayload encodes batch with enc into a pooled buffer. The payload keeps
@@ -22,18 +16,15 @@ func encodePayload(enc *encoder, batch []record) *payload {
 	bp := payloadPool.Get(enc.sizeHint(len(batch)))
 	*bp = enc.encode((*bp)[:0], batch)
 	enc.release()
-	p := &payload{bp: bp}
-	p.refs.Store(1)
-	return p
+	return &payload{bp: bp}
 }
 
 func (p *payload) bytes() []byte { return *p.bp }
 
-func (p *payload) ref() { p.refs.Add(1) }
-
 func (p *payload) free() {
-	if p.refs.Add(-1) == 0 {
+	if p.bp != nil {
 		payloadPool.Put(p.bp)
+		p.bp = nil
 	}
 }
 
