@@ -10,8 +10,7 @@ import (
 )
 
 // encoder writes an OTLP ExportTraceServiceRequest in protobuf wire format
-// straight from span records: appendSpan one span at a time (newRecord), encode
-// a batch of them grouped by resource. Building go.opentelemetry.io/proto/otlp messages and
+// straight from span records. Building go.opentelemetry.io/proto/otlp messages and
 // marshalling them cost three quarters of the exporter's CPU (reflection-driven
 // sizing and encoding of ~40 small messages per span); this does the same without
 // allocating. The reference it is tested against is toResourceSpans in
@@ -21,7 +20,7 @@ import (
 // message's length is not known before its body is written, so openLen reserves
 // room for it and closeLen fills it in afterwards. The room is the exact width
 // wherever the size is cheap to predict (attributes, status) and a guess that
-// holds for nearly every message elsewhere (events, resources); a length
+// holds for nearly every message elsewhere (spans, events, resources); a length
 // that turns out shorter than its room is written as a padded varint (0x85 0x00
 // for 5), which protobuf decoders accept, and a longer one moves the body up. A
 // sizing pass first, as this encoder once did, took as long as this whole pass:
@@ -33,15 +32,15 @@ import (
 type encoder struct {
 	index  map[*spans.Resource]int32
 	groups []encGroup
-	group  []int32  // group of each record of the batch
-	order  []record // the batch, grouped by resource
+	group  []int32       // group of each span of the batch
+	order  []*spans.Span // the batch, grouped by resource
 	// perSpan is the bytes per span of the last request, to size the next one's buffer.
 	perSpan int
 }
 
 type encGroup struct {
 	res      *spans.Resource
-	recs     []record // a window of order, or the batch when it is one group
+	spans    []*spans.Span // a window of order, or the batch when it is one group
 	start, n int
 }
 
@@ -90,10 +89,10 @@ const (
 
 // Room reserved for lengths that are not predicted. A ResourceSpans or
 // ScopeSpans holds a whole batch, which must never move; 5 bytes count to 32 GiB.
-// Resources are mostly 128 bytes to 16 KiB long, events shorter. A span's
-// length is exact: it is encoded on its own first (newRecord).
+// Spans and resources are mostly 128 bytes to 16 KiB long, events shorter.
 const (
 	groupLenRoom    = 5
+	spanLenRoom     = 2
 	resourceLenRoom = 2
 	eventLenRoom    = 1
 )
@@ -107,9 +106,8 @@ var scopeField = func() []byte {
 
 // encode appends batch to b as an ExportTraceServiceRequest: one ResourceSpans
 // per distinct *spans.Resource in order of first appearance, with one ScopeSpans
-// holding the group's spans in batch order. The spans are encoded already
-// (newRecord): each is copied behind its tag and exact length.
-func (e *encoder) encode(b []byte, batch []record) []byte {
+// holding the group's spans in batch order.
+func (e *encoder) encode(b []byte, batch []*spans.Span) []byte {
 	start := len(b)
 	groups := e.groupByResource(batch)
 	for i := range groups {
@@ -123,10 +121,11 @@ func (e *encoder) encode(b []byte, batch []record) []byte {
 		b = closeLen(b, res, resourceLenRoom)
 		b, ss = openLen(b, fRSScopeSpans, groupLenRoom)
 		b = append(b, scopeField...)
-		for _, r := range g.recs {
-			b = append(b, key(fSSSpans, protowire.BytesType))
-			b = appendVarint(b, uint64(len(*r.b)))
-			b = append(b, *r.b...)
+		for _, s := range g.spans {
+			var sp int
+			b, sp = openLen(b, fSSSpans, spanLenRoom)
+			b = appendSpan(b, s)
+			b = closeLen(b, sp, spanLenRoom)
 		}
 		b = closeLen(b, ss, groupLenRoom)
 		b = closeLen(b, rs, groupLenRoom)
@@ -145,9 +144,8 @@ func (e *encoder) sizeHint(n int) int {
 	return n * e.perSpan
 }
 
-// release drops the encoder's references to the last batch's records and
-// resources, so that they can be collected while the batch is retried or the
-// exporter idles.
+// release drops the encoder's references to the last batch's spans and resources,
+// so that they can be collected while the batch is retried or the exporter idles.
 func (e *encoder) release() {
 	clear(e.order)
 	clear(e.index)
@@ -155,8 +153,8 @@ func (e *encoder) release() {
 }
 
 // groupByResource groups batch by resource pointer: groups in order of first
-// appearance, records in batch order within a group.
-func (e *encoder) groupByResource(batch []record) []encGroup {
+// appearance, spans in batch order within a group.
+func (e *encoder) groupByResource(batch []*spans.Span) []encGroup {
 	if e.index == nil {
 		e.index = make(map[*spans.Resource]int32)
 	}
@@ -166,22 +164,21 @@ func (e *encoder) groupByResource(batch []record) []encGroup {
 	// Spans of one pod tend to come in runs: look up only when the resource changes.
 	var last *spans.Resource
 	lastGroup := int32(-1)
-	for i := range batch {
-		res := batch[i].res
-		if res != last || lastGroup < 0 {
-			gi, ok := e.index[res]
+	for i, s := range batch {
+		if s.Resource != last || lastGroup < 0 {
+			gi, ok := e.index[s.Resource]
 			if !ok {
 				gi = int32(len(e.groups))
-				e.index[res] = gi
-				e.groups = append(e.groups, encGroup{res: res})
+				e.index[s.Resource] = gi
+				e.groups = append(e.groups, encGroup{res: s.Resource})
 			}
-			last, lastGroup = res, gi
+			last, lastGroup = s.Resource, gi
 		}
 		e.groups[lastGroup].n++
 		e.group[i] = lastGroup
 	}
 	if len(e.groups) == 1 {
-		e.groups[0].recs = batch
+		e.groups[0].spans = batch
 		return e.groups
 	}
 	off := 0
@@ -191,14 +188,14 @@ func (e *encoder) groupByResource(batch []record) []encGroup {
 		e.groups[i].n = 0 // counts again while placing
 	}
 	e.order = grow(e.order, len(batch))
-	for i, r := range batch {
+	for i, s := range batch {
 		g := &e.groups[e.group[i]]
-		e.order[g.start+g.n] = r
+		e.order[g.start+g.n] = s
 		g.n++
 	}
 	for i := range e.groups {
 		g := &e.groups[i]
-		g.recs = e.order[g.start : g.start+g.n]
+		g.spans = e.order[g.start : g.start+g.n]
 	}
 	return e.groups
 }

@@ -17,7 +17,7 @@ import (
 // OTLP protobuf types.
 func encodeBatch(t *testing.T, enc *encoder, batch []*spans.Span) *coltracepb.ExportTraceServiceRequest {
 	t.Helper()
-	b := enc.encode(nil, records(batch))
+	b := enc.encode(nil, batch)
 	var req coltracepb.ExportTraceServiceRequest
 	if err := proto.Unmarshal(b, &req); err != nil {
 		t.Fatalf("the encoding does not decode as ExportTraceServiceRequest: %v", err)
@@ -95,7 +95,7 @@ func TestEncoderReplacesInvalidUTF8(t *testing.T) {
 }
 
 func TestEncoderDoesNotAllocateWhenWarm(t *testing.T) {
-	batch := records(hops(128, podResource("a", "a-1"), podResource("b", "b-1")))
+	batch := hops(128, podResource("a", "a-1"), podResource("b", "b-1"))
 	var enc encoder
 	buf := enc.encode(nil, batch)
 	allocs := testing.AllocsPerRun(20, func() {
@@ -140,7 +140,7 @@ func TestEncoderLengthForms(t *testing.T) {
 func TestEncoderPaddingOverhead(t *testing.T) {
 	batch := hops(128, podResource("a", "a-1"), podResource("b", "b-1"))
 	var enc encoder
-	b := enc.encode(nil, records(batch))
+	b := enc.encode(nil, batch)
 	minimal, err := proto.Marshal(&coltracepb.ExportTraceServiceRequest{ResourceSpans: toResourceSpans(batch)})
 	if err != nil {
 		t.Fatal(err)

@@ -34,7 +34,7 @@ type Exporter struct {
 
 	// Worker-owned.
 	enc     encoder
-	batch   []record
+	batch   []*spans.Span
 	logged  Drops     // drop counts already reported in a log line
 	loggedT time.Time // when the last queue-full line was written
 }
@@ -91,22 +91,19 @@ func newExporter(cfg Config, s sender) *Exporter {
 		flushc:    make(chan chan struct{}),
 		closing:   make(chan struct{}),
 		done:      make(chan struct{}),
-		batch:     make([]record, 0, cfg.MaxBatchSize),
+		batch:     make([]*spans.Span, 0, cfg.MaxBatchSize),
 	}
 	go e.run()
 	return e
 }
 
-// Record encodes s and queues it for export without blocking; a full queue
-// drops it and counts it. s is released (spans.Release) before Record returns:
-// the caller must not use it afterwards. A nil s is ignored.
+// Record queues s for export without blocking; a full queue drops s and counts it.
+// The exporter takes ownership: s must not change after Record. A nil s is ignored.
 func (e *Exporter) Record(s *spans.Span) {
 	if s == nil {
 		return
 	}
-	r := newRecord(s)
-	spans.Release(s)
-	e.q.push(r)
+	e.q.push(s)
 }
 
 // Stats returns a consistent snapshot of the counters.

@@ -73,12 +73,3 @@ func hops(n int, a, b *spans.Resource) []*spans.Span {
 	}
 	return out
 }
-
-// records encodes batch as Record does, for tests of the batch encoder.
-func records(batch []*spans.Span) []record {
-	recs := make([]record, len(batch))
-	for i, s := range batch {
-		recs[i] = newRecord(s)
-	}
-	return recs
-}

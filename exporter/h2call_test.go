@@ -141,7 +141,7 @@ func TestGRPCNotHTTP2(t *testing.T) {
 	}
 	defer s.close()
 	var enc encoder
-	p := encodePayload(&enc, records([]*spans.Span{named("x")}))
+	p := encodePayload(&enc, []*spans.Span{named("x")})
 	defer p.free()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -1,6 +1,10 @@
 package exporter
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/hoptrace/hoptrace/spans"
+)
 
 // payload is one encoded export request, in a pooled buffer that goes back
 // once the batch is settled (all its attempts). Both transports are done with
@@ -11,8 +15,8 @@ type payload struct {
 }
 
 // encodePayload encodes batch with enc into a pooled buffer. The payload keeps
-// no reference to the records.
-func encodePayload(enc *encoder, batch []record) *payload {
+// no reference to the spans.
+func encodePayload(enc *encoder, batch []*spans.Span) *payload {
 	bp := payloadPool.Get(enc.sizeHint(len(batch)))
 	*bp = enc.encode((*bp)[:0], batch)
 	enc.release()

@@ -16,7 +16,7 @@ func TestEncodePayload(t *testing.T) {
 	small := hops(1, podResource("a", "a-1"), podResource("b", "b-1"))
 	large := hops(300, podResource("a", "a-1"), podResource("b", "b-1"))
 	for _, batch := range [][]*spans.Span{small, large, small} {
-		p := encodePayload(&enc, records(batch))
+		p := encodePayload(&enc, batch)
 		var req coltracepb.ExportTraceServiceRequest
 		if err := proto.Unmarshal(p.bytes(), &req); err != nil {
 			t.Fatal(err)
@@ -25,8 +25,8 @@ func TestEncodePayload(t *testing.T) {
 			t.Fatalf("payload of %d spans differs from the reference", len(batch))
 		}
 		p.free()
-		for _, r := range enc.order {
-			if r.b != nil || r.res != nil {
+		for _, s := range enc.order {
+			if s != nil {
 				t.Fatal("the encoder still references the batch")
 			}
 		}

@@ -1,15 +1,19 @@
 package exporter
 
-import "sync"
+import (
+	"sync"
 
-// queue is a bounded ring of encoded spans (records) plus every counter of Stats. One mutex guards
+	"github.com/hoptrace/hoptrace/spans"
+)
+
+// queue is a bounded ring of spans plus every counter of Stats. One mutex guards
 // both, so a snapshot is consistent and the accounting invariant holds at every
 // instant, not only eventually. Record's critical section is a few loads and
 // stores: it never waits for the exporter, only for another Record or a batch
 // hand-over, which are equally short.
 type queue struct {
 	mu     sync.Mutex
-	buf    []record
+	buf    []*spans.Span
 	head   int // index of the oldest span
 	n      int // spans in buf
 	closed bool
@@ -22,16 +26,15 @@ type queue struct {
 
 func newQueue(capacity, batchSize int) *queue {
 	return &queue{
-		buf:       make([]record, capacity),
+		buf:       make([]*spans.Span, capacity),
 		batchSize: batchSize,
 		wake:      make(chan struct{}, 1),
 	}
 }
 
-// push adds r, or counts it dropped (and frees it) when the queue is full or
-// closed: dropping the newest span keeps the ones that have waited longest,
-// whose batch is next.
-func (q *queue) push(r record) {
+// push adds s, or counts it dropped when the queue is full or closed: dropping
+// the newest span keeps the ones that have waited longest, whose batch is next.
+func (q *queue) push(s *spans.Span) {
 	q.mu.Lock()
 	q.stats.Produced++
 	var full, dropped bool
@@ -47,13 +50,13 @@ func (q *queue) push(r record) {
 		if i >= len(q.buf) {
 			i -= len(q.buf)
 		}
-		q.buf[i] = r
+		q.buf[i] = s
 		q.n++
 		full = q.n == q.batchSize
 	}
 	q.mu.Unlock()
 	if dropped {
-		r.free()
+		spans.Release(s)
 	}
 	if full {
 		select {
@@ -63,14 +66,14 @@ func (q *queue) push(r record) {
 	}
 }
 
-// take appends up to max of the oldest records to dst and marks them in flight
-// until settle. Only the worker calls take and settle, one batch at a time.
-func (q *queue) take(dst []record, max int) []record {
+// take appends up to max of the oldest spans to dst and marks them in flight until
+// settle. Only the worker calls take and settle, one batch at a time.
+func (q *queue) take(dst []*spans.Span, max int) []*spans.Span {
 	q.mu.Lock()
 	n := min(q.n, max)
 	for range n {
 		dst = append(dst, q.buf[q.head])
-		q.buf[q.head] = record{}
+		q.buf[q.head] = nil // the span's memory goes back to the collector once exported
 		q.head++
 		if q.head == len(q.buf) {
 			q.head = 0
@@ -120,7 +123,7 @@ func (q *queue) discard() int {
 	defer q.mu.Unlock()
 	n := q.n
 	for i := range n {
-		q.buf[(q.head+i)%len(q.buf)].free()
+		spans.Release(q.buf[(q.head+i)%len(q.buf)])
 	}
 	clear(q.buf)
 	q.head, q.n = 0, 0

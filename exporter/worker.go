@@ -3,6 +3,8 @@ package exporter
 import (
 	"errors"
 	"time"
+
+	"github.com/hoptrace/hoptrace/spans"
 )
 
 // queueFullLogEvery rate-limits the warning about spans dropped on a full queue:
@@ -66,11 +68,12 @@ func (e *Exporter) exportNext() int {
 		return 0
 	}
 	p := encodePayload(&e.enc, e.batch)
-	// The payload has it all: the records' buffers go back to the pool
-	// while it is sent.
-	for i := range e.batch {
-		e.batch[i].free()
+	// The payload has it all: the spans go back to their makers (or the
+	// collector) while it is sent.
+	for _, s := range e.batch {
+		spans.Release(s)
 	}
+	clear(e.batch)
 	e.export(n, p)
 	return n
 }
