@@ -15,7 +15,15 @@
 // messages and marshalled: that is about ten times cheaper per span and
 // allocation-free, and keeps the OTLP message types (and grpc-gateway, which they
 // pull in) out of the agent. Tests hold the encoding to a reference built from
-// those messages, and a real Jaeger decodes what the exporter sends.
+// those messages, and a real Jaeger decodes what the exporter sends. Encoding
+// each span in Record instead, on the proxy's goroutine, was tried and measured
+// dearer in the traced agent (0.9 against 0.67 µs per span): the worker's loop
+// over a whole batch keeps the encoder's code and branches warm.
+//
+// OTLP/gRPC is one unary call, made over HTTP/2 by h2Caller (h2call.go) on the
+// worker's goroutine: no read loop, no goroutine per call, the request's frames
+// written in one system call as far as flow control allows. OTLP/HTTP uses
+// net/http.
 //
 // Every span handed to Record ends in exactly one of Stats' buckets: exported, or
 // dropped for one reason. Once Shutdown returns, Produced == Exported + Dropped.Total().
