@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"math"
+	"slices"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -266,6 +267,9 @@ func appendSpan(b []byte, s *spans.Span) []byte {
 // predicted from the strings' lengths, which hold unless a string needs repair.
 // ascii says the maker promised every string is ASCII (Span.ASCII).
 func appendAttrs(b []byte, num protowire.Number, attrs []spans.Attr, ascii bool) []byte {
+	if ascii {
+		return appendASCIIAttrs(b, num, attrs)
+	}
 	for i := range attrs {
 		a := &attrs[i]
 		var value int
@@ -302,6 +306,58 @@ func appendAttrs(b []byte, num protowire.Number, attrs []spans.Attr, ascii bool)
 		}
 		b = closeLen(b, v, valueRoom)
 		b = closeLen(b, kv, kvRoom)
+	}
+	return b
+}
+
+// appendASCIIAttrs is appendAttrs for attributes whose strings are ASCII
+// (Span.ASCII): every length is known before its message is written, so
+// each KeyValue is appended front to back with its exact lengths, into room
+// grown once, with no lengths to fill in afterwards.
+func appendASCIIAttrs(b []byte, num protowire.Number, attrs []spans.Attr) []byte {
+	for i := range attrs {
+		a := &attrs[i]
+		var value int
+		switch a.Type {
+		case spans.AttrInt:
+			value = 1 + protowire.SizeVarint(uint64(a.Int))
+		case spans.AttrBool:
+			value = 2
+		case spans.AttrFloat:
+			value = 9
+		default:
+			value = 1 + protowire.SizeBytes(len(a.Str))
+		}
+		kv := 1 + protowire.SizeBytes(value)
+		if a.Key != "" {
+			kv += 1 + protowire.SizeBytes(len(a.Key))
+		}
+		b = slices.Grow(b, 1+protowire.SizeVarint(uint64(kv))+kv)
+		b = append(b, key(num, protowire.BytesType))
+		b = appendVarint(b, uint64(kv))
+		if a.Key != "" {
+			b = append(b, key(fKVKey, protowire.BytesType))
+			b = appendVarint(b, uint64(len(a.Key)))
+			b = append(b, a.Key...)
+		}
+		b = append(b, key(fKVValue, protowire.BytesType), byte(value)) // value < 128 unless a long string
+		if value >= 0x80 {
+			b = protowire.AppendVarint(b[:len(b)-1], uint64(value))
+		}
+		switch a.Type {
+		case spans.AttrInt:
+			b = append(b, key(fAnyInt, protowire.VarintType))
+			b = appendVarint(b, uint64(a.Int))
+		case spans.AttrBool:
+			b = append(b, key(fAnyBool, protowire.VarintType), byte(protowire.EncodeBool(a.Bool)))
+		case spans.AttrFloat:
+			b = append(b, key(fAnyDouble, protowire.Fixed64Type))
+			b = protowire.AppendFixed64(b, math.Float64bits(a.Float))
+		default:
+			b = append(b, key(fAnyString, protowire.BytesType))
+			b = appendVarint(b, uint64(len(a.Str)))
+			b = append(b, a.Str...)
+		}
 	}
 	return b
 }

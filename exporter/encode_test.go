@@ -170,9 +170,12 @@ func FuzzEncoder(f *testing.F) {
 	f.Add("GET /users/{id}", "url.path", "/users/42", int64(200), 0.25, uint8(3), uint16(1))
 	f.Add("caf\xe9", "k\xc3", "\xff\xfe", int64(-1), math.Inf(1), uint8(0xff), uint16(200))
 	f.Add("", "", "", int64(0), 0.0, uint8(0), uint16(16400))
+	f.Add("GET /", "http.request.method", "GET", int64(300), 1.5, uint8(0x4f), uint16(130))
 	f.Fuzz(func(t *testing.T, name, key, value string, i int64, fl float64, shape uint8, repeat uint16) {
 		long := strings.Repeat(value, int(repeat)%20000/max(len(value), 1))
 		resources := []*spans.Resource{nil, {Attrs: []spans.Attr{spans.String(key, value)}}, {Attrs: []spans.Attr{spans.String("service.name", long)}}}
+		// The maker's promise (Span.ASCII), when it holds, for half the shapes.
+		ascii := shape&0x40 != 0 && !strings.ContainsFunc(name+key+value, func(r rune) bool { return r >= 0x80 })
 		var batch []*spans.Span
 		for n := range int(shape&7) + 1 {
 			s := &spans.Span{
@@ -182,6 +185,7 @@ func FuzzEncoder(f *testing.F) {
 				Attrs: []spans.Attr{spans.String(key, value), spans.Int(key, i), spans.Float(value, fl),
 					spans.Bool(name, shape&1 == 0), spans.String("long", long)},
 				Resource: resources[(int(shape)+n)%len(resources)],
+				ASCII:    ascii,
 			}
 			if shape&8 != 0 {
 				s.ParentID = spans.SpanID{1}
@@ -200,16 +204,27 @@ func FuzzEncoder(f *testing.F) {
 	})
 }
 
-// A span that promises ASCII strings (spans.Span.ASCII) encodes as one that
-// does not.
+// A span that promises ASCII strings (spans.Span.ASCII) encodes as the
+// reference does, with lengths on both sides of each varint size and every
+// kind of value.
 func TestEncoderASCIISpans(t *testing.T) {
-	batch := hops(4, podResource("a", "a-1"), podResource("b", "b-1"))
-	var enc encoder
-	want := encodeBatch(t, &enc, batch)
+	res := podResource("a", "a-1")
+	batch := hops(4, res, podResource("b", "b-1"))
+	for _, n := range []int{0, 1, 100, 117, 118, 119, 120, 125, 126, 127, 128, 129, 300, 16250, 16383, 16384, 16500, 1 << 21} {
+		x := strings.Repeat("x", n)
+		batch = append(batch, &spans.Span{TraceID: spans.NewTraceID(), SpanID: spans.NewSpanID(), Resource: res, Name: x,
+			Attrs: []spans.Attr{spans.String("k", x), spans.String(x, "v"), spans.String("", ""), spans.String("e", ""),
+				spans.Int("i", int64(n)), spans.Int("neg", -int64(n)), spans.Bool("t", true), spans.Bool("f", false),
+				spans.Float("fl", float64(n)/3), spans.Float("nan", math.NaN())},
+			Events: []spans.Event{{Name: x, Attrs: []spans.Attr{spans.String("e", x)}}}})
+	}
 	for _, s := range batch {
 		s.ASCII = true
 	}
-	if got := encodeBatch(t, &enc, batch); !proto.Equal(got, want) {
-		t.Fatal("ASCII spans encode differently")
+	var enc encoder
+	got := encodeBatch(t, &enc, batch)
+	want := &coltracepb.ExportTraceServiceRequest{ResourceSpans: toResourceSpans(batch)}
+	if !proto.Equal(got, want) {
+		t.Fatal("ASCII spans encode differently from the reference")
 	}
 }
