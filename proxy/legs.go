@@ -243,8 +243,7 @@ func (l *legs) finish(end time.Time, fl *flow) {
 	fl.srvNanos.Add(int64(srv))
 	fl.cliNanos.Add(int64(cli))
 	if l.sampled {
-		id := l.ctx.TraceID
-		fl.trace.Store(&id)
+		fl.trace.store(l.ctx.TraceID)
 		if t.recorder != nil {
 			l.detach()
 			rec := newLegSpans()

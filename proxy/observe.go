@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -115,7 +116,7 @@ type flow struct {
 	in, out  atomic.Int64
 	srvNanos atomic.Int64
 	cliNanos atomic.Int64
-	trace    atomic.Pointer[spans.TraceID]
+	trace    lastTrace
 	peerStr  atomic.Pointer[string] // peerAddr, made on first use
 	dstStr   atomic.Pointer[string] // dstAddr, made on first use
 
@@ -156,10 +157,28 @@ func (f *flow) stats() FlowStats {
 
 		ProtocolErrors: f.breaches.Load(),
 	}
-	if t := f.trace.Load(); t != nil {
-		s.LastTraceID = *t
-	}
+	s.LastTraceID = f.trace.load()
 	return s
+}
+
+// lastTrace is the trace id of a flow's last sampled request. A mutex, not an
+// atomic pointer: storing through one allocated 16 bytes per sampled request,
+// and only the flow's own requests and a stats reader ever take it.
+type lastTrace struct {
+	mu sync.Mutex
+	id spans.TraceID
+}
+
+func (t *lastTrace) store(id spans.TraceID) {
+	t.mu.Lock()
+	t.id = id
+	t.mu.Unlock()
+}
+
+func (t *lastTrace) load() spans.TraceID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.id
 }
 
 // countingConn counts the bytes of a client connection into its flow.
