@@ -308,3 +308,41 @@ func TestTargetsAgainstNginx(t *testing.T) {
 		}
 	}
 }
+
+// The tracing budget is decided per round on the agent's CPU per request
+// traced minus untraced, at a fixed rate and at full load.
+func TestTracingTargets(t *testing.T) {
+	var runs []bench.Result
+	for round, traced := range []float64{1.06, 1.09, 1.05} { // CPU seconds for 15,000 requests at http-max
+		runs = append(runs,
+			bench.Result{Round: round + 1, Setup: "hoptrace-100", Scenario: "http-5k", RPS: 5000, Requests: 15000, CPUSeconds: 1.05 + 0.06},
+			bench.Result{Round: round + 1, Setup: "hoptrace-0", Scenario: "http-5k", RPS: 5000, Requests: 15000, CPUSeconds: 1.05},
+			bench.Result{Round: round + 1, Setup: "hoptrace-100", Scenario: "http-max", RPS: 15000, Requests: 15000, CPUSeconds: traced},
+			bench.Result{Round: round + 1, Setup: "hoptrace-0", Scenario: "http-max", RPS: 15000, Requests: 15000, CPUSeconds: 0.95},
+		)
+	}
+	x := index(bench.Summarize(runs), runs)
+	got := map[string]verdict{}
+	for _, v := range tracingTargets(x) {
+		got[v.target] = v
+	}
+	for target, want := range map[string]string{
+		// +4 µs in every round.
+		"http-5k: tracing (hoptrace-100 minus hoptrace-0) ≤ 8 µs of agent CPU per request for 4 spans": "met",
+		// +7.3, +9.3 and +6.7 µs: the median under, one round over.
+		"http-max: tracing (hoptrace-100 minus hoptrace-0) ≤ 8 µs of agent CPU per request for 4 spans": "not decided (median met; met in 2 of 3 rounds)",
+	} {
+		v, ok := got[target]
+		if !ok {
+			t.Errorf("no target %q in %v", target, got)
+			continue
+		}
+		if v.status() != want {
+			t.Errorf("%s: %s (%s), want %s", target, v.status(), v.measured, want)
+		}
+	}
+	// Without the untraced setup the target is not measured, not met.
+	if v := tracingTargets(index(bench.Summarize(runs[:1]), runs[:1]))[0]; !v.missing {
+		t.Errorf("without hoptrace-0: %s", v.status())
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -76,6 +77,7 @@ func targetsTable(x results) string {
 	var vs []verdict
 	vs = append(vs, latencyTargets(x)...)
 	vs = append(vs, throughputTargets(x)...)
+	vs = append(vs, tracingTargets(x)...)
 	vs = append(vs, captureTarget(x))
 	vs = append(vs, memoryTargets(x)...)
 	vs = append(vs, errorTarget(x))
@@ -204,6 +206,45 @@ func throughputTargets(x results) []verdict {
 		out = append(out, v)
 	}
 	return out
+}
+
+// tracingBudget is what recording and exporting a hop's four spans may cost
+// the agent per request, in µs of CPU (issue 12).
+const tracingBudget = 8.0
+
+// tracingTargets: the agent's CPU per request traced (hoptrace-100) minus
+// untraced (hoptrace-0) in the same round, at a fixed rate (http-5k, both
+// setups doing the same work per second) and at full load (http-max).
+func tracingTargets(x results) []verdict {
+	var out []verdict
+	for _, scenario := range []string{"http-5k", "http-max"} {
+		v := verdict{target: fmt.Sprintf("%s: tracing (hoptrace-100 minus hoptrace-0) ≤ %g µs of agent CPU per request for 4 spans", scenario, tracingBudget)}
+		diffs := x.paired("hoptrace-100", "hoptrace-0", scenario, cpuDiffMicros)
+		h, ok1 := x.get("hoptrace-100", scenario)
+		u, ok2 := x.get("hoptrace-0", scenario)
+		if !ok1 || !ok2 || len(diffs) == 0 || slices.Contains(diffs, noCPU) {
+			v.missing = true
+			out = append(out, v)
+			continue
+		}
+		v.measured = fmt.Sprintf("%+.1f µs%s%s (%.1f vs %.1f µs/req)", bench.Median(diffs), spreadOf(diffs, "%+.1f", true), overRounds(diffs),
+			h.CPUSeconds/float64(h.Requests)*1e6, u.CPUSeconds/float64(u.Requests)*1e6)
+		v.conds = []cond{{diffs, func(d float64) bool { return d <= tracingBudget }}}
+		out = append(out, v)
+	}
+	return out
+}
+
+// noCPU marks a pair of runs without CPU figures.
+var noCPU = math.Inf(1)
+
+// cpuDiffMicros is a's CPU per request minus b's, in µs; noCPU when either
+// has none.
+func cpuDiffMicros(a, b bench.Result) float64 {
+	if a.Requests == 0 || b.Requests == 0 || a.CPUSeconds == 0 || b.CPUSeconds == 0 {
+		return noCPU
+	}
+	return (a.CPUSeconds/float64(a.Requests) - b.CPUSeconds/float64(b.Requests)) * 1e6
 }
 
 // cpuRatio is a's CPU per request over b's; 0 when either has none.
