@@ -77,6 +77,10 @@ const (
 	// h2RecvWindow is how much the collector may send before our
 	// WINDOW_UPDATE: answers are a few bytes, the default is plenty.
 	h2RecvWindow = 65535
+	// h2WriteSize is about the most one write sends: the buffer frames are
+	// copied into stays this small whatever the batch (a whole 512-span
+	// batch at once kept a copy of it, 300 KB, in the agent).
+	h2WriteSize = 64 << 10
 	// h2MaxStreamID is where a connection runs out of client stream ids.
 	h2MaxStreamID = 1<<31 - 1
 )
@@ -152,7 +156,7 @@ func (h *h2Caller) connect(ctx context.Context) error {
 		c = tc
 	}
 	h.c = c
-	h.br = bufio.NewReaderSize(c, 16<<10)
+	h.br = bufio.NewReaderSize(c, 4<<10) // answers are small
 	h.fr = http2.NewFramer(&h.out, h.br)
 	h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	h.fr.MaxHeaderListSize = 1 << 20
@@ -263,9 +267,14 @@ func (h *h2Caller) roundTrip(ctx context.Context, path string, headers [][2]stri
 	reply := &h2Reply{}
 	h.streamWin = h.initialWin
 	for bi, off := 0, 0; bi < len(body); {
-		// Frames of at most maxFrame bytes, as far as both windows go,
-		// into one write.
+		// Frames of at most maxFrame bytes, as far as both windows go, in
+		// writes of up to h2WriteSize.
 		for bi < len(body) && h.connWin > 0 && h.streamWin > 0 {
+			if len(h.out.b) >= h2WriteSize {
+				if err := h.flush(); err != nil {
+					return nil, err
+				}
+			}
 			rest := body[bi][off:]
 			n := min(int64(len(rest)), int64(h.maxFrame), h.connWin, h.streamWin)
 			last := bi == len(body)-1 && int(n) == len(rest)
