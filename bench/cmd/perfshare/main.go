@@ -24,8 +24,13 @@ import (
 // Tracing, as the agent does it: the spans built when a request ends
 // (proxy legs.finish, which also calls the request observer, untraced work
 // left out), the export queue, and the exporter's worker (encoding, sending).
+// The x/net/http2 client's goroutines are the exporter's transport in builds
+// before h2Caller (2026-12-05), so that those can be compared; the proxy uses
+// that client too, but only towards HTTP/2 upstreams, which http-max has none
+// of.
 const (
-	defaultInclude = "proxy.(*legs).finish,exporter.(*queue).push,exporter.(*Exporter).run"
+	defaultInclude = "proxy.(*legs).finish,exporter.(*queue).push,exporter.(*Exporter).run," +
+		"golang.org/x/net/http2.(*ClientConn),golang.org/x/net/http2.(*clientStream),golang.org/x/net/http2.(*clientConnReadLoop)"
 	defaultExclude = "ObserveRequest"
 )
 
