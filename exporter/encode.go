@@ -272,38 +272,14 @@ func appendAttrs(b []byte, num protowire.Number, attrs []spans.Attr, ascii bool)
 	}
 	for i := range attrs {
 		a := &attrs[i]
-		var value int
-		switch a.Type {
-		case spans.AttrInt:
-			value = 1 + protowire.SizeVarint(uint64(a.Int))
-		case spans.AttrBool:
-			value = 2
-		case spans.AttrFloat:
-			value = 9
-		default:
-			value = 1 + protowire.SizeBytes(len(a.Str))
-		}
+		value := anyValueSize(a)
 		valueRoom := lenRoom(value)
 		kvRoom := lenRoom(stringSize(fKVKey, a.Key) + 1 + valueRoom + value)
 		var kv, v int
 		b, kv = openLen(b, num, kvRoom)
-		if a.Key != "" {
-			b = appendStringChecked(b, fKVKey, a.Key, ascii)
-		}
+		b = appendString(b, fKVKey, a.Key)
 		b, v = openLen(b, fKVValue, valueRoom)
-		switch a.Type {
-		case spans.AttrInt:
-			b = append(b, key(fAnyInt, protowire.VarintType))
-			b = appendVarint(b, uint64(a.Int))
-		case spans.AttrBool:
-			b = append(b, key(fAnyBool, protowire.VarintType), byte(protowire.EncodeBool(a.Bool)))
-		case spans.AttrFloat:
-			b = append(b, key(fAnyDouble, protowire.Fixed64Type))
-			b = protowire.AppendFixed64(b, math.Float64bits(a.Float))
-		default:
-			// A oneof member is written even when empty: "" is a value.
-			b = appendStringChecked(b, fAnyString, a.Str, ascii)
-		}
+		b = appendAnyValue(b, a, false)
 		b = closeLen(b, v, valueRoom)
 		b = closeLen(b, kv, kvRoom)
 	}
@@ -317,17 +293,7 @@ func appendAttrs(b []byte, num protowire.Number, attrs []spans.Attr, ascii bool)
 func appendASCIIAttrs(b []byte, num protowire.Number, attrs []spans.Attr) []byte {
 	for i := range attrs {
 		a := &attrs[i]
-		var value int
-		switch a.Type {
-		case spans.AttrInt:
-			value = 1 + protowire.SizeVarint(uint64(a.Int))
-		case spans.AttrBool:
-			value = 2
-		case spans.AttrFloat:
-			value = 9
-		default:
-			value = 1 + protowire.SizeBytes(len(a.Str))
-		}
+		value := anyValueSize(a)
 		kv := 1 + protowire.SizeBytes(value)
 		if a.Key != "" {
 			kv += 1 + protowire.SizeBytes(len(a.Key))
@@ -336,30 +302,42 @@ func appendASCIIAttrs(b []byte, num protowire.Number, attrs []spans.Attr) []byte
 		b = append(b, key(num, protowire.BytesType))
 		b = appendVarint(b, uint64(kv))
 		if a.Key != "" {
-			b = append(b, key(fKVKey, protowire.BytesType))
-			b = appendVarint(b, uint64(len(a.Key)))
-			b = append(b, a.Key...)
+			b = appendStringChecked(b, fKVKey, a.Key, true)
 		}
-		b = append(b, key(fKVValue, protowire.BytesType), byte(value)) // value < 128 unless a long string
-		if value >= 0x80 {
-			b = protowire.AppendVarint(b[:len(b)-1], uint64(value))
-		}
-		switch a.Type {
-		case spans.AttrInt:
-			b = append(b, key(fAnyInt, protowire.VarintType))
-			b = appendVarint(b, uint64(a.Int))
-		case spans.AttrBool:
-			b = append(b, key(fAnyBool, protowire.VarintType), byte(protowire.EncodeBool(a.Bool)))
-		case spans.AttrFloat:
-			b = append(b, key(fAnyDouble, protowire.Fixed64Type))
-			b = protowire.AppendFixed64(b, math.Float64bits(a.Float))
-		default:
-			b = append(b, key(fAnyString, protowire.BytesType))
-			b = appendVarint(b, uint64(len(a.Str)))
-			b = append(b, a.Str...)
-		}
+		b = append(b, key(fKVValue, protowire.BytesType))
+		b = appendVarint(b, uint64(value))
+		b = appendAnyValue(b, a, true)
 	}
 	return b
+}
+
+// anyValueSize is the size of a's AnyValue message, its string taken as valid.
+func anyValueSize(a *spans.Attr) int {
+	switch a.Type {
+	case spans.AttrInt:
+		return 1 + protowire.SizeVarint(uint64(a.Int))
+	case spans.AttrBool:
+		return 2
+	case spans.AttrFloat:
+		return 9
+	}
+	return 1 + protowire.SizeBytes(len(a.Str))
+}
+
+// appendAnyValue appends the body of a's AnyValue; ascii as appendStringChecked.
+func appendAnyValue(b []byte, a *spans.Attr, ascii bool) []byte {
+	switch a.Type {
+	case spans.AttrInt:
+		b = append(b, key(fAnyInt, protowire.VarintType))
+		return appendVarint(b, uint64(a.Int))
+	case spans.AttrBool:
+		return append(b, key(fAnyBool, protowire.VarintType), byte(protowire.EncodeBool(a.Bool)))
+	case spans.AttrFloat:
+		b = append(b, key(fAnyDouble, protowire.Fixed64Type))
+		return protowire.AppendFixed64(b, math.Float64bits(a.Float))
+	}
+	// A oneof member is written even when empty: "" is a value.
+	return appendStringChecked(b, fAnyString, a.Str, ascii)
 }
 
 // lenRoom is the size of length n as a varint.
@@ -418,23 +396,8 @@ func appendStringChecked(b []byte, num protowire.Number, s string, ascii bool) [
 }
 
 // validUTF8 is utf8.ValidString with a faster path for ASCII, which nearly all
-// span strings are: eight bytes at a time, then byte by byte.
-func validUTF8(s string) bool {
-	i := 0
-	for ; i+8 <= len(s); i += 8 {
-		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
-			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
-		if w&0x8080808080808080 != 0 {
-			return utf8.ValidString(s[i:])
-		}
-	}
-	for ; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			return utf8.ValidString(s[i:])
-		}
-	}
-	return true
-}
+// span strings are.
+func validUTF8(s string) bool { return spans.IsASCII(s) || utf8.ValidString(s) }
 
 // appendRepairedUTF8 appends s with each run of invalid UTF-8 replaced by U+FFFD,
 // as strings.ToValidUTF8(s, "\uFFFD") but without allocating.

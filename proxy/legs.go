@@ -61,7 +61,7 @@ func newTracing(cfg *Config) tracing {
 	t.legServer, t.legClient = cfg.Direction.Legs()
 	t.captureASCII = true
 	for _, c := range t.capture {
-		t.captureASCII = t.captureASCII && isASCII(c.reqAttr) && isASCII(c.respAttr)
+		t.captureASCII = t.captureASCII && spans.IsASCII(c.reqAttr) && spans.IsASCII(c.respAttr)
 	}
 	return t
 }
@@ -186,7 +186,7 @@ func (l *legs) detach() {
 	all := b.String()
 	// One pass over all of them, hot from the copy, instead of the exporter
 	// checking each string for UTF-8 apart (spans.Span.ASCII).
-	l.ascii = isASCII(all) && isASCII(l.failure) && l.t.captureASCII
+	l.ascii = spans.IsASCII(all) && spans.IsASCII(l.failure) && l.t.captureASCII
 	l.urlFull = all[:urlLen]
 	off := urlLen
 	each(func(s *string) {
@@ -367,13 +367,13 @@ func (l *legs) serverSpan(rec *legSpans, name, host string, port uint16, end tim
 	if l.t.queryString && l.info.Query != "" {
 		a = appendString(a, "url.query", l.info.Query)
 	}
-	s.ASCII = l.ascii && isASCII(host)
+	s.ASCII = l.ascii && spans.IsASCII(host)
 	if l.info.Peer.IsValid() {
 		peer := fl.peerAddr()
 		a = appendString(a, "client.address", peer)
 		a = appendString(a, "network.peer.address", peer)
 		a = appendInt(a, "network.peer.port", int64(l.info.Peer.Port()))
-		s.ASCII = s.ASCII && isASCII(peer) // an IPv6 zone is an interface name
+		s.ASCII = s.ASCII && spans.IsASCII(peer) // an IPv6 zone is an interface name
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
@@ -423,12 +423,12 @@ func (l *legs) clientSpan(rec *legSpans, name, host string, port uint16, srvEnd 
 	a = appendString(a, "hoptrace.leg", l.t.legClient.String())
 	a = l.common(a, host, port)
 	a = appendString(a, "url.full", l.urlFull)
-	s.ASCII = l.ascii && isASCII(host)
+	s.ASCII = l.ascii && spans.IsASCII(host)
 	if l.info.Dst.IsValid() {
 		dst := fl.dstAddr()
 		a = appendString(a, "network.peer.address", dst)
 		a = appendInt(a, "network.peer.port", int64(l.info.Dst.Port()))
-		s.ASCII = s.ASCII && isASCII(dst)
+		s.ASCII = s.ASCII && spans.IsASCII(dst)
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
@@ -553,24 +553,6 @@ func appendEvent(dst []spans.Event, name string, t time.Time) []spans.Event {
 	e := &dst[len(dst)-1]
 	e.Name, e.Time, e.Attrs = name, t, nil
 	return dst
-}
-
-// isASCII reports whether s has no byte above 0x7f, eight at a time.
-func isASCII(s string) bool {
-	i := 0
-	for ; i+8 <= len(s); i += 8 {
-		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
-			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
-		if w&0x8080808080808080 != 0 {
-			return false
-		}
-	}
-	for ; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
 }
 
 // otelMethod returns the method as the HTTP conventions name it, or false for a

@@ -207,12 +207,12 @@ func TestLegSpansASCII(t *testing.T) {
 	}
 	allASCII := func(s *spans.Span) bool {
 		for _, a := range s.Attrs {
-			if !isASCII(a.Key) || !isASCII(a.Str) {
+			if !spans.IsASCII(a.Key) || !spans.IsASCII(a.Str) {
 				return false
 			}
 		}
 		for _, e := range s.Events {
-			if !isASCII(e.Name) {
+			if !spans.IsASCII(e.Name) {
 				return false
 			}
 		}

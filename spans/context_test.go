@@ -295,3 +295,17 @@ func TestChildAndFlags(t *testing.T) {
 		}
 	}
 }
+
+// IsASCII finds a high byte wherever it is: in a word of eight or in the tail.
+func TestIsASCII(t *testing.T) {
+	base := "0123456789abcdefXYZ"
+	if !IsASCII(base) || !IsASCII("") {
+		t.Fatal("ASCII strings reported otherwise")
+	}
+	for i := range len(base) {
+		s := base[:i] + "\x80" + base[i+1:]
+		if IsASCII(s) {
+			t.Errorf("%q: high byte at %d missed", s, i)
+		}
+	}
+}

@@ -215,6 +215,25 @@ func Release(s *Span) {
 	}
 }
 
+// IsASCII reports whether s has no byte above 0x7f, eight at a time: what a
+// span's maker checks before it sets Span.ASCII.
+func IsASCII(s string) bool {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		if w&0x8080808080808080 != 0 {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
 // RecorderFunc adapts a function to Recorder (tests, fan-out).
 type RecorderFunc func(*Span)
 
