@@ -1,11 +1,16 @@
 package exporter
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
@@ -165,4 +170,143 @@ func mustTarget(t *testing.T, cfg Config) target {
 		t.Fatal(err)
 	}
 	return tg
+}
+
+// rawH2Collector is an HTTP/2 server made of frames, for what grpc-go does not
+// do on demand: it answers the n-th call on a connection (1-based, counted per
+// connection) as answer says: "ok", "refuse" (RST_STREAM REFUSED_STREAM) or
+// "goaway" (GOAWAY naming the stream before it, then close).
+func rawH2Collector(t *testing.T, answer func(conn, call int) string) (addr string, conns *atomic.Int32) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	conns = new(atomic.Int32)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			n := int(conns.Add(1))
+			go serveRawH2(c, n, answer)
+		}
+	}()
+	return l.Addr().String(), conns
+}
+
+func serveRawH2(c net.Conn, conn int, answer func(conn, call int) string) {
+	defer c.Close()
+	preface := make([]byte, len(h2Preface))
+	if _, err := io.ReadFull(c, preface); err != nil {
+		return
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	block := func(fields ...string) []byte {
+		hbuf.Reset()
+		for i := 0; i < len(fields); i += 2 {
+			enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		return append([]byte(nil), hbuf.Bytes()...)
+	}
+	call := 0
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.DataFrame:
+			if len(f.Data()) > 0 {
+				fr.WriteWindowUpdate(0, uint32(len(f.Data())))
+			}
+			if !f.StreamEnded() {
+				continue
+			}
+			call++
+			id := f.StreamID
+			switch answer(conn, call) {
+			case "refuse":
+				fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
+			case "goaway":
+				fr.WriteGoAway(id-2, http2.ErrCodeNo, nil)
+				return
+			default:
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndHeaders: true,
+					BlockFragment: block(":status", "200", "content-type", "application/grpc")})
+				fr.WriteData(id, false, []byte{0, 0, 0, 0, 0})
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndHeaders: true, EndStream: true,
+					BlockFragment: block("grpc-status", "0")})
+			}
+		}
+	}
+}
+
+// A call the collector refuses (REFUSED_STREAM), or one a GOAWAY says it did
+// not take, on a connection used before goes once more on a new connection:
+// the caller sees success. On a new connection a refusal is the call's error,
+// for the exporter's retries.
+func TestGRPCRefusedCallRetriedOnNewConnection(t *testing.T) {
+	for _, how := range []string{"refuse", "goaway"} {
+		t.Run(how, func(t *testing.T) {
+			addr, conns := rawH2Collector(t, func(conn, call int) string {
+				if conn == 1 && call == 2 {
+					return how
+				}
+				return "ok"
+			})
+			cfg := testConfig()
+			cfg.Endpoint = "http://" + addr
+			s, err := newGRPCSender(cfg, mustTarget(t, cfg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.close()
+			var enc encoder
+			for i := range 3 {
+				p := encodePayload(&enc, []*spans.Span{named("x")})
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := s.send(ctx, p)
+				cancel()
+				p.free()
+				if err != nil {
+					t.Fatalf("call %d: %v", i+1, err)
+				}
+			}
+			if n := conns.Load(); n != 2 {
+				t.Errorf("%d connections, want 2 (the refused call once more on a new one)", n)
+			}
+		})
+	}
+	t.Run("fresh connection", func(t *testing.T) {
+		addr, _ := rawH2Collector(t, func(int, int) string { return "refuse" })
+		cfg := testConfig()
+		cfg.Endpoint = "http://" + addr
+		s, err := newGRPCSender(cfg, mustTarget(t, cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.close()
+		var enc encoder
+		p := encodePayload(&enc, []*spans.Span{named("x")})
+		defer p.free()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = s.send(ctx, p)
+		if err == nil {
+			t.Fatal("a refused call succeeded")
+		}
+		if retryable, _ := classify(err); !retryable {
+			t.Errorf("%v: not retryable", err)
+		}
+	})
 }
