@@ -210,45 +210,49 @@ func (h *h2Caller) bound(ctx context.Context) func() {
 // usable takes in, without waiting, what the collector sent since the last
 // call, and reports whether the connection can carry another.
 func (h *h2Caller) usable() bool {
-	if h.goingAway || h.nextID > h2MaxStreamID {
-		return false
-	}
-	for h.br.Buffered() == 0 {
-		pending, alive := peekPending(h.raw)
-		if !alive {
-			return false // closed by the collector, or broken
+	// Bounded: a collector that never stops sending (pings, say) gets the
+	// call anyway, after this many rounds of taking in what is there.
+	for range 16 {
+		if h.goingAway || h.nextID > h2MaxStreamID {
+			return false
 		}
-		if !pending {
-			return true
-		}
-		// Frames (or, under TLS, maybe a record that holds none): they are
-		// here already, so a short wait is plenty.
-		h.c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		_, err := h.br.Peek(1)
-		h.c.SetReadDeadline(time.Time{})
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && h.tls != nil {
-				return true // a TLS record for TLS alone (a session ticket)
+		if h.br.Buffered() == 0 {
+			pending, alive := peekPending(h.raw)
+			if !alive {
+				return false // closed by the collector, or broken
 			}
-			return false
+			if !pending {
+				return true
+			}
+			// Frames (or, under TLS, maybe a record that holds none): they
+			// are here already, so a short wait is plenty.
+			h.c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			_, err := h.br.Peek(1)
+			h.c.SetReadDeadline(time.Time{})
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() && h.tls != nil {
+					return true // a TLS record for TLS alone (a session ticket)
+				}
+				return false
+			}
+		}
+		for h.br.Buffered() > 0 {
+			h.c.SetReadDeadline(time.Now().Add(time.Second))
+			f, err := h.fr.ReadFrame()
+			h.c.SetReadDeadline(time.Time{})
+			if err != nil {
+				return false
+			}
+			if err := h.control(f); err != nil || h.goingAway {
+				return false
+			}
+			if err := h.flush(); err != nil {
+				return false
+			}
 		}
 	}
-	for h.br.Buffered() > 0 {
-		h.c.SetReadDeadline(time.Now().Add(time.Second))
-		f, err := h.fr.ReadFrame()
-		h.c.SetReadDeadline(time.Time{})
-		if err != nil {
-			return false
-		}
-		if err := h.control(f); err != nil || h.goingAway {
-			return false
-		}
-		if err := h.flush(); err != nil {
-			return false
-		}
-	}
-	return h.usable()
+	return true
 }
 
 // roundTrip is one call on the open connection.
