@@ -162,7 +162,7 @@ func (h *h2Caller) connect(ctx context.Context) error {
 	h.fr.MaxHeaderListSize = 1 << 20
 	h.henc = hpack.NewEncoder(&h.hbuf) // a new connection, a new compression context
 	h.nextID, h.maxFrame, h.initialWin, h.connWin = 1, 16384, 65535, 65535
-	h.goingAway, h.lastStreamID, h.recvUnacked = false, 0, 0
+	h.goingAway, h.lastStreamID, h.recvUnacked, h.broken = false, 0, 0, false
 
 	stop := h.bound(ctx)
 	defer stop()
