@@ -249,6 +249,7 @@ func (l *legs) finish(end time.Time, fl *flow) {
 			rec := newLegSpans()
 			name := l.spanName()
 			host, port := l.serverAddress()
+			l.ascii = l.ascii && spans.IsASCII(host) // without Host, the destination, which may carry a zone
 			l.serverSpan(rec, name, host, port, end, fl)
 			l.clientSpan(rec, name, host, port, end, fl)
 			t.recorder.Record(&rec.server)
@@ -367,7 +368,7 @@ func (l *legs) serverSpan(rec *legSpans, name, host string, port uint16, end tim
 	if l.t.queryString && l.info.Query != "" {
 		a = appendString(a, "url.query", l.info.Query)
 	}
-	s.ASCII = l.ascii && spans.IsASCII(host)
+	s.ASCII = l.ascii
 	if l.info.Peer.IsValid() {
 		peer := fl.peerAddr()
 		a = appendString(a, "client.address", peer)
@@ -423,7 +424,7 @@ func (l *legs) clientSpan(rec *legSpans, name, host string, port uint16, srvEnd 
 	a = appendString(a, "hoptrace.leg", l.t.legClient.String())
 	a = l.common(a, host, port)
 	a = appendString(a, "url.full", l.urlFull)
-	s.ASCII = l.ascii && spans.IsASCII(host)
+	s.ASCII = l.ascii
 	if l.info.Dst.IsValid() {
 		dst := fl.dstAddr()
 		a = appendString(a, "network.peer.address", dst)
