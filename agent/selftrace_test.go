@@ -17,7 +17,7 @@ type selfRecorder struct {
 
 func (r *selfRecorder) Record(s *spans.Span) {
 	r.mu.Lock()
-	r.ss = append(r.ss, s)
+	r.ss = append(r.ss, spans.Build(s, new(spans.Span)))
 	r.mu.Unlock()
 }
 

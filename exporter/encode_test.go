@@ -107,6 +107,64 @@ func TestEncoderDoesNotAllocateWhenWarm(t *testing.T) {
 	}
 }
 
+// copyBuilder defers a copy of a span: Build appends its attributes and
+// events to what into has room for, as the proxy's builder does.
+type copyBuilder struct{ src *spans.Span }
+
+func (b copyBuilder) Build(_, into *spans.Span) {
+	attrs := append(into.Attrs, b.src.Attrs...)
+	events := append(into.Events, b.src.Events...)
+	*into = *b.src
+	into.Attrs, into.Events = attrs, events
+}
+
+// deferred returns a span whose content copyBuilder makes when it is built.
+func deferred(s *spans.Span) *spans.Span {
+	d := &spans.Span{Resource: s.Resource}
+	d.SetBuilder(copyBuilder{s})
+	return d
+}
+
+// Deferred spans (spans.Builder) encode as they would built: each is built
+// into the encoder's one scratch span just before it is encoded, a span with
+// many attributes before one with few leaves nothing of its own behind, and
+// a warm encoder still allocates nothing.
+func TestEncoderBuildsDeferredSpans(t *testing.T) {
+	a, b := podResource("a", "a-1"), podResource("b", "b-1")
+	many := &spans.Span{TraceID: spans.NewTraceID(), SpanID: spans.NewSpanID(), Name: "many", Resource: a,
+		Events: []spans.Event{{Name: "e1"}, {Name: "e2"}, {Name: "e3"}}}
+	for i := range 30 {
+		many.Attrs = append(many.Attrs, spans.Int("k", int64(i)))
+	}
+	few := &spans.Span{TraceID: spans.NewTraceID(), SpanID: spans.NewSpanID(), Name: "few", Resource: b,
+		Attrs: []spans.Attr{spans.String("only", "one")}}
+	batch := append([]*spans.Span{many, few, {}}, hops(20, a, b)...)
+	var mixed []*spans.Span
+	for i, s := range batch {
+		if i%3 == 2 {
+			mixed = append(mixed, s) // some built already, as the agent's own spans are
+		} else {
+			mixed = append(mixed, deferred(s))
+		}
+	}
+	want := &coltracepb.ExportTraceServiceRequest{ResourceSpans: toResourceSpans(batch)}
+	var enc encoder
+	for range 2 {
+		if got := encodeBatch(t, &enc, mixed); !proto.Equal(got, want) {
+			t.Fatalf("deferred spans encode differently:\n got %v\nwant %v", got, want)
+		}
+		enc.release()
+	}
+	buf := enc.encode(nil, mixed)
+	allocs := testing.AllocsPerRun(20, func() {
+		buf = enc.encode(buf[:0], mixed)
+		enc.release()
+	})
+	if allocs != 0 {
+		t.Errorf("encoding a warm batch of deferred spans allocates %.1f times", allocs)
+	}
+}
+
 // Lengths on both sides of each varint size, where closeLen pads a length that is
 // shorter than its room or moves the body up for a longer one.
 func TestEncoderLengthForms(t *testing.T) {

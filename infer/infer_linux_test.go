@@ -32,7 +32,11 @@ type spanLog struct {
 	spans []*spans.Span
 }
 
-func (l *spanLog) Record(s *spans.Span) { l.mu.Lock(); l.spans = append(l.spans, s); l.mu.Unlock() }
+func (l *spanLog) Record(s *spans.Span) {
+	l.mu.Lock()
+	l.spans = append(l.spans, spans.Build(s, new(spans.Span)))
+	l.mu.Unlock()
+}
 
 func (l *spanLog) snapshot() []*spans.Span {
 	l.mu.Lock()

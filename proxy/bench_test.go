@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -69,11 +70,27 @@ func runRoundTrips(b *testing.B, client *http.Client, traceparent string) {
 	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
-// discard is a recorder that only counts.
-type discard struct{ n atomic.Int64 }
+// discard is a recorder that only counts, and builds what it gets unless
+// told not to.
+type discard struct {
+	n       atomic.Int64
+	noBuild bool
+	mu      sync.Mutex
+	scratch spans.Span
+}
 
-// Record counts s and releases it, as the exporter does once it has encoded it.
-func (d *discard) Record(s *spans.Span) { d.n.Add(1); spans.Release(s) }
+// Record counts s, builds it (a deferred span is built by its consumer: the
+// exporter builds each just before encoding it) and releases it, as the
+// exporter does once it has encoded it.
+func (d *discard) Record(s *spans.Span) {
+	d.n.Add(1)
+	if !d.noBuild {
+		d.mu.Lock()
+		spans.Build(s, &d.scratch)
+		d.mu.Unlock()
+	}
+	spans.Release(s)
+}
 
 func benchChain(b *testing.B, rate float64, opts ...chainOption) (*chain, *discard) {
 	rec := &discard{}

@@ -28,12 +28,14 @@ func Example() {
 	defer app.Close()
 	appAddr := netip.MustParseAddrPort(app.Listener.Addr().String())
 
-	var recorded []*spans.Span // the agent records into its OTLP exporter
+	// The agent records into its OTLP exporter. The proxy defers its spans
+	// (spans.Builder): a recorder builds each when it reads it.
+	var recorded []*spans.Span
 	out, err := proxy.New(proxy.Config{
 		Direction: proxy.Outbound,
 		// Where the app's connection was going before the redirect.
 		Resolver: proxy.ResolverFunc(func(net.Conn) (netip.AddrPort, error) { return appAddr, nil }),
-		Recorder: spans.RecorderFunc(func(s *spans.Span) { recorded = append(recorded, s) }),
+		Recorder: spans.RecorderFunc(func(s *spans.Span) { recorded = append(recorded, spans.Build(s, new(spans.Span))) }),
 		Sampler:  spans.NewSampler(1),
 		Resource: &spans.Resource{Attrs: []spans.Attr{spans.String("service.name", "a")}},
 		// Kubelet probes are proxied, never traced.

@@ -27,10 +27,17 @@ func (r *recorder) Record(s *spans.Span) {
 	r.mu.Unlock()
 }
 
+// all returns the spans recorded so far, built when asked (the proxy defers
+// them, spans.Builder), as the exporter builds them: after the request, and
+// the connection, have moved on.
 func (r *recorder) all() []*spans.Span {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]*spans.Span(nil), r.spans...)
+	built := make([]*spans.Span, len(r.spans))
+	for i, s := range r.spans {
+		built[i] = spans.Build(s, new(spans.Span))
+	}
+	return built
 }
 
 func (r *recorder) reset() {

@@ -246,12 +246,7 @@ func (l *legs) finish(end time.Time, fl *flow) {
 		fl.trace.store(l.ctx.TraceID)
 		if t.recorder != nil {
 			l.detach()
-			rec := newLegSpans()
-			name := l.spanName()
-			host, port := l.serverAddress()
-			l.ascii = l.ascii && spans.IsASCII(host) // without Host, the destination, which may carry a zone
-			l.serverSpan(rec, name, host, port, end, fl)
-			l.clientSpan(rec, name, host, port, end, fl)
+			rec := newLegSpans(l, end, fl)
 			t.recorder.Record(&rec.server)
 			t.recorder.Record(&rec.client)
 		}
@@ -290,75 +285,96 @@ func statsMethod(m string) string {
 
 func (l *legs) spanName() string {
 	if l.info.Protocol == ProtocolGRPC {
-		if svc, m, ok := grpcMethod(l.info.Path); ok {
-			return svc + "/" + m
+		if _, _, ok := grpcMethod(l.info.Path); ok {
+			return l.info.Path[1:] // service/method, without making it anew
 		}
 	}
 	return l.t.routes.SpanName(l.info.Method, l.info.Path)
 }
 
-// legSpans is a sampled request's two spans and what they point to, in one
-// object, recycled: the exporter releases each span once it has encoded it
-// (spans.Release), and when both are back the object is reused. Allocating,
-// clearing and collecting a few KB per traced request was most of what
-// recording it cost. The two spans share one array of attributes, the
-// server's first, so that neither reserves room it rarely uses: a burst of
-// traced requests fills the export queue with these objects, and their size
-// is what tracing adds to the agent's peak memory. A span with more
-// attributes than fit (many captured headers) grows its slice on its own.
+// legSpans is a sampled request's two spans, deferred (spans.Builder): what
+// the legs knew when the request ended, copied, from which the exporter
+// builds each span just before encoding it. Recycled: the exporter releases
+// each span once it has encoded it (spans.Release), and when both are back
+// the object is reused. Allocating, clearing and collecting a few KB per
+// traced request was most of what recording it cost, and building the
+// spans' attributes here, to be read by the exporter on another CPU, most of
+// what was left (spans.Builder says why). A burst of traced requests fills
+// the export queue with these objects, and their size is what tracing adds
+// to the agent's peak memory.
 type legSpans struct {
-	server, client spans.Span
-	attrs          [legAttrs]spans.Attr
-	events         [2 * legEvents]spans.Event
+	server, client spans.Span // deferred: the resource, the builder and the recycler
+	l              legs       // a copy, its strings detached
+	end            time.Time  // the server leg's end
+	name, host     string
+	port           uint16
+	peer, dst      string // the flow's addresses as strings
+	capture        []spans.Attr
 	out            atomic.Int32 // spans not released yet
 }
 
-const (
-	// legAttrs is both spans' attributes: a gRPC request's 17 and 15, or an
-	// HTTP request's 13 and 11 with up to 6 captured headers, with the whole
-	// object within Go's 3 KiB size class (TestLegSpansSize).
-	legAttrs  = 36
-	legEvents = 3
-)
-
 var legSpansPool = sync.Pool{New: func() any { return new(legSpans) }}
 
-func newLegSpans() *legSpans {
+// newLegSpans records l, which ended at end, for its two spans. l's strings
+// must be detached: the copy outlives the request.
+func newLegSpans(l *legs, end time.Time, fl *flow) *legSpans {
 	r := legSpansPool.Get().(*legSpans)
 	r.out.Store(2)
+	// The captured headers' attributes live in slices the connection reuses
+	// for its next request: the record keeps copies.
+	capture := append(append(r.capture[:0], l.reqAttrs...), l.resAttrs...)
+	r.l = *l
+	r.capture = capture
+	r.l.reqAttrs = capture[:len(l.reqAttrs):len(l.reqAttrs)]
+	r.l.resAttrs = capture[len(l.reqAttrs):]
+	r.end = end
+	r.name = l.spanName()
+	r.host, r.port = l.serverAddress()
+	r.l.ascii = l.ascii && spans.IsASCII(r.host) // without Host, the destination, which may carry a zone
+	if l.info.Peer.IsValid() {
+		r.peer = fl.peerAddr()
+		r.l.ascii = r.l.ascii && spans.IsASCII(r.peer) // an IPv6 zone is an interface name
+	}
+	if l.info.Dst.IsValid() {
+		r.dst = fl.dstAddr()
+		r.l.ascii = r.l.ascii && spans.IsASCII(r.dst)
+	}
+	for _, s := range [...]*spans.Span{&r.server, &r.client} {
+		s.Resource = l.t.resource
+		s.SetBuilder(r)
+		s.SetRecycler(r)
+	}
 	return r
 }
 
+// Build builds the server or the client span into s.
+func (r *legSpans) Build(which, s *spans.Span) {
+	if which == &r.server {
+		r.l.serverSpan(s, r.name, r.host, r.port, r.end, r.peer)
+	} else {
+		r.l.clientSpan(s, r.name, r.host, r.port, r.end, r.dst)
+	}
+}
+
 // Recycle takes back one of the two spans; the second one back returns the
-// pair to the pool, cleared of every reference.
+// record to the pool, cleared of every reference.
 func (r *legSpans) Recycle(*spans.Span) {
 	if r.out.Add(-1) != 0 {
 		return
 	}
-	r.server, r.client = spans.Span{}, spans.Span{}
-	clear(r.attrs[:])
-	clear(r.events[:])
+	clear(r.capture)
+	*r = legSpans{capture: r.capture[:0]}
 	legSpansPool.Put(r)
 }
 
-// clientAttrs is the room the server span's attributes left in rec.attrs:
-// all of it when they outgrew the array and live in a slice of their own.
-func (rec *legSpans) clientAttrs() []spans.Attr {
-	n := 0
-	if a := rec.server.Attrs; len(a) > 0 && &a[0] == &rec.attrs[0] {
-		n = len(a)
-	}
-	return rec.attrs[n:n:len(rec.attrs)]
-}
-
-func (l *legs) serverSpan(rec *legSpans, name, host string, port uint16, end time.Time, fl *flow) {
-	s := &rec.server
+// serverSpan builds the server leg into s (spans.Build's into); peer is the
+// client's address as a string.
+func (l *legs) serverSpan(s *spans.Span, name, host string, port uint16, end time.Time, peer string) {
 	l.spanHead(s, name)
 	s.SpanID, s.ParentID = l.server, l.ctx.SpanID
 	s.Kind = l.t.legServer.Kind()
 	s.Start, s.End = l.srvStart, end
-	s.SetRecycler(rec)
-	a := rec.attrs[:0:len(rec.attrs)]
+	a := s.Attrs
 	a = appendString(a, "hoptrace.leg", l.t.legServer.String())
 	a = l.common(a, host, port)
 	a = appendString(a, "url.scheme", "http")
@@ -370,16 +386,14 @@ func (l *legs) serverSpan(rec *legSpans, name, host string, port uint16, end tim
 	}
 	s.ASCII = l.ascii
 	if l.info.Peer.IsValid() {
-		peer := fl.peerAddr()
 		a = appendString(a, "client.address", peer)
 		a = appendString(a, "network.peer.address", peer)
 		a = appendInt(a, "network.peer.port", int64(l.info.Peer.Port()))
-		s.ASCII = s.ASCII && spans.IsASCII(peer) // an IPv6 zone is an interface name
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
 	s.Attrs = a
-	s.Events = events(rec.events[:0:legEvents], "request.headers", l.srvStart, "response.first_byte", l.respHeader, "response.done", end)
+	s.Events = events(s.Events, "request.headers", l.srvStart, "response.first_byte", l.respHeader, "response.done", end)
 	switch {
 	case l.grpcStatus > 0:
 		s.Status, s.StatusMessage = spans.StatusError, l.grpcMsg
@@ -389,11 +403,8 @@ func (l *legs) serverSpan(rec *legSpans, name, host string, port uint16, end tim
 }
 
 // spanHead sets what both spans of a request share. The span builders set
-// fields one by one, as begin does: a composite literal of a Span or
-// appending several attributes at once builds them on the stack first, and
-// the span builders run at the deepest point of every traced request, where
-// a few hundred bytes more double the goroutine's stack (4 to 8 KiB) on every
-// connection that carries one.
+// fields one by one: a composite literal of a Span or appending several
+// attributes at once builds them on the stack first, for nothing.
 func (l *legs) spanHead(s *spans.Span, name string) {
 	s.TraceID = l.ctx.TraceID
 	s.TraceState = l.ctx.TraceState
@@ -405,7 +416,7 @@ func (l *legs) spanHead(s *spans.Span, name string) {
 // clientSpan is the client leg; srvEnd is the server leg's end, which it never
 // outlasts: a leg that broke off before the response ended (a reset, a vanished
 // upstream) ends with the request.
-func (l *legs) clientSpan(rec *legSpans, name, host string, port uint16, srvEnd time.Time, fl *flow) {
+func (l *legs) clientSpan(s *spans.Span, name, host string, port uint16, srvEnd time.Time, dst string) {
 	start := l.cliStart
 	if start.IsZero() {
 		start = l.dialStart // it never got as far as writing
@@ -414,27 +425,23 @@ func (l *legs) clientSpan(rec *legSpans, name, host string, port uint16, srvEnd 
 	if end.IsZero() || end.After(srvEnd) {
 		end = srvEnd
 	}
-	s := &rec.client
 	l.spanHead(s, name)
 	s.SpanID, s.ParentID = l.client, l.server
 	s.Kind = l.t.legClient.Kind()
 	s.Start, s.End = start, end
-	s.SetRecycler(rec)
-	a := rec.clientAttrs()
+	a := s.Attrs
 	a = appendString(a, "hoptrace.leg", l.t.legClient.String())
 	a = l.common(a, host, port)
 	a = appendString(a, "url.full", l.urlFull)
 	s.ASCII = l.ascii
 	if l.info.Dst.IsValid() {
-		dst := fl.dstAddr()
 		a = appendString(a, "network.peer.address", dst)
 		a = appendInt(a, "network.peer.port", int64(l.info.Dst.Port()))
-		s.ASCII = s.ASCII && spans.IsASCII(dst)
 	}
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
 	s.Attrs = a
-	s.Events = events(rec.events[legEvents:legEvents:2*legEvents], "wire.send", l.sent, "response.first_byte", l.firstByte, "response.done", l.cliEnd)
+	s.Events = events(s.Events, "wire.send", l.sent, "response.first_byte", l.firstByte, "response.done", l.cliEnd)
 	switch {
 	case l.failure != "":
 		s.Status, s.StatusMessage = spans.StatusError, l.failMsg

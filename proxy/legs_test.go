@@ -19,15 +19,16 @@ import (
 
 // A burst of traced requests fills the export queue with span records, and
 // their size is what tracing adds to the agent's peak memory (1,000
-// connections opening at once: thousands of records queued). A record must
-// stay within Go's 3 KiB size class; it used to take 4 KiB, two spans with 24
-// attributes reserved each.
+// connections opening at once: thousands of records queued). Deferred, a
+// request's record is what its legs knew, not its two built spans: it must
+// stay within Go's 1,280-byte size class (built, the spans took 3 KiB, and 4
+// KiB before that).
 func TestLegSpansSize(t *testing.T) {
 	if got := unsafe.Sizeof(spans.Attr{}); got > 56 {
 		t.Errorf("spans.Attr is %d bytes, want <= 56", got)
 	}
-	if got := unsafe.Sizeof(legSpans{}); got > 3072 {
-		t.Errorf("legSpans is %d bytes, want <= 3072 (Go's 3 KiB size class)", got)
+	if got := unsafe.Sizeof(legSpans{}); got > 1280 {
+		t.Errorf("legSpans is %d bytes, want <= 1280 (a Go size class)", got)
 	}
 }
 
@@ -53,6 +54,14 @@ func recordOne(t *testing.T, capture []string, info RequestInfo, reqHeader, resp
 	l.dialStart, l.cliStart, l.sent, l.firstByte, l.cliEnd, l.respHeader = now, now, now, now, now, now
 	l.response(200, respHeader)
 	l.finish(now, &flow{})
+	// The connection goes on to its next request, reusing the legs (and
+	// their captured headers' slices) before the exporter builds the spans.
+	next := http.Header{"Traceparent": {"00-11111111111111111111111111111111-2222222222222222-01"}}
+	for _, c := range capture {
+		next[http.CanonicalHeaderKey(c)] = []string{"next-request"}
+	}
+	p.tr.begin(&l, RequestInfo{Protocol: ProtocolHTTP1, Version: "1.1", Method: "PUT", Path: "/next"}, next, now)
+	l.response(500, next)
 	ss := rec.all()
 	if len(ss) != 2 {
 		t.Fatalf("recorded %d spans, want 2", len(ss))
@@ -61,10 +70,10 @@ func recordOne(t *testing.T, capture []string, info RequestInfo, reqHeader, resp
 	return m["outbound-server"], m["outbound-client"]
 }
 
-// The two spans share their record's attributes: the client's must never
-// overwrite the server's, whether the server's fit in the record or outgrew
-// it (many captured headers), and neither span may lose one.
-func TestLegSpansShareAttributes(t *testing.T) {
+// Both spans carry every captured header, however many, and what the request
+// carried: the record keeps copies of what the connection reuses for its next
+// request (recordOne starts one before the spans are built).
+func TestLegSpansCapturedHeaders(t *testing.T) {
 	info := RequestInfo{
 		Protocol: ProtocolHTTP1, Version: "1.1", Method: "GET", Path: "/users/42", Host: "svc-b.test:8080",
 		UserAgent: "curl/8.5.0", Peer: netip.MustParseAddrPort("10.0.0.1:40000"), Dst: netip.MustParseAddrPort("10.0.0.2:8080"),
@@ -105,9 +114,9 @@ func TestLegSpansShareAttributes(t *testing.T) {
 	}
 }
 
-// The record has room for both spans of a gRPC request, the largest without
-// captured headers, so recording one allocates no attribute slice.
-func TestLegSpansGRPCFits(t *testing.T) {
+// A gRPC request's spans are named service/method and carry the RPC's
+// attributes.
+func TestLegSpansGRPC(t *testing.T) {
 	info := RequestInfo{
 		Protocol: ProtocolGRPC, Version: "2", Method: "POST", Path: "/pkg.Echo/Say", Host: "svc-b.test:8079",
 		UserAgent: "grpc-go/1.70.0", Peer: netip.MustParseAddrPort("10.0.0.1:40000"), Dst: netip.MustParseAddrPort("10.0.0.2:8079"),
@@ -115,15 +124,10 @@ func TestLegSpansGRPCFits(t *testing.T) {
 	req := http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}
 	srv, cli := recordOne(t, nil, info, req, http.Header{"Grpc-Status": {"0"}})
 	for _, s := range []*spans.Span{srv, cli} {
-		if attr(s, "rpc.method") != "Say" || attr(s, "rpc.grpc.status_code") != "0" {
-			t.Errorf("%s: %v", attr(s, "hoptrace.leg"), s.Attrs)
+		if s.Name != "pkg.Echo/Say" || attr(s, "rpc.service") != "pkg.Echo" || attr(s, "rpc.method") != "Say" ||
+			attr(s, "rpc.grpc.status_code") != "0" {
+			t.Errorf("%s %q: %v", attr(s, "hoptrace.leg"), s.Name, s.Attrs)
 		}
-	}
-	if n := len(srv.Attrs) + len(cli.Attrs); n > legAttrs {
-		t.Errorf("a gRPC request's spans have %d attributes, the record room for %d", n, legAttrs)
-	}
-	if &cli.Attrs[0] != &srv.Attrs[:cap(srv.Attrs)][len(srv.Attrs)] {
-		t.Errorf("the client span's attributes are not in the record after the server's")
 	}
 }
 

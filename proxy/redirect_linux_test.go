@@ -22,7 +22,11 @@ type spanLog struct {
 	spans []*spans.Span
 }
 
-func (l *spanLog) Record(s *spans.Span) { l.mu.Lock(); l.spans = append(l.spans, s); l.mu.Unlock() }
+func (l *spanLog) Record(s *spans.Span) {
+	l.mu.Lock()
+	l.spans = append(l.spans, spans.Build(s, new(spans.Span)))
+	l.mu.Unlock()
+}
 
 // Shown: the proxy behind the real redirect layer between two simulated pods. A
 // process in pod A calls pod B's app; both proxies run as the agent runs them;

@@ -186,14 +186,50 @@ type Span struct {
 	ASCII bool
 
 	recycler Recycler // takes the span back on Release; nil: the collector does
+	builder  Builder  // makes the rest of the span on Build; nil: it is all here
 }
 
 // Recorder receives finished spans. Implementations must not block: the proxy calls
 // Record on its data path. The exporter is the production Recorder. A Recorder
 // that is done with a span for good (the exporter, once it has encoded it) may
-// call Release; one that keeps spans must not.
+// call Release; one that keeps spans must not. A recorded span may be
+// deferred (SetBuilder): a Recorder reads it through Build, before Release.
 type Recorder interface {
 	Record(*Span)
+}
+
+// Builder makes a deferred span's content (SetBuilder) when its consumer
+// needs it rather than when the span ends.
+//
+// Why: the proxy ends a request's spans on the request's goroutine and the
+// exporter encodes them on its own, on another CPU. Built where they end,
+// the spans' attributes (a few KB per request) are written on one CPU and
+// read on the other, and that traffic between caches was most of what
+// building and encoding them cost the agent. Deferred, the maker keeps a
+// compact record of what it knows (timings, the request's strings), and the
+// exporter builds each span into one scratch span of its own, hot in its
+// cache, just before encoding it.
+type Builder interface {
+	// Build fills into with s's content: every field but the recycler.
+	// into's Attrs and Events come empty with room to reuse (append to them).
+	Build(s, into *Span)
+}
+
+// SetBuilder defers s: until Build, s holds only its Resource (which a
+// consumer may read to group spans), and b makes the rest.
+func (s *Span) SetBuilder(b Builder) { s.builder = b }
+
+// Build returns s ready to read: s itself, or, for a deferred span, into
+// filled with it by its builder. into's Attrs and Events are reused; what
+// Build returns is valid until into is built into again or s is released.
+func Build(s, into *Span) *Span {
+	if s.builder == nil {
+		return s
+	}
+	attrs, events := into.Attrs[:0], into.Events[:0]
+	*into = Span{Attrs: attrs, Events: events}
+	s.builder.Build(s, into)
+	return into
 }
 
 // Recycler reuses the memory of spans it made (SetRecycler) once they are
