@@ -3,6 +3,7 @@ package netns
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -22,12 +23,41 @@ import (
 // own dials, the connection has TCP_NODELAY set. A context deadline or
 // cancellation ends the wait with the context's error.
 func DialTCP(ctx context.Context, nsFd int, src netip.Addr, dst netip.AddrPort, control func(fd int) error) (net.Conn, error) {
+	return dialTCP(ctx, func(fn func() error) error { return Do(nsFd, fn) }, src, dst, control)
+}
+
+// DialTCPFile is DialTCP in the namespace of ns (a file such as
+// /proc/PID/ns/net), which it holds open while it makes the socket there. A
+// Close of ns by another goroutine meanwhile cannot close the descriptor
+// under it, whose number could by then name another file (another pod's
+// namespace): the dial gets a descriptor that is still ns, or fails with an
+// error that wraps os.ErrClosed.
+func DialTCPFile(ctx context.Context, ns *os.File, src netip.Addr, dst netip.AddrPort, control func(fd int) error) (net.Conn, error) {
+	rc, err := ns.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("netns %s: %w", ns.Name(), err)
+	}
+	enter := func(fn func() error) error {
+		var ferr error
+		if err := rc.Control(func(fd uintptr) { ferr = Do(int(fd), fn) }); err != nil {
+			// Control fails only for a file closed or closing (poll's
+			// ErrFileClosing, which os.ErrClosed does not match).
+			return fmt.Errorf("netns %s: %w", ns.Name(), os.ErrClosed)
+		}
+		return ferr
+	}
+	return dialTCP(ctx, enter, src, dst, control)
+}
+
+// dialTCP makes the socket through enter, which runs its function inside the
+// namespace, and connects it outside.
+func dialTCP(ctx context.Context, enter func(func() error) error, src netip.Addr, dst netip.AddrPort, control func(fd int) error) (net.Conn, error) {
 	family := unix.AF_INET
 	if dst.Addr().Is6() {
 		family = unix.AF_INET6
 	}
 	var fd int
-	err := Do(nsFd, func() (err error) {
+	err := enter(func() (err error) {
 		fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		return os.NewSyscallError("socket", err)
 	})

@@ -147,15 +147,18 @@ func (a *Attachment) openListeners() error {
 		}
 		return err
 	}
+	// The cookie before the accept loops start: each accepted in-pod leg is
+	// keyed by it (addPeer).
+	if err := socketFD(out4, func(fd int) (err error) { a.NetnsCookie, err = netnsCookie(fd); return err }); err != nil {
+		for _, l := range []*net.TCPListener{out4, out6, in4, in6} {
+			closeIf(l)
+		}
+		return err
+	}
 	// Connections the app makes to the outbound listener are in-pod legs; the
 	// inbound listener's come from other pods.
 	a.outLn, a.inLn = newDualListener(out4, out6, a.addPeer), newDualListener(in4, in6, nil)
 	a.Outbound, a.Inbound = a.outLn, a.inLn
-	if err := socketFD(out4, func(fd int) (err error) { a.NetnsCookie, err = netnsCookie(fd); return err }); err != nil {
-		a.outLn.Close()
-		a.inLn.Close()
-		return err
-	}
 	return nil
 }
 

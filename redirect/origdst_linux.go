@@ -99,7 +99,9 @@ func (d *podDialer) dial(ctx context.Context, dst netip.AddrPort) (net.Conn, err
 			src = dst.Addr()
 		}
 	}
-	conn, err := netns.DialTCP(ctx, int(d.netns.netns.Fd()), src, dst, nil)
+	// The pod may be detached meanwhile, its namespace file closed: the dial
+	// holds the file while it makes its socket (a closed one fails the dial).
+	conn, err := netns.DialTCPFile(ctx, d.netns.netns, src, dst, nil)
 	if err == nil && d.passthrough {
 		// The proxy's dial to the local app is an in-pod leg: the app's answers
 		// may come straight to this socket.
