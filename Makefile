@@ -13,7 +13,7 @@ FUZZSEED ?= 1
 
 .PHONY: all build generate verify-generate test unit-test fuzz lint clean demo deps \
 	jaeger jaeger-start jaeger-stop kube-apiserver helm image cluster-up cluster-down \
-	e2e-cluster e2e-kind bench bench-tools h2spec
+	e2e-cluster e2e-kind bench bench-tools h2spec race-test
 
 all: build
 
@@ -37,13 +37,17 @@ verify-generate: generate
 ## test: everything CI runs: lint, unit + privileged + end-to-end tests (real BPF,
 ## real Jaeger, real kube-apiserver), bounded fuzzing, and the Kubernetes e2e
 ## suite on a real local cluster
-test: deps jaeger kube-apiserver helm bench-tools h2spec lint unit-test fuzz e2e-cluster
+test: deps jaeger kube-apiserver helm bench-tools h2spec lint unit-test race-test fuzz e2e-cluster
 
 unit-test:
 	$(GO) test -count=1 -timeout 30m ./...
 	@# The proxy's suite once more with every hop handed off in memory
 	@# (proxy.Handoff): each path must behave the same over a memConn.
 	HOPTRACE_TEST_HANDOFF=1 $(GO) test -count=1 -timeout 10m ./proxy/
+
+## race-test: the unit and privileged tests again under the race detector (all but the demo's and the cluster e2e's, which run whole programs)
+race-test:
+	$(GO) test -race -count=1 -timeout 30m $$($(GO) list ./... | grep -v -e /internal/demo -e /test/e2e)
 
 ## fuzz: run every fuzz target for FUZZTIME each
 fuzz:

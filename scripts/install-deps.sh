@@ -6,7 +6,7 @@ set -euo pipefail
 declare -A cmd_pkg=(
   [clang]=clang [llvm-strip]=llvm [ip]=iproute2 [bpftool]=bpftool [curl]=curl
   [nginx]=nginx [wrk]=wrk [h2load]=nghttp2-client [iptables]=iptables
-  [python3]=python3 [java]=default-jdk-headless [node]=nodejs
+  [python3]=python3 [java]=default-jdk-headless [node]=nodejs [gcc]=gcc
 )
 groups=("$@")
 [ ${#groups[@]} -eq 0 ] && groups=(bpf test)
@@ -15,7 +15,8 @@ want=()
 for g in "${groups[@]}"; do
   case "$g" in
     bpf)   want+=(clang llvm-strip) ;;
-    test)  want+=(ip bpftool curl python3) ;;
+    # gcc: the race detector (make race-test) links through cgo.
+    test)  want+=(ip bpftool curl python3 gcc) ;;
     # Apps in other runtimes, for the context-inference tests (infer/testdata).
     runtimes) want+=(java node) ;;
     bench) want+=(nginx wrk h2load iptables) ;;
