@@ -236,6 +236,74 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// A connection kept busy longer than the idle timeout stays open (its idle
+// deadline moves with the requests, if not on every one), and is closed once
+// it idles for about the timeout after the last.
+func TestIdleTimeoutFollowsRequests(t *testing.T) {
+	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	const idle = 200 * time.Millisecond
+	c := newChain(t, appAddr, func(_ Direction, cfg *Config) { cfg.IdleTimeout = idle })
+	conn, err := net.Dial("tcp", c.outLn.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	begin := time.Now()
+	for i := 0; time.Since(begin) < 3*idle; i++ {
+		io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d, %v into the connection: %v", i, time.Since(begin), err)
+		}
+		io.Copy(io.Discard, res.Body)
+		time.Sleep(idle / 10)
+	}
+	start := time.Now()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("read %v, want EOF", err)
+	}
+	if d := time.Since(start); d < idle*(idleSlack-1)/idleSlack-10*time.Millisecond || d > 2*time.Second {
+		t.Errorf("closed %v after the last response, want about %v", d, idle)
+	}
+}
+
+// deadlineConn counts the read deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	sets []time.Time
+}
+
+func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+	c.sets = append(c.sets, t)
+	return nil
+}
+
+// The idle deadline is moved only once it lags by a sixteenth of the timeout:
+// not a timer update on every request of a busy connection.
+func TestAwaitIdleMovesTheDeadlineRarely(t *testing.T) {
+	dc := &deadlineConn{}
+	hc := &h1Conn{p: &Proxy{cfg: Config{IdleTimeout: 16 * time.Second}}, conn: dc}
+	t0 := time.Now()
+	hc.awaitIdle(t0)
+	for ms := range 1000 { // a request every millisecond for a second
+		hc.awaitIdle(t0.Add(time.Duration(ms) * time.Millisecond))
+	}
+	if len(dc.sets) != 1 || !dc.sets[0].Equal(t0.Add(16*time.Second)) {
+		t.Fatalf("deadlines set %v, want one at +16s", dc.sets)
+	}
+	hc.awaitIdle(t0.Add(1001 * time.Millisecond)) // now lagging by more than 1s
+	if len(dc.sets) != 2 || !dc.sets[1].Equal(t0.Add(17001*time.Millisecond)) {
+		t.Fatalf("deadlines set %v, want a second at +17.001s", dc.sets)
+	}
+	hc.setReadDeadline(time.Time{}) // a body cleared it
+	hc.awaitIdle(t0.Add(1002 * time.Millisecond))
+	if len(dc.sets) != 4 || !dc.sets[3].Equal(t0.Add(17002*time.Millisecond)) {
+		t.Fatalf("deadlines set %v, want the idle deadline back after a clear", dc.sets)
+	}
+}
+
 // On a kept-alive connection the timers follow the request: a second head
 // that trickles in is cut at the header timeout (not the longer idle timeout),
 // and a body that takes longer than the idle timeout to arrive is read whole

@@ -53,7 +53,10 @@ type h1Conn struct {
 	accepted time.Time
 	waiter   *peeker // waits for the next request without a buffer
 	headAt   int64   // stream offset of the request head, for Config.Infer
-	stale    bool    // the idle deadline is still set on conn (serve)
+	// readDeadline is the read deadline set on conn (zero: none); every change
+	// goes through setReadDeadline, so that awaitNext can leave a recent
+	// enough idle deadline alone.
+	readDeadline time.Time
 
 	// Per request, reused.
 	req, res head
@@ -155,7 +158,7 @@ func (hc *h1Conn) serve() {
 			if !first {
 				deadline = time.Now().Add(hc.p.cfg.HeaderTimeout)
 			}
-			hc.conn.SetReadDeadline(deadline)
+			hc.setReadDeadline(deadline)
 		}
 		raw, partial, err := readHeadString(hc.br, hc.p.cfg.MaxHeaderBytes)
 		if err != nil {
@@ -164,9 +167,8 @@ func (hc *h1Conn) serve() {
 		}
 		start := time.Now()
 		hc.headAt = hc.fl.in.Load() - int64(hc.br.Buffered()+len(raw))
-		hc.stale = !armed
 		if armed {
-			hc.conn.SetReadDeadline(time.Time{})
+			hc.setReadDeadline(time.Time{})
 		}
 		if err := hc.req.parseRequest(raw); err != nil {
 			hc.reject(err)
@@ -193,7 +195,7 @@ func (hc *h1Conn) awaitNext() bool {
 		return false
 	}
 	hc.forget()
-	hc.conn.SetReadDeadline(time.Now().Add(hc.p.cfg.IdleTimeout))
+	hc.awaitIdle(time.Now())
 	// A kept-alive connection spends most of its life here, and a node keeps
 	// thousands of them: while it waits it holds no buffer (8 KiB less each).
 	// The wait is a peek at the socket; the read that follows cannot block.
@@ -209,6 +211,28 @@ func (hc *h1Conn) awaitNext() bool {
 	_, err = hc.br.Peek(1)
 	return err == nil
 }
+
+// setReadDeadline sets conn's read deadline and remembers it.
+func (hc *h1Conn) setReadDeadline(t time.Time) {
+	hc.readDeadline = t
+	hc.conn.SetReadDeadline(t)
+}
+
+// awaitIdle arms the idle timeout for the wait for the next request. Moving
+// a deadline is a timer update (a new timer on a local hand-off), and a
+// kept-alive connection would move it on every request: the deadline moves
+// only once it has fallen behind by idleSlack of the timeout, so a connection
+// is closed after between 15/16 and all of IdleTimeout without a request.
+func (hc *h1Conn) awaitIdle(now time.Time) {
+	idle := hc.p.cfg.IdleTimeout
+	want := now.Add(idle)
+	if hc.readDeadline.IsZero() || want.Sub(hc.readDeadline) > idle/idleSlack {
+		hc.setReadDeadline(want)
+	}
+}
+
+// idleSlack: the idle deadline may lag by IdleTimeout/idleSlack (awaitIdle).
+const idleSlack = 16
 
 // forget lets go of everything the last exchange left behind before the
 // connection waits, for minutes or hours, for its next request: the parsed heads
@@ -259,7 +283,7 @@ func (hc *h1Conn) lingerClose() {
 	if closeWrite(hc.conn) != nil {
 		return
 	}
-	hc.conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+	hc.setReadDeadline(time.Now().Add(lingerTimeout))
 	io.CopyN(io.Discard, hc.reader(), lingerBytes)
 }
 
@@ -306,9 +330,8 @@ func (hc *h1Conn) exchange(start time.Time) bool {
 	// An upgrade with a body would have the body and the new protocol race on
 	// one stream; h2c upgrades are declined (the client carries on in HTTP/1.1).
 	x.upgrade = co.upgrade && !body.hasBody() && wantsUpgrade(req.header["Upgrade"])
-	if hc.stale && (body.hasBody() || x.upgrade || x.connect) {
-		hc.conn.SetReadDeadline(time.Time{}) // what follows reads the client
-		hc.stale = false
+	if !hc.readDeadline.IsZero() && (body.hasBody() || x.upgrade || x.connect) {
+		hc.setReadDeadline(time.Time{}) // what follows reads the client
 	}
 
 	inferred := hc.p.inferParent(hc.conn, hc.headAt, req.header)
@@ -394,6 +417,7 @@ func (hc *h1Conn) writeRequest(u *upstream) error {
 	x, l := &hc.x, &hc.legs
 	hc.p.inferSending(u, hc.req.header)
 	bw := u.writer()
+	before := u.sent
 	writeRequestHead(bw, &hc.req, x.body, x.upgrade, hc.dstStr)
 	if x.inline {
 		b, _ := hc.br.Peek(int(x.body.n))
@@ -403,10 +427,18 @@ func (hc *h1Conn) writeRequest(u *upstream) error {
 	// returns: by then, on a busy node, the next proxy may already have read it,
 	// and its span would start before its parent's.
 	l.cliStart = time.Now()
+	whole := !x.body.hasBody() || x.inline
+	if whole && u.deferSend(before) {
+		// Out as the wait for the response begins (readResponseHead).
+		if !x.body.hasBody() {
+			hc.releaseReader()
+		}
+		return nil
+	}
 	if err := bw.Flush(); err != nil {
 		return &upstreamError{kind: "write", status: http.StatusBadGateway, err: err}
 	}
-	if !x.body.hasBody() || x.inline {
+	if whole {
 		l.sent = time.Now()
 		// While the app works on it the request holds no buffer on either
 		// side (an inline body stays in the reader until it cannot be resent).
@@ -436,7 +468,14 @@ func (hc *h1Conn) readResponseHead(u *upstream) error {
 	x, l, res := &hc.x, &hc.legs, &hc.res
 	for {
 		if err := u.awaitResponse(); err != nil {
+			var se *sendError
+			if errors.As(err, &se) {
+				return &upstreamError{kind: "write", status: http.StatusBadGateway, err: se.err}
+			}
 			return &upstreamError{kind: "upstream", status: http.StatusBadGateway, err: err}
+		}
+		if !u.sentAt.IsZero() {
+			l.sent, u.sentAt = u.sentAt, time.Time{}
 		}
 		if l.firstByte.IsZero() {
 			l.firstByte = time.Now()
@@ -541,7 +580,7 @@ func (hc *h1Conn) respond() bool {
 	if !hc.settlePump() {
 		x.keep, upKeep = false, false
 	}
-	if upKeep && !u.clean(in.hasBody()) {
+	if upKeep && !u.clean(in.kind != bodyNone) {
 		// Bytes the response did not account for (a body on a 204 or HEAD
 		// answer, more than Content-Length) would become the next client's
 		// response: the connection goes, not back to the pool.
@@ -595,7 +634,7 @@ func (hc *h1Conn) settlePump() bool {
 
 // stopPump wakes a pump blocked on either side and waits for it to return.
 func (hc *h1Conn) stopPump() {
-	hc.conn.SetReadDeadline(aLongTimeAgo)
+	hc.setReadDeadline(aLongTimeAgo)
 	hc.pump.up.conn.Close()
 	<-hc.pump.done
 }
@@ -636,7 +675,7 @@ func (hc *h1Conn) failed(err error) bool {
 	}
 	l.fail(kind, err)
 	if status != 0 && !x.answered {
-		hc.conn.SetReadDeadline(time.Time{})
+		hc.setReadDeadline(time.Time{})
 		hc.writeError(status, err.Error(), x.keep)
 		l.status = status
 	} else {

@@ -32,6 +32,7 @@ func TestPooledUpstreamNeverCarriesLeftovers(t *testing.T) {
 		{"body on 304", http.MethodGet, "HTTP/1.1 304 Not Modified\r\n\r\n"},
 		{"body on HEAD", http.MethodHead, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"},
 		{"beyond Content-Length", http.MethodGet, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+		{"beyond Content-Length: 0", http.MethodGet, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			appAddr := sloppyApp(t, tc.leak)

@@ -17,6 +17,11 @@ type peeker struct {
 	b            [1]byte
 	errno        error // what the last peek returned
 	woken        bool  // wait's first look found nothing, and readiness came since
+
+	// waitAfter's: the send still to make (nil once made), and its outcome.
+	sendThenAwait func(fd uintptr) bool
+	send          func() error
+	sendErr       error
 }
 
 func newPeeker(c net.Conn) *peeker {
@@ -50,6 +55,15 @@ func newPeeker(c net.Conn) *peeker {
 		return false
 	}
 	p.probe = func(fd uintptr) bool { p.peek(fd); return true }
+	p.sendThenAwait = func(uintptr) bool {
+		send := p.send
+		if send == nil {
+			return true // woken: the read that follows finds out what came
+		}
+		p.send = nil
+		p.sendErr = send()
+		return p.sendErr != nil
+	}
 	return p
 }
 
@@ -88,6 +102,33 @@ func (p *peeker) wait() error {
 	// The kernel reports a socket error (a reset) once: to this peek.
 	return os.NewSyscallError("recvfrom", p.errno)
 }
+
+// waitAfter calls send, then waits as wait does but without a look at the
+// socket first. RawConn.Read forgets the poller's earlier readiness as it
+// begins, and send runs inside it: whatever the peer sends after send wakes
+// the wait. For a whole request that send puts on the wire, that is any answer
+// to it. (Bytes the peer sent unasked before are seen once more come or the
+// connection ends: the pool looks for those, see upstream.alive and clean.)
+// An error of send is returned as it is.
+func (p *peeker) waitAfter(send func() error) error {
+	if !p.canWaitAfter() {
+		if err := send(); err != nil {
+			return err
+		}
+		return p.wait()
+	}
+	p.send, p.sendErr = send, nil
+	err := p.rc.Read(p.sendThenAwait)
+	sendErr := p.sendErr
+	p.send, p.sendErr = nil, nil
+	if sendErr != nil {
+		return sendErr
+	}
+	return err
+}
+
+// canWaitAfter reports whether waitAfter saves its look: a socket.
+func (p *peeker) canWaitAfter() bool { return p.mem == nil && p.rc != nil }
 
 // idle reports, without waiting, that the connection has nothing to read and
 // has not ended or failed: an idle upstream connection that is still usable,

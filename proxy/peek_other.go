@@ -15,3 +15,12 @@ func (*peeker) wait() error { return nil }
 func (*peeker) idle() bool { return true }
 
 func (*peeker) canWait() bool { return false }
+
+func (p *peeker) waitAfter(send func() error) error {
+	if err := send(); err != nil {
+		return err
+	}
+	return p.wait()
+}
+
+func (*peeker) canWaitAfter() bool { return false }
