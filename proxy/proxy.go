@@ -133,7 +133,7 @@ type Config struct {
 
 	DetectTimeout  time.Duration // wait for a client's first bytes; then opaque (default 300ms)
 	HeaderTimeout  time.Duration // read one request head, from its first byte (default 10s)
-	IdleTimeout    time.Duration // idle keep-alive connections, both sides (default 60s)
+	IdleTimeout    time.Duration // idle keep-alive connections, both sides (default 60s; an HTTP/1 client connection goes after 15/16 to all of it)
 	DialTimeout    time.Duration // upstream connect (default 5s)
 	MaxHeaderBytes int           // request head limit; beyond it 431 (default 64 KiB)
 	// SpliceIdleTimeout closes a relayed byte stream (an opaque connection, a
