@@ -19,7 +19,7 @@ type upstream struct {
 	dst    netip.AddrPort
 	idleAt time.Time
 	reused bool    // it served a request before: it may have gone stale meanwhile
-	peek   *peeker // made on the first liveness check
+	peek   *peeker // made on first use (a wait, a liveness check)
 
 	// A request that is whole in bw (head, and body if any) stays there until
 	// the wait for its response begins, and goes out from inside that wait
