@@ -48,6 +48,7 @@ unit-test:
 ## race-test: the unit and privileged tests again under the race detector (all but the demo's and the cluster e2e's, which run whole programs)
 race-test:
 	$(GO) test -race -count=1 -timeout 30m $$($(GO) list ./... | grep -v -e /internal/demo -e /test/e2e)
+	HOPTRACE_TEST_HANDOFF=1 $(GO) test -race -count=1 -timeout 10m ./proxy/
 
 ## fuzz: run every fuzz target for FUZZTIME each
 fuzz:

@@ -134,8 +134,10 @@ func TestChunkedUpload50MB(t *testing.T) {
 	if body != want {
 		t.Fatalf("app got %q, want %q", body, want)
 	}
-	// Buffering the body anywhere would allocate at least its size.
-	if alloc > 4<<20 {
+	// Buffering the body anywhere would allocate at least its size. (Not
+	// under the race detector: its sync.Pool drops a share of what is put
+	// back, on purpose, so pooled buffers are allocated again.)
+	if alloc > 4<<20 && !raceEnabled {
 		t.Errorf("allocated %d MB moving a %d MB body", alloc>>20, bigBody>>20)
 	}
 	t.Logf("allocated %d KB for a %d MB chunked upload through two proxies", alloc>>10, bigBody>>20)
@@ -177,7 +179,7 @@ func TestExpectContinueUpload50MB(t *testing.T) {
 	if body != want {
 		t.Fatalf("app got %q, want %q", body, want)
 	}
-	if alloc > 4<<20 {
+	if alloc > 4<<20 && !raceEnabled { // see TestChunkedUpload50MB
 		t.Errorf("allocated %d MB moving a %d MB body", alloc>>20, bigBody>>20)
 	}
 	t.Logf("allocated %d KB for a %d MB upload through two proxies", alloc>>10, bigBody>>20)
