@@ -62,14 +62,19 @@ func (u *upstream) deferSend(before int64) bool {
 	if u.sent != before {
 		return false
 	}
-	if u.peek == nil {
-		u.peek = newPeeker(u.conn)
-	}
-	if !u.peek.canWaitAfter() {
+	if !u.peeker().canWaitAfter() {
 		return false
 	}
 	u.deferred, u.sentAt = true, time.Time{}
 	return true
+}
+
+// peeker returns u's peeker, made on first use.
+func (u *upstream) peeker() *peeker {
+	if u.peek == nil {
+		u.peek = newPeeker(u.conn)
+	}
+	return u.peek
 }
 
 // sendDeferred sends the request bw holds.
@@ -108,14 +113,11 @@ func (u *upstream) awaitResponse() error {
 	if u.br == nil || u.br.Buffered() == 0 {
 		putReader(u.br)
 		u.br = nil
-		if u.peek == nil {
-			u.peek = newPeeker(u.conn)
-		}
 		var err error
 		if deferred {
-			err = u.peek.waitAfter(u.send)
+			err = u.peeker().waitAfter(u.send)
 		} else {
-			err = u.peek.wait()
+			err = u.peeker().wait()
 		}
 		if err != nil {
 			return err
@@ -144,10 +146,7 @@ func (u *upstream) park() {
 // alive reports whether an idle upstream connection is still usable (see
 // peeker.idle): one non-blocking peek.
 func (u *upstream) alive() bool {
-	if u.peek == nil {
-		u.peek = newPeeker(u.conn)
-	}
-	return u.peek.idle()
+	return u.peeker().idle()
 }
 
 // clean reports whether nothing is left unread on u after a response. What the
