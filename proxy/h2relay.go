@@ -235,8 +235,7 @@ type h2UpState struct {
 	reqLength       int64 // the request's content-length, or -1
 	opened          int   // streams forwarded, and those of them the client reset early: rapid reset
 	prematureResets int
-	hdr             http.Header // the request's trace headers, for the legs machinery
-	vals            []string    // backing for hdr's values
+	hdr             fieldMap // the request's trace and captured headers, for the legs machinery
 	cscratch        []byte
 	cframes         []byte
 }
@@ -270,8 +269,6 @@ func newH2Relay(p *Proxy, fl *flow, dst netip.AddrPort, cc net.Conn, cr *bufio.R
 			maxHeaderList: uint32(p.cfg.MaxHeaderBytes) + 10*32, // as x/net's server: 32 bytes per field, ~10 fields
 			reqTable:      h2TableSize,
 			encTable:      h2TableSize,
-			hdr:           make(http.Header, 4),
-			vals:          make([]string, 0, 8),
 			open:          make(map[uint32]h2ClientStream),
 			initialWindow: h2InitialWindow,
 		},

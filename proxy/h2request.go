@@ -315,37 +315,23 @@ func (r *h2Relay) requestInfo() (info RequestInfo, grpc, ok bool) {
 // traceHeader fills r.up.hdr with what the legs machinery reads: the trace headers
 // and captured headers.
 func (r *h2Relay) traceHeader() http.Header {
-	clear(r.up.hdr)
-	r.up.vals = r.up.vals[:0]
+	r.up.hdr.reset()
 	p := r.p
 	for _, f := range r.up.reqFields {
 		if strings.HasPrefix(f.Name, ":") {
 			continue
 		}
 		if key, ok := h2TraceHeader(f.Name); ok {
-			r.addHeader(key, f.Value)
+			r.up.hdr.add(key, f.Value)
 			continue
 		}
 		for _, c := range p.tr.capture {
 			if c.field == f.Name {
-				r.addHeader(c.key, f.Value)
+				r.up.hdr.add(c.key, f.Value)
 			}
 		}
 	}
-	return r.up.hdr
-}
-
-func (r *h2Relay) addHeader(key, v string) {
-	if old, ok := r.up.hdr[key]; ok {
-		r.up.hdr[key] = append(old, v)
-		return
-	}
-	if n := len(r.up.vals); n < cap(r.up.vals) {
-		r.up.vals = append(r.up.vals, v)
-		r.up.hdr[key] = r.up.vals[n : n+1 : n+1]
-		return
-	}
-	r.up.hdr[key] = []string{v}
+	return r.up.hdr.h
 }
 
 // clientRequest starts a new stream: legs, trace context, and the re-encoded

@@ -6,8 +6,11 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 	"sync"
+
+	"github.com/hoptrace/hoptrace/spans"
 )
 
 // protocolError is a malformed message. status is the response it earns when it
@@ -118,14 +121,20 @@ func headBuffered(br *bufio.Reader) bool {
 
 // field is one header line of a head.
 type field struct {
-	key  string // canonical, the key in head.header
+	key  string // canonical
 	line string // "Name: value" as received, without its line ending
+	drop bool   // listed in Connection: neither forwarded nor looked up
 }
+
+// value is the field's value, without the whitespace around it. The name's
+// canonical form has the name's length, so the value starts after it.
+func (f *field) value() string { return trimOWS(f.line[len(f.key)+1:]) }
 
 // head is a parsed HTTP/1 message head. Its strings all point into raw, the one
 // allocation per head. Forwarding re-emits the received lines (fields), so names
-// keep their case and order; header is the lookup view, and deleting a key from it
-// drops its lines from the forwarded head.
+// keep their case and order. Look-ups scan the fields: a head has a handful,
+// and comparing their keys costs less than hashing every one into a map and
+// every looked-up name again (BenchmarkHeadPath).
 type head struct {
 	raw    string
 	method string // request
@@ -133,34 +142,64 @@ type head struct {
 	status int    // response
 	reason string // response
 	minor  int    // HTTP/1.minor
-	header http.Header
 	fields []field
-	values []string // backing store for header's value slices
+	// legs is what the tracing reads and writes as an http.Header: a
+	// request's trace headers and sampling override, and the fields
+	// Config.CaptureHeaders names. Most messages have none of them, and an
+	// empty map answers look-ups without hashing. A request's trace headers are
+	// forwarded from here (as spans.Inject left them), never as received.
+	legs fieldMap
+	// capture is Config.CaptureHeaders, set once per connection.
+	capture []capturedHeader
 }
 
 func (h *head) reset(raw string) {
-	if h.header == nil {
-		h.header = make(http.Header, 16)
-	}
-	clear(h.header)
-	*h = head{raw: raw, header: h.header, fields: h.fields[:0], values: h.values[:0]}
+	h.legs.reset()
+	*h = head{raw: raw, fields: h.fields[:0], legs: h.legs, capture: h.capture}
 }
 
 // forget drops every reference into the raw head, so that a head kept between
-// requests (an idle connection's) does not keep the last one alive. Slices and
-// the map are kept for reuse unless a large head grew them.
+// requests (an idle connection's) does not keep the last one alive. The fields
+// and the legs' map are kept for reuse unless a large head grew them.
 func (h *head) forget() {
-	fields, values, header := h.fields, h.values, h.header
+	fields := h.fields
 	clear(fields[:cap(fields)]) // pipelined heads reset without forgetting
-	clear(values[:cap(values)])
-	if cap(fields) > 64 || cap(values) > 64 {
-		fields, values = nil, nil
+	if cap(fields) > 64 {
+		fields = nil
 	}
-	if len(header) > 32 {
-		header = nil // maps do not shrink
+	h.legs.forget()
+	*h = head{fields: fields[:0], legs: h.legs, capture: h.capture}
+}
+
+// values appends the values of the fields named key (canonical) to dst.
+func (h *head) values(dst []string, key string) []string {
+	for i := range h.fields {
+		if f := &h.fields[i]; f.key == key && !f.drop {
+			dst = append(dst, f.value())
+		}
 	}
-	clear(header)
-	*h = head{header: header, fields: fields[:0], values: values[:0]}
+	return dst
+}
+
+// value returns the value of the first field named key, "" if there is none.
+func (h *head) value(key string) string {
+	for i := range h.fields {
+		if f := &h.fields[i]; f.key == key && !f.drop {
+			return f.value()
+		}
+	}
+	return ""
+}
+
+// count returns the number of fields named key.
+func (h *head) count(key string) int {
+	n := 0
+	for i := range h.fields {
+		if f := &h.fields[i]; f.key == key && !f.drop {
+			n++
+		}
+	}
+	return n
 }
 
 // parseRequest parses a request head read by readHead.
@@ -177,13 +216,13 @@ func (h *head) parseRequest(raw string) error {
 		return err
 	}
 	h.method, h.target, h.minor = method, target, minor
-	if err := h.parseFields(rest, errHeaderField); err != nil {
+	if err := h.parseFields(rest, errHeaderField, true); err != nil {
 		return err
 	}
 	// RFC 9112 §3.2: a request with no Host (HTTP/1.1) or more than one is a
 	// 400. Checked here, with the head, so nothing that accepts a head can
 	// forward two hosts that the next hop would read differently.
-	if hosts := len(h.header["Host"]); hosts > 1 || hosts == 0 && minor == 1 {
+	if hosts := h.count("Host"); hosts > 1 || hosts == 0 && minor == 1 {
 		return errHost
 	}
 	return nil
@@ -213,10 +252,12 @@ func (h *head) parseResponse(raw string) error {
 		}
 	}
 	h.minor = minor
-	return h.parseFields(rest, errResponseField)
+	return h.parseFields(rest, errResponseField, false)
 }
 
-func (h *head) parseFields(s string, malformed *protocolError) error {
+// parseFields parses the header fields of a request (or a response), noting
+// those the tracing reads in h.legs.
+func (h *head) parseFields(s string, malformed *protocolError, request bool) error {
 	for s != "" {
 		var line string
 		line, s = cutLine(s)
@@ -238,13 +279,9 @@ func (h *head) parseFields(s string, malformed *protocolError) error {
 		}
 		key := textproto.CanonicalMIMEHeaderKey(name)
 		h.fields = append(h.fields, field{key: key, line: line})
-		if vv, ok := h.header[key]; ok {
-			h.header[key] = append(vv, value)
-			continue
+		if request && (spans.IsTraceHeader(key) || key == spans.OverrideHeader) || isCaptured(h.capture, key) {
+			h.legs.add(key, value)
 		}
-		h.values = append(h.values, value)
-		n := len(h.values)
-		h.header[key] = h.values[n-1 : n : n]
 	}
 	return nil
 }
@@ -390,7 +427,8 @@ func (f framing) hasBody() bool { return f.kind != bodyNone && (f.kind != bodyLe
 // could read differently is rejected rather than guessed at, so no request can
 // be smuggled past us.
 func (h *head) requestFraming() (framing, error) {
-	te, cl := h.header["Transfer-Encoding"], h.header["Content-Length"]
+	var teb, clb [1]string
+	te, cl := h.values(teb[:0], "Transfer-Encoding"), h.values(clb[:0], "Content-Length")
 	if len(te) > 0 {
 		switch {
 		case h.minor == 0:
@@ -424,14 +462,15 @@ func (h *head) responseFraming(method string) (framing, error) {
 	if method == http.MethodHead || h.status < 200 || h.status == http.StatusNoContent || h.status == http.StatusNotModified {
 		return framing{}, nil
 	}
-	if te := h.header["Transfer-Encoding"]; len(te) > 0 && h.minor == 1 {
+	var buf [1]string
+	if te := h.values(buf[:0], "Transfer-Encoding"); len(te) > 0 && h.minor == 1 {
 		chunked, others := transferCodings(te)
 		if !chunked || others {
 			return framing{}, errCoding
 		}
 		return framing{kind: bodyChunked}, nil
 	}
-	if cl := h.header["Content-Length"]; len(cl) > 0 {
+	if cl := h.values(buf[:0], "Content-Length"); len(cl) > 0 {
 		n, ok := parseContentLength(cl)
 		if !ok {
 			return framing{}, errContentLength
@@ -521,14 +560,19 @@ type connOptions struct {
 	close, keepAlive, upgrade bool
 }
 
-// connection reads the Connection header and deletes the fields it lists from
-// header (they are for this hop only), except those that frame the message or
-// name its host: "Connection: Content-Length" must not strip a length we then
-// forward a body without.
+// connection reads the Connection header and drops the fields it lists (they
+// are for this hop only), except those that frame the message or name its
+// host: "Connection: Content-Length" must not strip a length we then forward a
+// body without.
 func (h *head) connection() connOptions {
 	var o connOptions
-	for _, v := range h.header["Connection"] {
-		for tok := range strings.SplitSeq(v, ",") {
+	var buf [8]string
+	listed := buf[:0]
+	for i := range h.fields {
+		if h.fields[i].key != "Connection" {
+			continue
+		}
+		for tok := range strings.SplitSeq(h.fields[i].value(), ",") {
 			tok = trimOWS(tok)
 			switch {
 			case tok == "":
@@ -543,12 +587,33 @@ func (h *head) connection() connOptions {
 				switch key {
 				case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade":
 				default:
-					delete(h.header, key)
+					listed = append(listed, key)
 				}
 			}
 		}
 	}
+	h.drop(listed)
 	return o
+}
+
+// drop drops the fields named in keys (canonical; keys is sorted in place) in
+// one pass, searching the sorted names: a head of thousands of fields that
+// lists thousands of names costs their sum, not their product.
+func (h *head) drop(keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	slices.Sort(keys)
+	for i := range h.fields {
+		if _, ok := slices.BinarySearch(keys, h.fields[i].key); ok {
+			h.fields[i].drop = true
+		}
+	}
+	for k := range h.legs.h {
+		if _, ok := slices.BinarySearch(keys, k); ok {
+			delete(h.legs.h, k)
+		}
+	}
 }
 
 // hasToken reports whether a comma-separated header lists tok.
@@ -564,3 +629,49 @@ func hasToken(vals []string, tok string) bool {
 }
 
 func isHex(c byte) bool { return isDigit(c) || 'a' <= c|0x20 && c|0x20 <= 'f' }
+
+// fieldMap is an http.Header emptied and refilled for every message: the
+// fields of it the tracing reads and writes (head.legs, the HTTP/2 relay's
+// request view). Its first fieldMapValues one-value slices share one backing
+// array, so that filling it allocates nothing once a connection's first
+// messages made it; beyond that each value is an allocation of its own, and a
+// hostile message with many such fields does not grow what the connection keeps.
+type fieldMap struct {
+	h    http.Header
+	vals []string
+}
+
+const fieldMapValues = 8
+
+// reset empties the map for the next message; the map is made on first use.
+func (m *fieldMap) reset() {
+	if m.h == nil {
+		m.h = make(http.Header, 4)
+		m.vals = make([]string, 0, fieldMapValues)
+	}
+	clear(m.h)
+	clear(m.vals)
+	m.vals = m.vals[:0]
+}
+
+// forget is reset for a connection that goes idle: a map grown by a large
+// message is left to the collector (maps do not shrink).
+func (m *fieldMap) forget() {
+	if len(m.h) > 32 {
+		m.h = nil
+	}
+	m.reset()
+}
+
+func (m *fieldMap) add(key, v string) {
+	if old, ok := m.h[key]; ok {
+		m.h[key] = append(old, v)
+		return
+	}
+	if n := len(m.vals); n < cap(m.vals) {
+		m.vals = append(m.vals, v)
+		m.h[key] = m.vals[n : n+1 : n+1]
+		return
+	}
+	m.h[key] = []string{v}
+}

@@ -85,7 +85,7 @@ type h1Exchange struct {
 }
 
 func newH1Conn(p *Proxy, c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrPort, accepted time.Time) *h1Conn {
-	return &h1Conn{
+	hc := &h1Conn{
 		p:        p,
 		conn:     c,
 		br:       br,
@@ -94,6 +94,8 @@ func newH1Conn(p *Proxy, c net.Conn, br *bufio.Reader, fl *flow, dst netip.AddrP
 		dstStr:   dst.String(),
 		accepted: accepted,
 	}
+	hc.req.capture, hc.res.capture = p.tr.capture, p.tr.capture
+	return hc
 }
 
 // reader and writer return the client connection's buffers, from the pools
@@ -321,7 +323,7 @@ func (hc *h1Conn) exchange(start time.Time) bool {
 		body:    body,
 		keep:    req.minor == 1 && !co.close || req.minor == 0 && co.keepAlive,
 		connect: req.method == http.MethodConnect,
-		expect:  req.minor == 1 && body.hasBody() && hasToken(req.header["Expect"], "100-continue"),
+		expect:  req.minor == 1 && body.hasBody() && hasToken(req.values(nil, "Expect"), "100-continue"),
 	}
 	if x.connect && body.hasBody() {
 		hc.reject(errConnectBody)
@@ -329,13 +331,13 @@ func (hc *h1Conn) exchange(start time.Time) bool {
 	}
 	// An upgrade with a body would have the body and the new protocol race on
 	// one stream; h2c upgrades are declined (the client carries on in HTTP/1.1).
-	x.upgrade = co.upgrade && !body.hasBody() && wantsUpgrade(req.header["Upgrade"])
+	x.upgrade = co.upgrade && !body.hasBody() && wantsUpgrade(req.values(nil, "Upgrade"))
 	if !hc.readDeadline.IsZero() && (body.hasBody() || x.upgrade || x.connect) {
 		hc.setReadDeadline(time.Time{}) // what follows reads the client
 	}
 
-	inferred := hc.p.inferParent(hc.conn, hc.headAt, req.header)
-	hc.p.tr.begin(&hc.legs, hc.requestInfo(), req.header, start)
+	inferred := hc.p.inferParent(hc.conn, hc.headAt, req.legs.h)
+	hc.p.tr.begin(&hc.legs, hc.requestInfo(), req.legs.h, start)
 	hc.legs.inferred = inferred
 
 	err = hc.roundTrip()
@@ -373,7 +375,7 @@ func wantsUpgrade(vals []string) bool {
 func (hc *h1Conn) roundTrip() error {
 	x, l := &hc.x, &hc.legs
 	x.inline = x.body.kind == bodyLength && x.body.n > 0 && x.body.n <= int64(hc.br.Buffered()) && !x.expect
-	replayable := (!x.body.hasBody() || x.inline) && idempotent(hc.req.method, hc.req.header)
+	replayable := (!x.body.hasBody() || x.inline) && idempotent(&hc.req)
 	l.dialStart = time.Now()
 	for attempt := 0; ; attempt++ {
 		var u *upstream
@@ -403,19 +405,19 @@ func (hc *h1Conn) roundTrip() error {
 	}
 }
 
-func idempotent(method string, h http.Header) bool {
-	switch method {
+func idempotent(h *head) bool {
+	switch h.method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
 		return true
 	}
-	return len(h["Idempotency-Key"]) > 0
+	return h.count("Idempotency-Key") > 0
 }
 
 // writeRequest writes the head (and a buffered body) upstream, and starts a pump
 // for any body still to come.
 func (hc *h1Conn) writeRequest(u *upstream) error {
 	x, l := &hc.x, &hc.legs
-	hc.p.inferSending(u, hc.req.header)
+	hc.p.inferSending(u, hc.req.legs.h)
 	bw := u.writer()
 	before := u.sent
 	writeRequestHead(bw, &hc.req, x.body, x.upgrade, hc.dstStr)
@@ -532,7 +534,7 @@ func (hc *h1Conn) respond() bool {
 	if out.kind == bodyUntilClose || hc.p.closing.Load() {
 		x.keep = false
 	}
-	l.response(res.status, res.header)
+	l.response(res.status, res.legs.h)
 	w := hc.writer()
 	writeResponseHead(w, res, out, x.keep, hc.req.minor, hc.req.method)
 	x.answered = true
@@ -695,7 +697,7 @@ func (hc *h1Conn) tunnel() {
 	err := w.Flush()
 	now := time.Now()
 	l.respHeader, l.cliEnd = now, now
-	l.response(hc.res.status, hc.res.header)
+	l.response(hc.res.status, hc.res.legs.h)
 	if err != nil {
 		x.keep = false
 	}
@@ -719,12 +721,8 @@ func (hc *h1Conn) requestInfo() RequestInfo {
 	}
 	info.Method = req.method
 	info.Path, info.Query = splitTarget(req.target)
-	if v := req.header["Host"]; len(v) > 0 {
-		info.Host = v[0]
-	}
-	if v := req.header["User-Agent"]; len(v) > 0 {
-		info.UserAgent = v[0]
-	}
+	info.Host = req.value("Host")
+	info.UserAgent = req.value("User-Agent")
 	return info
 }
 

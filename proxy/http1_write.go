@@ -17,13 +17,22 @@ func writeRequestHead(w *bufio.Writer, req *head, body framing, upgrade bool, ds
 	w.WriteString(req.target)
 	w.WriteString(" HTTP/1.1\r\n")
 	writeFields(w, req, upgrade, true)
-	// Trace headers as the legs left them in the header map, never as received.
+	// Trace headers as the legs left them, never as received. Most often
+	// that is a traceparent alone, which TraceHeaders lists first: the loop
+	// stops once it wrote as many keys as head.legs holds.
+	left := len(req.legs.h)
 	for _, k := range spans.TraceHeaders() {
-		for _, v := range req.header[k] {
-			writeField(w, k, v)
+		if left == 0 {
+			break
+		}
+		if vv, ok := req.legs.h[k]; ok {
+			left--
+			for _, v := range vv {
+				writeField(w, k, v)
+			}
 		}
 	}
-	if len(req.header["Host"]) == 0 { // HTTP/1.0
+	if req.count("Host") == 0 { // HTTP/1.0
 		writeField(w, "Host", dst)
 	}
 	switch body.kind {
@@ -50,7 +59,8 @@ func writeResponseHead(w *bufio.Writer, res *head, out framing, keep bool, clien
 	case bodyNone:
 		// A HEAD or 304 response's length describes the body it does not have.
 		if method == http.MethodHead || res.status == http.StatusNotModified {
-			if n, ok := parseContentLength(res.header["Content-Length"]); ok {
+			var buf [1]string
+			if n, ok := parseContentLength(res.values(buf[:0], "Content-Length")); ok {
 				writeField(w, "Content-Length", itoa64(n))
 			}
 		}
@@ -76,12 +86,14 @@ func writeTunnelHead(w *bufio.Writer, res *head, connect bool) {
 }
 
 // writeFields re-emits a head's received lines, except hop-by-hop and framing
-// fields and those deleted from its header map (Connection-listed ones, the
-// sampling override). For requests, trace fields are skipped too: they are
-// written from the map.
+// fields and those Connection lists. For requests, trace fields are skipped
+// too (they are written from head.legs), and the sampling override once the
+// tracing took it out of head.legs.
 func writeFields(w *bufio.Writer, h *head, keepUpgrade, request bool) {
 	for _, f := range h.fields {
 		switch {
+		case f.drop:
+			continue
 		case f.key == "Upgrade":
 			if !keepUpgrade {
 				continue
@@ -94,9 +106,10 @@ func writeFields(w *bufio.Writer, h *head, keepUpgrade, request bool) {
 			continue
 		case request && spans.IsTraceHeader(f.key):
 			continue
-		}
-		if _, ok := h.header[f.key]; !ok {
-			continue
+		case request && f.key == spans.OverrideHeader:
+			if _, ok := h.legs.h[f.key]; !ok {
+				continue
+			}
 		}
 		w.WriteString(f.line)
 		w.WriteString("\r\n")

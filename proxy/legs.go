@@ -617,6 +617,16 @@ func newCapture(names []string) []capturedHeader {
 	return out
 }
 
+// isCaptured reports whether key (canonical) is a captured header.
+func isCaptured(capture []capturedHeader, key string) bool {
+	for i := range capture {
+		if capture[i].key == key {
+			return true
+		}
+	}
+	return false
+}
+
 func (t *tracing) captureHeaders(dst []spans.Attr, h http.Header, request bool) []spans.Attr {
 	for _, c := range t.capture {
 		vv := h[c.key]

@@ -172,8 +172,18 @@ func (c Context) withFormats(f Format) Context {
 // context is written without a B3 sampling state. The W3C version written is 00
 // with only the sampled and random flags, as the spec asks of a downgrade.
 func Inject(h http.Header, c Context) {
-	for _, k := range traceHeaders {
-		delete(h, k)
+	// One pass over h when it is small, instead of hashing every trace
+	// header's name to delete it: a proxy's header view holds a few fields.
+	if len(h) <= len(traceHeaders) {
+		for k := range h {
+			if IsTraceHeader(k) {
+				delete(h, k)
+			}
+		}
+	} else {
+		for _, k := range traceHeaders {
+			delete(h, k)
+		}
 	}
 	f := c.Formats & allFormats
 	if f == 0 {
