@@ -31,11 +31,7 @@ func countingApp(t *testing.T) (*atomic.Int64, *chain) {
 // whether the proxy closed the connection after it.
 func sendRaw(t *testing.T, c *chain, raw string) (*http.Response, bool) {
 	t.Helper()
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(conn, raw); err != nil {
 		t.Fatal(err)
@@ -216,11 +212,7 @@ func TestSlowlorisCutOff(t *testing.T) {
 func TestIdleTimeout(t *testing.T) {
 	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	c := newChain(t, appAddr, func(_ Direction, cfg *Config) { cfg.IdleTimeout = 200 * time.Millisecond })
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	br := bufio.NewReader(conn)
 	if _, err := http.ReadResponse(br, nil); err != nil {
@@ -243,11 +235,7 @@ func TestIdleTimeoutFollowsRequests(t *testing.T) {
 	_, appAddr := app(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	const idle = 200 * time.Millisecond
 	c := newChain(t, appAddr, func(_ Direction, cfg *Config) { cfg.IdleTimeout = idle })
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(conn)
 	begin := time.Now()
@@ -319,11 +307,7 @@ func TestKeptAliveTimeouts(t *testing.T) {
 		cfg.HeaderTimeout = 200 * time.Millisecond
 	})
 	dial := func() (net.Conn, *bufio.Reader) {
-		conn, err := net.Dial("tcp", c.outLn.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
+		conn := c.dial(t)
 		conn.SetDeadline(time.Now().Add(5 * time.Second))
 		br := bufio.NewReader(conn)
 		io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")

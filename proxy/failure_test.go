@@ -201,11 +201,7 @@ func TestConnectTunnel(t *testing.T) {
 		io.WriteString(c, "tunnelled: "+line)
 	})
 	c := newChain(t, appAddr)
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(conn, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
 	br := bufio.NewReader(conn)

@@ -233,6 +233,18 @@ func withHandoff(h *Handoff) chainOption {
 	return func(_ Direction, c *Config) { c.Handoff = h }
 }
 
+// dial connects to the outbound proxy, as app A's connect() would be
+// redirected; the connection is closed when the test ends.
+func (c *chain) dial(t testing.TB) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", c.outLn.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // client returns an HTTP client whose every connection goes to the outbound
 // proxy, as app A's connect() would be redirected.
 func (c *chain) client() *http.Client {

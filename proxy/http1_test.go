@@ -67,11 +67,7 @@ func TestKeepAlive1000(t *testing.T) {
 		}
 	})
 	c := newChain(t, appAddr)
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	br := bufio.NewReader(conn)
 	for i := range 1000 {
 		fmt.Fprintf(conn, "GET /r%d HTTP/1.1\r\nHost: svc-b.test\r\n\r\n", i)
@@ -193,11 +189,7 @@ func TestExpectContinueRefused(t *testing.T) {
 		http.Error(w, "too big", http.StatusRequestEntityTooLarge)
 	}))
 	c := newChain(t, appAddr)
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(conn, "PUT /upload HTTP/1.1\r\nHost: svc-b.test\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
@@ -329,11 +321,7 @@ func TestHTTP10Client(t *testing.T) {
 		io.WriteString(w, "old but gold")
 	}))
 	c := newChain(t, appAddr)
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(conn, "GET /old HTTP/1.0\r\n\r\n")
 	all, err := io.ReadAll(conn)
@@ -377,11 +365,7 @@ func rawAppFunc(t *testing.T, respond func(*http.Request) string, closeAfter boo
 func TestResponseUntilClose(t *testing.T) {
 	addr := rawApp(t, "HTTP/1.1 200 OK\r\nX-Kind: eof\r\n\r\nbody until close", true)
 	c := newChain(t, addr.AddrPort())
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	br := bufio.NewReader(conn)
 	for range 2 {
 		io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -417,11 +401,7 @@ func TestHopByHopRemoved(t *testing.T) {
 	var seen captured
 	_, appAddr := app(t, http.HandlerFunc(seen.handler))
 	c := newChain(t, appAddr)
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	io.WriteString(conn, "POST /x HTTP/1.1\r\nHost: svc-b.test\r\nConnection: keep-alive, X-Hop, Content-Length, Host\r\n"+
 		"X-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nX-End: kept\r\nContent-Length: 4\r\n\r\nbody")
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
@@ -465,11 +445,7 @@ func TestPipelining(t *testing.T) {
 		io.WriteString(w, r.URL.Path)
 	}))
 	c := newChain(t, appAddr)
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	var reqs bytes.Buffer
 	for i := range 20 {
 		fmt.Fprintf(&reqs, "GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
@@ -494,11 +470,7 @@ func TestHeadRequest(t *testing.T) {
 		w.Header().Set("Content-Length", "1234")
 	}))
 	c := newChain(t, appAddr)
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	br := bufio.NewReader(conn)
 	for range 2 {
 		io.WriteString(conn, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")

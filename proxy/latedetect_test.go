@@ -25,11 +25,7 @@ func TestLateHTTPClientIsTraced(t *testing.T) {
 		io.WriteString(w, "late "+r.URL.Path)
 	}))
 	c := newChain(t, appAddr, shortDetect, sampleAll)
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	time.Sleep(3 * lateDetect) // silent through detection, on both proxies
 	br := bufio.NewReader(conn)
@@ -63,11 +59,7 @@ func TestLateTLSClientSpliced(t *testing.T) {
 		io.Copy(tc, tc)
 	})
 	c := newChain(t, appAddr, shortDetect)
-	raw, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := c.dial(t)
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
 	time.Sleep(3 * lateDetect)
 	tc := tls.Client(raw, &tls.Config{ServerName: "svc-b.test", RootCAs: pool})
@@ -94,11 +86,7 @@ func TestLateServerFirstStillSpliced(t *testing.T) {
 		io.WriteString(c, "250 "+line)
 	})
 	c := newChain(t, appAddr, shortDetect)
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(conn)
 	start := time.Now()

@@ -115,11 +115,7 @@ func TestShutdownGraceful(t *testing.T) {
 func TestShutdownDeadline(t *testing.T) {
 	appAddr := tcpApp(t, func(c net.Conn) { io.Copy(c, c) })
 	c := newChain(t, appAddr)
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.Write([]byte{0, 1, 2}) // an opaque splice that never ends by itself
 	eventually(t, "the splice", func() bool { return len(c.out.Flows()) == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

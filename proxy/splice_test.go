@@ -78,11 +78,7 @@ func TestTLSSpliced(t *testing.T) {
 		io.Copy(tc, tc) // echo
 	})
 	c := newChain(t, appAddr)
-	raw, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := tls.Client(raw, &tls.Config{ServerName: "svc-b.test", RootCAs: pool})
+	tc := tls.Client(c.dial(t), &tls.Config{ServerName: "svc-b.test", RootCAs: pool})
 	defer tc.Close()
 	tc.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := tc.Handshake(); err != nil {
@@ -130,11 +126,7 @@ func TestServerSpeaksFirst(t *testing.T) {
 		io.WriteString(c, "221 bye after "+line)
 	})
 	c := newChain(t, appAddr, func(_ Direction, cfg *Config) { cfg.DetectTimeout = 50 * time.Millisecond })
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(conn)
 	greeting, err := br.ReadString('\n')
@@ -158,11 +150,7 @@ func TestSkipDetect(t *testing.T) {
 		cfg.DetectTimeout = 10 * time.Second
 		cfg.SkipDetect = func(netip.AddrPort) bool { return true }
 	})
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetDeadline(time.Now().Add(2 * time.Second))
 	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || line != "* OK IMAP4rev1\r\n" {
 		t.Fatalf("greeting %q %v", line, err)
@@ -177,11 +165,7 @@ func TestOpaqueHalfClose(t *testing.T) {
 		fmt.Fprintf(c, "got %d bytes", n)
 	})
 	c := newChain(t, appAddr)
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	payload := make([]byte, 3<<20)
 	payload[0] = 0 // not HTTP
@@ -203,14 +187,10 @@ func TestOpaqueResetPropagates(t *testing.T) {
 		c.(*net.TCPConn).SetLinger(0)
 	})
 	c := newChain(t, appAddr)
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	conn.Write([]byte{0, 1, 2, 3, 4})
-	_, err = conn.Read(make([]byte, 1))
+	_, err := conn.Read(make([]byte, 1))
 	if err == nil || err == io.EOF {
 		t.Fatalf("read after the app reset: %v, want a reset", err)
 	}
@@ -238,11 +218,7 @@ func TestSilentSpliceClosed(t *testing.T) {
 		appSaw <- err
 	})
 	c := newChain(t, appAddr, func(_ Direction, cfg *Config) { cfg.SpliceIdleTimeout = idle })
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got := make([]byte, 0, 5)
 	var last time.Time
@@ -298,11 +274,7 @@ func TestSilentSpliceClosed(t *testing.T) {
 func TestSilentSpliceKeptWhenDisabled(t *testing.T) {
 	appAddr := tcpApp(t, func(c net.Conn) { io.Copy(c, c) })
 	c := newChain(t, appAddr, func(_ Direction, cfg *Config) { cfg.SpliceIdleTimeout = -1 })
-	conn, err := net.Dial("tcp", c.outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dial(t)
 	conn.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("silent connection: %v, want it still open after a second", err)
