@@ -69,4 +69,27 @@ func TestRequestCountersByLabelSet(t *testing.T) {
 	if got := testutil.ToFloat64(m.requests.WithLabelValues("ns", "p", "inbound", "http1", "5xx")); got != 1 {
 		t.Errorf("5xx = %v, want 1", got)
 	}
+
+	// Every class, on both directions and other protocols, and statuses
+	// beyond the usual classes (counted by their own label).
+	for _, tt := range []struct {
+		st    proxy.RequestStats
+		class string
+	}{
+		{proxy.RequestStats{Direction: proxy.Outbound, Protocol: proxy.ProtocolGRPC, Status: 200, GRPCStatus: 0}, "2xx"},
+		{proxy.RequestStats{Direction: proxy.Outbound, Protocol: proxy.ProtocolGRPC, Status: 200, GRPCStatus: 14}, "grpc-error"},
+		{proxy.RequestStats{Direction: proxy.Outbound, Protocol: proxy.ProtocolHTTP2, Failed: true, GRPCStatus: -1}, "failed"},
+		{proxy.RequestStats{Direction: proxy.Inbound, Protocol: proxy.ProtocolWebSocket, Status: 101, GRPCStatus: -1}, "1xx"},
+		{proxy.RequestStats{Direction: proxy.Inbound, Protocol: proxy.ProtocolHTTP1, Status: 0, GRPCStatus: -1}, "none"},
+		{proxy.RequestStats{Direction: proxy.Inbound, Protocol: proxy.ProtocolHTTP1, Status: 404, GRPCStatus: -1}, "4xx"},
+		{proxy.RequestStats{Direction: proxy.Inbound, Protocol: proxy.ProtocolHTTP1, Status: 799, GRPCStatus: -1}, "7xx"},
+		{proxy.RequestStats{Direction: proxy.Inbound, Protocol: proxy.Protocol(200), Status: 200, GRPCStatus: -1}, "2xx"},
+	} {
+		for range 2 { // the second time from the slot (or the map) the first one filled
+			o.ObserveRequest(tt.st)
+		}
+		if got := testutil.ToFloat64(m.requests.WithLabelValues("ns", "p", tt.st.Direction.String(), tt.st.Protocol.String(), tt.class)); got != 2 {
+			t.Errorf("%s %s %s = %v, want 2", tt.st.Direction, tt.st.Protocol, tt.class, got)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -235,11 +236,12 @@ type podObserver struct {
 	name      string
 	m         *metrics
 	flows     *flowTable
-	legs      [4]func() prometheus.Observer // by spans.Leg
-	counters  sync.Map                      // requestKey → prometheus.Counter
-	refused   func() prometheus.Counter     // forced traces refused
-	untrusted func() prometheus.Counter     // untrusted sampling headers ignored
-	discarded func() prometheus.Counter     // upstreams closed for leftover bytes
+	legs      [4]func() prometheus.Observer            // by spans.Leg
+	counters  [requestSlots]atomic.Pointer[counterRef] // by requestSlot
+	others    sync.Map                                 // requestKey → prometheus.Counter, for what has no slot
+	refused   func() prometheus.Counter                // forced traces refused
+	untrusted func() prometheus.Counter                // untrusted sampling headers ignored
+	discarded func() prometheus.Counter                // upstreams closed for leftover bytes
 }
 
 func newPodObserver(m *metrics, flows *flowTable, namespace, name string) *podObserver {
@@ -280,31 +282,77 @@ type requestKey struct {
 	class string
 }
 
+// counterRef holds a counter child for an atomic.Pointer.
+type counterRef struct{ prometheus.Counter }
+
+// The request counters of a pod's usual label sets are found by index: two
+// directions, the protocols, and statusClasses. Hashing a label set on every
+// request (prometheus' own look-up, or a map keyed by requestKey) was a
+// measurable part of the agent's work per request.
+const (
+	requestProtocols = 8 // proxy.Protocol values below this have a slot
+	requestSlots     = 2 * requestProtocols * len(statusClasses)
+)
+
+// requestSlot returns the index of the request's counter in
+// podObserver.counters and its status class (statusClassIndex), or false for a
+// label set without a slot: a status of 600 or more (HTTP/1 lets a server send
+// one) or a protocol the proxy adds later.
+func requestSlot(s proxy.RequestStats) (int, int, bool) {
+	class := statusClassIndex(s)
+	dir := int(s.Direction) - 1
+	if class < 0 || dir < 0 || dir > 1 || int(s.Protocol) >= requestProtocols {
+		return 0, 0, false
+	}
+	return (dir*requestProtocols+int(s.Protocol))*len(statusClasses) + class, class, true
+}
+
 // requestCounter resolves a request's counter child once per label set, not on
 // every request: hashing five label values is the most expensive part of
 // counting, and this runs for every request of the pod.
 func (o *podObserver) requestCounter(s proxy.RequestStats) prometheus.Counter {
+	slot, class, ok := requestSlot(s)
+	if ok {
+		if c := o.counters[slot].Load(); c != nil {
+			return c.Counter
+		}
+		c := &counterRef{o.m.requests.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String(), statusClasses[class])}
+		o.counters[slot].Store(c)
+		return c.Counter
+	}
 	k := requestKey{s.Direction, s.Protocol, statusClass(s)}
-	if c, ok := o.counters.Load(k); ok {
+	if c, ok := o.others.Load(k); ok {
 		return c.(prometheus.Counter)
 	}
 	c := o.m.requests.WithLabelValues(o.namespace, o.name, k.dir.String(), k.proto.String(), k.class)
-	o.counters.Store(k, c)
+	o.others.Store(k, c)
 	return c
 }
 
-var statusClasses = [...]string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"}
+// statusClasses are the status_class label's usual values, by
+// statusClassIndex.
+var statusClasses = [...]string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "failed", "grpc-error", "none"}
 
-func statusClass(s proxy.RequestStats) string {
+// statusClassIndex is the request's status_class as an index into
+// statusClasses, -1 for a status of 600 or more.
+func statusClassIndex(s proxy.RequestStats) int {
 	switch {
 	case s.Failed:
-		return "failed"
+		return 6
 	case s.GRPCStatus > 0:
-		return "grpc-error"
+		return 7
 	case s.Status == 0:
-		return "none"
-	case s.Status/100 < len(statusClasses):
-		return statusClasses[s.Status/100]
+		return 8
+	case s.Status/100 < 6:
+		return s.Status / 100
+	}
+	return -1
+}
+
+// statusClass is the request's status_class label: "2xx", "failed", "none"...
+func statusClass(s proxy.RequestStats) string {
+	if i := statusClassIndex(s); i >= 0 {
+		return statusClasses[i]
 	}
 	return strconv.Itoa(s.Status/100) + "xx"
 }
