@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"io"
-	"net/http"
 	"net/netip"
 	"testing"
 	"time"
@@ -74,5 +73,4 @@ func benchmarkHeadPath(b *testing.B, rawReq, rawRes string) {
 	if !l.sampled {
 		b.Fatal("not sampled")
 	}
-	_ = http.MethodGet
 }
