@@ -164,6 +164,10 @@ func TestTraceChainW3C(t *testing.T) {
 		if s.Status != spans.StatusUnset {
 			t.Errorf("%s: status %d", leg, s.Status)
 		}
+		// Conditionally required only when not "http" (HTTP semantic conventions).
+		if hasAttr(s, "network.protocol.name") {
+			t.Errorf("%s: network.protocol.name set on an HTTP span", leg)
+		}
 		if s.Resource == nil || s.Resource.ServiceName() == "" {
 			t.Errorf("%s: no resource", leg)
 		}
