@@ -112,6 +112,9 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
+	if err := proxy.CheckCaptureHeaders(cfg.CaptureHeaders); err != nil {
+		return nil, err
+	}
 	a := &Agent{
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -473,6 +476,7 @@ func (a *Agent) startPod(rd *redirect.Redirector, p pods.Pod) (*podRun, error) {
 			SpliceIdleTimeout: a.cfg.SpliceIdleTimeout,
 			Observer:          run.obs, SkipTrace: isKubeletProbe, Logger: logger,
 			Infer: inferCtx, Handoff: a.handoff,
+			CaptureHeaders: a.cfg.CaptureHeaders, QueryString: a.cfg.RecordQuery,
 		})
 	}
 	if run.out, err = mk(proxy.Outbound, att.OutboundResolver(), att.OutboundDialer()); err == nil {

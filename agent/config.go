@@ -47,7 +47,14 @@ type Config struct {
 
 	SampleRate float64
 	Routes     []string // span-name route patterns, e.g. "/users/{id}"
-	Exporter   exporter.Config
+	// CaptureHeaders names request and response headers recorded on every
+	// span (http.request.header.<name>, http.response.header.<name>).
+	CaptureHeaders []string
+	// RecordQuery records query strings (url.query, and in url.full). Off
+	// by default: queries often carry tokens.
+	RecordQuery bool
+
+	Exporter exporter.Config
 
 	// Whose sampling headers count (sampled flags, B3 debug, hoptrace-sample):
 	// the pods this agent captures, peers in MeshNetworks (other nodes' pods),

@@ -48,8 +48,7 @@ type tracing struct {
 	routes               *spans.Routes
 	resource             *spans.Resource
 	queryString          bool
-	capture              []capturedHeader
-	captureASCII         bool // every captured header's attribute keys are ASCII
+	capture              []capturedHeader // names New checked: tokens, so ASCII keys
 }
 
 func newTracing(cfg *Config) tracing {
@@ -59,10 +58,6 @@ func newTracing(cfg *Config) tracing {
 		queryString: cfg.QueryString, capture: newCapture(cfg.CaptureHeaders),
 	}
 	t.legServer, t.legClient = cfg.Direction.Legs()
-	t.captureASCII = true
-	for _, c := range t.capture {
-		t.captureASCII = t.captureASCII && spans.IsASCII(c.reqAttr) && spans.IsASCII(c.respAttr)
-	}
 	return t
 }
 
@@ -186,7 +181,7 @@ func (l *legs) detach() {
 	all := b.String()
 	// One pass over all of them, hot from the copy, instead of the exporter
 	// checking each string for UTF-8 apart (spans.Span.ASCII).
-	l.ascii = spans.IsASCII(all) && spans.IsASCII(l.failure) && l.t.captureASCII
+	l.ascii = spans.IsASCII(all) && spans.IsASCII(l.failure)
 	l.urlFull = all[:urlLen]
 	off := urlLen
 	each(func(s *string) {

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -169,6 +170,22 @@ const (
 // ErrClosed is returned by Serve after Shutdown or Close.
 var ErrClosed = errors.New("proxy closed")
 
+// ErrHeaderName means a name in Config.CaptureHeaders is not an HTTP field
+// name (an RFC 9110 token): no request could carry it.
+var ErrHeaderName = errors.New("not an HTTP header name")
+
+// CheckCaptureHeaders returns an error wrapping ErrHeaderName for the first of
+// names that no header could match. Blank names are ignored, as New ignores
+// them.
+func CheckCaptureHeaders(names []string) error {
+	for _, n := range names {
+		if t := strings.TrimSpace(n); t != "" && !isToken(t) {
+			return fmt.Errorf("capture header %q: %w", n, ErrHeaderName)
+		}
+	}
+	return nil
+}
+
 // Proxy is one tracing proxy instance. Serve may run on several listeners at once.
 type Proxy struct {
 	cfg          Config
@@ -196,6 +213,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Resolver == nil {
 		return nil, errors.New("config has no resolver")
+	}
+	if err := CheckCaptureHeaders(cfg.CaptureHeaders); err != nil {
+		return nil, err
 	}
 	if cfg.Dialer == nil {
 		cfg.Dialer = &net.Dialer{}

@@ -174,6 +174,8 @@ pods keep working (capture fails open) and the next agent adopts them.`,
 	f.BoolVar(&cfg.TrustExternalSampling, "trust-external-sampling", false, "let every client decide and force sampling (sampled flags, B3 debug, hoptrace-sample), not only pods inside the mesh")
 	f.BoolVar(&cfg.InferContext, "infer-context", false, "load the context-inference programs, so pods annotated hoptrace.io/context: infer are traced without forwarding headers (docs/inference.md)")
 	f.StringSliceVar(&cfg.Routes, "route", nil, `route pattern naming spans "METHOD /pattern" instead of "METHOD" (repeatable), e.g. --route '/users/{id}'`)
+	f.StringSliceVar(&cfg.CaptureHeaders, "capture-header", nil, "record this request and response header on every span, as http.request.header.<name> and http.response.header.<name> (repeatable), e.g. --capture-header x-request-id; values reach the trace backend as sent, so never name one that carries credentials")
+	f.BoolVar(&cfg.RecordQuery, "record-query", false, "record query strings on spans (url.query, and in url.full); off by default because queries often carry tokens")
 	f.StringVar(&cfg.AdminSocket, "admin-socket", agent.DefaultAdminSocket, "unix socket of the admin API (pods, flows, metrics)")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", "", "also serve /healthz, /readyz and /metrics on this TCP address, e.g. 127.0.0.1:9464 (probes, Prometheus)")
 	f.BoolVar(&cfg.AdminAddrFull, "admin-addr-full", false, "serve the whole admin API on --admin-addr, /pods and /flows too (default: on the admin socket only, they show every pod's connections)")

@@ -364,16 +364,21 @@ func (e *Env) HelloURL() string {
 // Request runs one client request from the client pod (its cgroup and netns,
 // so it is captured like any app) and returns the response line.
 func (e *Env) Request(ctx context.Context, header ...string) (string, error) {
+	return e.RequestURL(ctx, e.HelloURL(), header...)
+}
+
+// RequestURL is Request to another URL (another path or a query on hello's).
+func (e *Env) RequestURL(ctx context.Context, url string, header ...string) (string, error) {
 	args := []string{"-s", "--max-time", "10"}
 	for _, h := range header {
 		args = append(args, "-H", h)
 	}
-	args = append(args, e.HelloURL())
+	args = append(args, url)
 	cmd := exec.CommandContext(ctx, "curl", args...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := e.Pods["client"].Run(cmd); err != nil {
-		return "", fmt.Errorf("curl %s: %w: %s", e.HelloURL(), err, errb.String())
+		return "", fmt.Errorf("curl %s: %w: %s", url, err, errb.String())
 	}
 	return out.String(), nil
 }

@@ -97,15 +97,18 @@ var wantChain = []hop{
 
 // Shown: Jaeger holds one trace per client request spanning all services, 4 spans
 // per hop with the right parentage, attributes and resources; `hoptrace flows -o
-// json` lists the flows with their original destinations.
+// json` lists the flows with their original destinations; --capture-header and
+// --record-query put a header the client sent, the responses' content type
+// and the query on the spans they concern, and nowhere else.
 func TestDemoTopologyTraces(t *testing.T) {
 	j := jaegertest.Start(t)
-	env := up(t, "http://"+j.OTLPGRPCAddr, "--self-trace")
+	env := up(t, "http://"+j.OTLPGRPCAddr, "--self-trace",
+		"--capture-header=x-demo-tenant", "--capture-header=content-type", "--record-query")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const requests = 3
 	for i := range requests {
-		out, err := env.Request(ctx)
+		out, err := env.RequestURL(ctx, env.HelloURL()+"?color=blue", "X-Demo-Tenant: acme")
 		if err != nil || !strings.HasPrefix(out, "hello world ") {
 			t.Fatalf("request %d: %q, %v", i, out, err)
 		}
@@ -117,6 +120,7 @@ func TestDemoTopologyTraces(t *testing.T) {
 	}
 	for _, tr := range traces {
 		checkChain(t, env, tr)
+		checkRecorded(t, tr)
 	}
 
 	// --self-trace: the agent's own pod attaches are in Jaeger as hoptrace-agent.
@@ -312,6 +316,39 @@ func checkChain(t *testing.T, env *Env, tr jaegertest.Trace) {
 				wantChain[i+1].leg, next.StartTime, next.Duration, want.leg, s.StartTime, s.Duration)
 		}
 		s = next
+	}
+}
+
+// checkRecorded checks what --capture-header=x-demo-tenant,content-type and
+// --record-query add to a trace of the request "/?color=blue" with
+// "X-Demo-Tenant: acme": the header and the query on the client -> hello hop
+// only (hello forwards neither), every response's content type on every leg.
+func checkRecorded(t *testing.T, tr jaegertest.Trace) {
+	t.Helper()
+	for _, s := range tr.Spans {
+		svc := tr.Process(s).ServiceName
+		leg, _ := s.Tag("hoptrace.leg")
+		firstHop := svc == "client" || svc == "hello" && strings.HasPrefix(leg, "inbound-")
+		tenant, hasTenant := s.Tag("http.request.header.x-demo-tenant")
+		query, hasQuery := s.Tag("url.query")
+		full, _ := s.Tag("url.full")
+		switch {
+		case firstHop && tenant != "acme":
+			t.Errorf("%s %s: http.request.header.x-demo-tenant %q, want acme", svc, leg, tenant)
+		case !firstHop && hasTenant:
+			t.Errorf("%s %s: http.request.header.x-demo-tenant %q on a hop that never carried it", svc, leg, tenant)
+		}
+		switch {
+		case firstHop && strings.HasSuffix(leg, "-server") && query != "color=blue":
+			t.Errorf("%s %s: url.query %q, want color=blue", svc, leg, query)
+		case firstHop && strings.HasSuffix(leg, "-client") && !strings.HasSuffix(full, "/?color=blue"):
+			t.Errorf("%s %s: url.full %q, want it to end in /?color=blue", svc, leg, full)
+		case !firstHop && hasQuery:
+			t.Errorf("%s %s: url.query %q on a hop without a query", svc, leg, query)
+		}
+		if ct, _ := s.Tag("http.response.header.content-type"); ct == "" {
+			t.Errorf("%s %s: no http.response.header.content-type", svc, leg)
+		}
 	}
 }
 

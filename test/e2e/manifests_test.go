@@ -164,6 +164,22 @@ func TestChartRejectsBadValues(t *testing.T) {
 	}
 }
 
+// The chart's span options become the agent's flags.
+func TestChartSpanOptions(t *testing.T) {
+	helm := helmBinary(t)
+	out, err := exec.Command(helm, "template", "hoptrace", filepath.Join("..", "..", "deploy", "helm", "hoptrace"),
+		"--show-only", "templates/daemonset.yaml", "--set", "captureHeaders={x-request-id,x-tenant}",
+		"--set", "recordQuery=true", "--set-json", `routes=["/users/{id}"]`).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	for _, arg := range []string{"--capture-header=x-request-id", "--capture-header=x-tenant", "--record-query", "--route=/users/{id}"} {
+		if !strings.Contains(string(out), "- "+arg+"\n") {
+			t.Errorf("rendered DaemonSet has no %s:\n%s", arg, out)
+		}
+	}
+}
+
 // The chart passes helm lint, strict, as users' CI would run it.
 func TestChartLint(t *testing.T) {
 	helm := helmBinary(t)
