@@ -373,6 +373,11 @@ func (l *legs) serverSpan(s *spans.Span, name, host string, port uint16, end tim
 	a = appendString(a, "hoptrace.leg", l.t.legServer.String())
 	a = l.common(a, host, port)
 	a = appendString(a, "url.scheme", "http")
+	// Recommended on server spans, opt-in on client spans (HTTP semantic
+	// conventions): the client legs of the same request leave it out.
+	if l.info.UserAgent != "" {
+		a = appendString(a, "user_agent.original", l.info.UserAgent)
+	}
 	if l.info.Path != "" {
 		a = appendString(a, "url.path", l.info.Path)
 	}
@@ -388,7 +393,9 @@ func (l *legs) serverSpan(s *spans.Span, name, host string, port uint16, end tim
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
 	s.Attrs = a
-	s.Events = events(s.Events, "request.headers", l.srvStart, "response.first_byte", l.respHeader, "response.done", end)
+	// The span's start and end are when the head was read and the response
+	// fully written: only the moment in between is an event.
+	s.Events = appendEvent(s.Events[:0], "response.first_byte", l.respHeader)
 	switch {
 	case l.grpcStatus > 0:
 		s.Status, s.StatusMessage = spans.StatusError, l.grpcMsg
@@ -436,7 +443,9 @@ func (l *legs) clientSpan(s *spans.Span, name, host string, port uint16, srvEnd 
 	a = append(a, l.reqAttrs...)
 	a = append(a, l.resAttrs...)
 	s.Attrs = a
-	s.Events = events(s.Events, "wire.send", l.sent, "response.first_byte", l.firstByte, "response.done", l.cliEnd)
+	// The span ends when the response was fully read (or with the server
+	// leg): no event for that.
+	s.Events = appendEvent(appendEvent(s.Events[:0], "wire.send", l.sent), "response.first_byte", l.firstByte)
 	switch {
 	case l.failure != "":
 		s.Status, s.StatusMessage = spans.StatusError, l.failMsg
@@ -464,9 +473,6 @@ func (l *legs) common(a []spans.Attr, host string, port uint16) []spans.Attr {
 	// not "http", and every request here is HTTP (gRPC included). Instrumented
 	// apps leave it out too, and it was 6 % of each span's bytes.
 	a = appendString(a, "network.protocol.version", l.info.Version)
-	if l.info.UserAgent != "" {
-		a = appendString(a, "user_agent.original", l.info.UserAgent)
-	}
 	if l.inferred {
 		a = appendAttr(a, "hoptrace.context.inferred")
 		a[len(a)-1].Type, a[len(a)-1].Bool = spans.AttrBool, true
@@ -538,14 +544,8 @@ func (l *legs) serverAddress() (string, uint16) {
 	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), l.info.Dst.Port()
 }
 
-// events builds up to three events, skipping times never reached.
-func events(dst []spans.Event, n1 string, t1 time.Time, n2 string, t2 time.Time, n3 string, t3 time.Time) []spans.Event {
-	dst = dst[:0]
-	dst = appendEvent(dst, n1, t1)
-	dst = appendEvent(dst, n2, t2)
-	return appendEvent(dst, n3, t3)
-}
-
+// appendEvent appends an event at t, unless t was never reached.
+//
 //go:noinline
 func appendEvent(dst []spans.Event, name string, t time.Time) []spans.Event {
 	if t.IsZero() {

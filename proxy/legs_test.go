@@ -108,8 +108,8 @@ func TestLegSpansCapturedHeaders(t *testing.T) {
 			if attr(cli, "url.full") != "http://svc-b.test:8080/users/42" || hasAttr(cli, "url.path") {
 				t.Errorf("client span attributes wrong: %v", cli.Attrs)
 			}
-			if len(srv.Attrs) != 12+2*headers || len(cli.Attrs) != 10+2*headers {
-				t.Errorf("attributes: server %d, client %d; want %d and %d", len(srv.Attrs), len(cli.Attrs), 12+2*headers, 10+2*headers)
+			if len(srv.Attrs) != 12+2*headers || len(cli.Attrs) != 9+2*headers {
+				t.Errorf("attributes: server %d, client %d; want %d and %d", len(srv.Attrs), len(cli.Attrs), 12+2*headers, 9+2*headers)
 			}
 		})
 	}

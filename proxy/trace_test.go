@@ -155,7 +155,6 @@ func TestTraceChainW3C(t *testing.T) {
 			"server.address":            "svc-b.test",
 			"server.port":               "8080",
 			"network.protocol.version":  "1.1",
-			"user_agent.original":       "test-client/1.0",
 		} {
 			if got := attr(s, k); got != v {
 				t.Errorf("%s: %s = %q, want %q", leg, k, got, v)
@@ -188,8 +187,16 @@ func TestTraceChainW3C(t *testing.T) {
 		if got := attr(s, "url.scheme"); got != "http" {
 			t.Errorf("%s: url.scheme %q", leg, got)
 		}
+		if got := attr(s, "user_agent.original"); got != "test-client/1.0" {
+			t.Errorf("%s: user_agent.original %q", leg, got)
+		}
 		if attr(s, "network.peer.address") != "127.0.0.1" && leg == "outbound-server" {
 			t.Errorf("%s: peer %q", leg, attr(s, "network.peer.address"))
+		}
+	}
+	for _, leg := range []string{"outbound-client", "inbound-client"} {
+		if hasAttr(legs[leg], "user_agent.original") {
+			t.Errorf("%s: user_agent.original on a client span (opt-in there)", leg)
 		}
 	}
 	if got := attr(legs["inbound-server"], "client.address"); got != "127.0.0.1" {
@@ -503,9 +510,9 @@ func TestSpanEvents(t *testing.T) {
 	c := newChain(t, appAddr)
 	get(t, c.client(), "http://svc-b.test/", map[string]string{"Traceparent": sampledHeader})
 	for leg, s := range byLeg(t, c.rec.wait(t, 4)) {
-		want := []string{"request.headers", "response.first_byte", "response.done"}
+		want := []string{"response.first_byte"}
 		if strings.HasSuffix(leg, "-client") {
-			want = []string{"wire.send", "response.first_byte", "response.done"}
+			want = []string{"wire.send", "response.first_byte"}
 		}
 		var got []string
 		for i, e := range s.Events {
