@@ -46,8 +46,17 @@ if [[ $(realpath -m "$RESULTS") != $(realpath -m bench/results.json) ]]; then
 	DOC=${RESULTS%.json}.md
 fi
 
+# The paired phase's results sit beside the matrix's: <results>.paired-<scenario>.json.
 report() {
-	go run ./bench/cmd/benchreport -results "$RESULTS" -doc "$DOC"
+	local paired=() f
+	for f in "${RESULTS%.json}".paired-*.json; do
+		case $f in *.runs.json | *.meta.json) continue ;; esac
+		[[ -f $f ]] && paired+=("$f")
+	done
+	go run ./bench/cmd/benchreport -results "$RESULTS" -doc "$DOC" -paired "$(
+		IFS=,
+		echo "${paired[*]}"
+	)"
 }
 
 if [[ ${BENCH_REPORT_ONLY:-} == 1 ]]; then
@@ -98,23 +107,25 @@ WORK=$(mktemp -d /tmp/hoptrace-bench.XXXXXX)
 ok=
 cleanup() {
 	# benchrun removes its node itself; this catches what a killed benchrun left.
-	local id
-	id=$(cat "$WORK/run/node-id" 2>/dev/null || true)
-	if [[ -n $id ]]; then
-		local ns cg
-		for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^ht-$id-" || true); do
-			ip netns del "$ns" 2>/dev/null || true
-		done
-		cg=$(findmnt -n -t cgroup2 -o TARGET | head -n1)
-		if [[ -n $cg && -d $cg/hoptrace-nodebox-$id ]]; then
-			for d in "$cg/hoptrace-nodebox-$id"/*/; do
-				[[ -f $d/cgroup.kill ]] && echo 1 >"$d/cgroup.kill" 2>/dev/null || true
+	local id run
+	for run in "$WORK"/run*; do
+		id=$(cat "$run/node-id" 2>/dev/null || true)
+		if [[ -n $id ]]; then
+			local ns cg
+			for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^ht-$id-" || true); do
+				ip netns del "$ns" 2>/dev/null || true
 			done
-			sleep 0.5
-			find "$cg/hoptrace-nodebox-$id" -depth -type d -exec rmdir {} + 2>/dev/null || true
+			cg=$(findmnt -n -t cgroup2 -o TARGET | head -n1)
+			if [[ -n $cg && -d $cg/hoptrace-nodebox-$id ]]; then
+				for d in "$cg/hoptrace-nodebox-$id"/*/; do
+					[[ -f $d/cgroup.kill ]] && echo 1 >"$d/cgroup.kill" 2>/dev/null || true
+				done
+				sleep 0.5
+				find "$cg/hoptrace-nodebox-$id" -depth -type d -exec rmdir {} + 2>/dev/null || true
+			fi
+			rm -rf "/sys/fs/bpf/hoptrace-bench-$id"
 		fi
-		rm -rf "/sys/fs/bpf/hoptrace-bench-$id"
-	fi
+	done
 	if [[ -n $ok && ${BENCH_KEEP:-} != 1 ]]; then
 		rm -rf "$WORK"
 	else
@@ -130,10 +141,27 @@ for c in benchrun otlpsink iptproxy; do
 	go build -o "$WORK/bin/$c" "./bench/cmd/$c"
 done
 
+# Paired results of an earlier run must not be reported with this one's.
+rm -f "${RESULTS%.json}".paired-*.json
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
 "$WORK/bin/benchrun" -bin-dir "$WORK/bin" -work-dir "$WORK/run" \
 	-fortio "$TOOLS/fortio" -caddy "$TOOLS/caddy" -nginx "$(command -v nginx)" \
 	-out bench/results.json -command "make bench${BENCH_ARGS:+ BENCH_ARGS='$BENCH_ARGS'}" ${BENCH_ARGS:-}
+
+# The paired phase: each ratio target's setups alone, back to back in every
+# round. In the matrix they run minutes apart, and the machine's load (others'
+# work on the same cores) can fall on one and not the other. Only after the
+# whole matrix (no BENCH_ARGS); BENCH_PAIRED_ROUNDS=0 skips it.
+if [[ -z ${BENCH_ARGS:-} && ${BENCH_PAIRED_ROUNDS:-6} -gt 0 ]]; then
+	for pair in "hoptrace-100,hoptrace-0,nginx http-max" "hoptrace-0,iptables http-close-max"; do
+		read -r setups scenario <<<"$pair"
+		log "paired: $setups at $scenario, ${BENCH_PAIRED_ROUNDS:-6} rounds"
+		"$WORK/bin/benchrun" -bin-dir "$WORK/bin" -work-dir "$WORK/run-paired-$scenario" \
+			-fortio "$TOOLS/fortio" -nginx "$(command -v nginx)" \
+			-rounds "${BENCH_PAIRED_ROUNDS:-6}" -setups "$setups" -scenarios "$scenario" \
+			-out "${RESULTS%.json}.paired-$scenario.json" -command "make bench (paired phase)"
+	done
+fi
 report
 ok=1
 log "done: $RESULTS (+ ${RESULTS%.json}.runs.json, ${RESULTS%.json}.meta.json), $DOC"

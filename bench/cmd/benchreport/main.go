@@ -27,32 +27,37 @@ const (
 func main() {
 	results := flag.String("results", "bench/results.json", "results of make bench")
 	doc := flag.String("doc", "docs/benchmarks.md", "document to update")
+	paired := flag.String("paired", "", "comma-separated results of make bench's paired phase (benchrun of only the setups a target compares), rendered as paired readings")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("benchreport: ")
-	if err := run(*results, *doc); err != nil {
+	var pairedPaths []string
+	if *paired != "" {
+		pairedPaths = strings.Split(*paired, ",")
+	}
+	if err := run(*results, *doc, pairedPaths); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(resultsPath, docPath string) error {
-	var sums []bench.Summary
-	if err := bench.ReadJSON(resultsPath, &sums); err != nil {
-		return err
-	}
-	base := strings.TrimSuffix(resultsPath, ".json")
-	var runs []bench.Result
-	if err := bench.ReadJSON(base+".runs.json", &runs); errors.Is(err, fs.ErrNotExist) {
-		runs = nil // results of a harness from before rounds: one run per cell
-	} else if err != nil {
+func run(resultsPath, docPath string, pairedPaths []string) error {
+	x, err := readResults(resultsPath)
+	if err != nil {
 		return err
 	}
 	var meta bench.Meta
-	if err := bench.ReadJSON(base+".meta.json", &meta); err != nil {
+	if err := bench.ReadJSON(strings.TrimSuffix(resultsPath, ".json")+".meta.json", &meta); err != nil {
 		return err
 	}
-	x := index(sums, runs)
-	block := beginMarker + "\n" + render(x, meta) + endMarker
+	var paired []results
+	for _, p := range pairedPaths {
+		px, err := readResults(p)
+		if err != nil {
+			return fmt.Errorf("paired results: %w", err)
+		}
+		paired = append(paired, px)
+	}
+	block := beginMarker + "\n" + render(x, meta, paired) + endMarker
 	old, err := os.ReadFile(docPath)
 	if err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("read %s: %w", docPath, err)
@@ -66,6 +71,21 @@ func run(resultsPath, docPath string) error {
 	}
 	log.Printf("updated %s from %d runs (rounds: %d)", docPath, len(x.runs), x.rounds)
 	return nil
+}
+
+// readResults reads a results file (medians) and the runs beside it.
+func readResults(path string) (results, error) {
+	var sums []bench.Summary
+	if err := bench.ReadJSON(path, &sums); err != nil {
+		return results{}, err
+	}
+	var runs []bench.Result
+	if err := bench.ReadJSON(strings.TrimSuffix(path, ".json")+".runs.json", &runs); errors.Is(err, fs.ErrNotExist) {
+		runs = nil // results of a harness from before rounds: one run per cell
+	} else if err != nil {
+		return results{}, err
+	}
+	return index(sums, runs), nil
 }
 
 // splice replaces the generated block in doc, or appends a section holding it

@@ -37,7 +37,9 @@ func scenarioOrder(x results, meta bench.Meta) []bench.ScenarioInfo {
 	return out
 }
 
-func render(x results, meta bench.Meta) string {
+// render is the generated block: the matrix x with its meta, and the
+// results of the paired phase, if it ran.
+func render(x results, meta bench.Meta, paired []results) string {
 	var b strings.Builder
 	multi := x.rounds > 1
 	fmt.Fprintf(&b, "Measured %s on a **shared 2-core VM**: other engineers' builds and tests ran on the same two cores during the run, so absolute numbers move between runs by tens of percent. ", meta.Date)
@@ -76,6 +78,14 @@ func render(x results, meta bench.Meta) string {
 		b.WriteString("Each verdict is taken on the median over the rounds of the numbers it compares; when some rounds meet the target and others do not, it says *not decided*.\n\n")
 	}
 	b.WriteString(targetsTable(x))
+	if t := pairedTable(paired); t != "" {
+		rounds := 0
+		for _, p := range paired {
+			rounds = max(rounds, p.rounds)
+		}
+		fmt.Fprintf(&b, "\n#### Paired readings\n\nIn the matrix the two setups a ratio target compares run minutes apart in a round, each through every scenario, and the machine's load (others' work on the two cores) can fall on one and not the other. So `make bench` then runs each ratio target's setups alone, back to back in each of %d rounds on fresh pods (`benchrun -setups <the compared setups> -scenarios <its scenario>`), and decides them again the same way:\n\n", rounds)
+		b.WriteString(t)
+	}
 
 	b.WriteString(variantsSection(x))
 	b.WriteString("\n### Results\n\n")
@@ -128,7 +138,11 @@ func render(x results, meta bench.Meta) string {
 		}
 	}
 	if multi {
-		b.WriteString("\nRaw numbers: `bench/results.json` (the medians, one object per setup and scenario), `bench/results.runs.json` (every run, with its round) and `bench/results.meta.json` (machine, versions, and the load average and conntrack check of each round).\n")
+		b.WriteString("\nRaw numbers: `bench/results.json` (the medians, one object per setup and scenario), `bench/results.runs.json` (every run, with its round) and `bench/results.meta.json` (machine, versions, and the load average and conntrack check of each round)")
+		if len(paired) > 0 {
+			b.WriteString("; the paired phase's beside them, `bench/results.paired-<scenario>.json` and its `.runs.json` and `.meta.json`")
+		}
+		b.WriteString(".\n")
 	} else {
 		b.WriteString("\nRaw numbers: `bench/results.json` (one object per run) and `bench/results.meta.json`.\n")
 	}

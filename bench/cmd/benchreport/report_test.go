@@ -217,7 +217,7 @@ func TestRenderRounds(t *testing.T) {
 			{Round: 2, Load1: 2.5, Load1Min: 2.0, Load1Max: 3.1, Conntrack: map[string]int{"direct": 0, "hoptrace-100": 0, "iptables": 38}},
 			{Round: 3, Load1: 3.0, Load1Min: 2.2, Load1Max: 4.0, Conntrack: map[string]int{"direct": 0, "hoptrace-100": 0, "iptables": 41}},
 		}}
-	out := render(index(bench.Summarize(runs), runs), meta)
+	out := render(index(bench.Summarize(runs), runs), meta, nil)
 	for _, want := range []string{
 		"The whole matrix ran 3 times (rounds)",
 		"round 1: 1.5 (1.2–2.5), round 2: 2.5 (2.0–3.1), round 3: 3.0 (2.2–4.0)",
@@ -344,5 +344,50 @@ func TestTracingTargets(t *testing.T) {
 	// Without the untraced setup the target is not measured, not met.
 	if v := tracingTargets(index(bench.Summarize(runs[:1]), runs[:1]))[0]; !v.missing {
 		t.Errorf("without hoptrace-0: %s", v.status())
+	}
+}
+
+// The paired phase's results are decided like the matrix's, each target from
+// the invocation that measured it; what an invocation did not measure is not
+// listed. They render as a table of their own after the matrix's targets.
+func TestPairedReadings(t *testing.T) {
+	var http, conn []bench.Result
+	for round, rps := range []float64{9500, 10200, 9700, 9900, 10100, 9600} { // against nginx's 10,000
+		http = append(http,
+			bench.Result{Round: round + 1, Setup: "hoptrace-100", Scenario: "http-max", RPS: rps, Requests: 30000, CPUSeconds: 1.8},
+			bench.Result{Round: round + 1, Setup: "hoptrace-0", Scenario: "http-max", RPS: 10500, Requests: 30000, CPUSeconds: 1.6},
+			bench.Result{Round: round + 1, Setup: "nginx", Scenario: "http-max", RPS: 10000, Requests: 30000, CPUSeconds: 1.9},
+		)
+		conn = append(conn,
+			bench.Result{Round: round + 1, Setup: "hoptrace-0", Scenario: "http-close-max", RPS: 6500},
+			bench.Result{Round: round + 1, Setup: "iptables", Scenario: "http-close-max", RPS: 5000},
+		)
+	}
+	paired := []results{index(bench.Summarize(http), http), index(bench.Summarize(conn), conn)}
+	table := pairedTable(paired)
+	for _, want := range []string{
+		// 0.95–1.02×, two rounds of six at or above 1×.
+		"| http-max: hoptrace-100 ≥ 1× nginx, CPU/req ≤ nginx's | 9800 vs 10000 req/s: 0.98× (0.95–1.02 over 6 rounds); CPU/req 0.95× nginx's (0.95–0.95) | not decided (median not met; met in 2 of 6 rounds) |",
+		// 1.8 − 1.6 s over 30,000 requests: +6.7 µs in every round.
+		"| http-max: tracing (hoptrace-100 minus hoptrace-0) ≤ 8 µs of agent CPU per request for 4 spans | +6.7 µs",
+		"| met |\n",
+		"| http-close-max: eBPF capture (hoptrace-0) ≥ 1.2× iptables capture in new connections/s | 6500 vs 5000 conn/s: 1.30×",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("paired table lacks %q:\n%s", want, table)
+		}
+	}
+	for _, absent := range []string{"caddy", "grpc-max", "http-5k", "not measured"} {
+		if strings.Contains(table, absent) {
+			t.Errorf("paired table lists %q, which no paired run measured:\n%s", absent, table)
+		}
+	}
+	meta := bench.Meta{Date: "2026-12-05T18:00:00Z", Cores: 2}
+	out := render(index(bench.Summarize(http), http), meta, paired)
+	if !strings.Contains(out, "#### Paired readings") || !strings.Contains(out, "each of 6 rounds") || !strings.Contains(out, table) {
+		t.Errorf("render has no paired readings:\n%s", out)
+	}
+	if strings.Contains(render(index(bench.Summarize(http), http), meta, nil), "Paired readings") {
+		t.Error("paired readings rendered without a paired phase")
 	}
 }

@@ -82,6 +82,29 @@ func targetsTable(x results) string {
 	vs = append(vs, memoryTargets(x)...)
 	vs = append(vs, errorTarget(x))
 	vs = append(vs, crossNodeTarget(x))
+	return verdictTable(vs)
+}
+
+// pairedTable renders the ratio targets again from the paired phase of make
+// bench: runs of only the setups a target compares, back to back in every
+// round (xs holds one results per invocation). Targets a phase did not
+// measure are left out rather than shown as missing.
+func pairedTable(xs []results) string {
+	var vs []verdict
+	for _, x := range xs {
+		for _, v := range slices.Concat(throughputTargets(x), tracingTargets(x), []verdict{captureTarget(x)}) {
+			if !v.missing {
+				vs = append(vs, v)
+			}
+		}
+	}
+	if len(vs) == 0 {
+		return ""
+	}
+	return verdictTable(vs)
+}
+
+func verdictTable(vs []verdict) string {
 	var b strings.Builder
 	b.WriteString("| target | measured | verdict |\n|---|---|---|\n")
 	for _, v := range vs {
