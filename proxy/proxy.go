@@ -146,7 +146,8 @@ type Config struct {
 
 	// CaptureHeaders names request and response headers recorded as span
 	// attributes (http.request.header.<name>). Nothing else is; credentials only
-	// if listed here.
+	// if listed here. A name that is not an HTTP token makes New fail
+	// (ErrHeaderName).
 	CaptureHeaders []string
 	// QueryString records url.query (and the query in url.full).
 	QueryString bool
