@@ -22,8 +22,7 @@ func peekPending(c net.Conn) (pending, alive bool) {
 	var n int
 	var perr error
 	if err := rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		n, perr = peekByte(fd)
 		return true // never wait
 	}); err != nil {
 		return false, false

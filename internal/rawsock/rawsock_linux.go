@@ -2,6 +2,8 @@
 // without entering the Go scheduler's syscall state; waiting, deadlines and
 // Close stay the netpoller's. The proxy wraps every connection it serves or
 // dials, and the exporter its connection to the collector.
+// (The proxy's and the exporter's MSG_PEEK looks at a socket are raw calls of
+// their own for the same reason.)
 package rawsock
 
 import (
