@@ -330,20 +330,26 @@ func (o *podObserver) requestCounter(s proxy.RequestStats) prometheus.Counter {
 }
 
 // statusClasses are the status_class label's usual values, by
-// statusClassIndex.
-var statusClasses = [...]string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "failed", "grpc-error", "none"}
+// statusClassIndex: the HTTP classes by their digit, then the three below.
+var statusClasses = [...]string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx", classFailed: "failed", classGRPCError: "grpc-error", classNone: "none"}
+
+const (
+	classFailed = 6 + iota
+	classGRPCError
+	classNone
+)
 
 // statusClassIndex is the request's status_class as an index into
 // statusClasses, -1 for a status of 600 or more.
 func statusClassIndex(s proxy.RequestStats) int {
 	switch {
 	case s.Failed:
-		return 6
+		return classFailed
 	case s.GRPCStatus > 0:
-		return 7
+		return classGRPCError
 	case s.Status == 0:
-		return 8
-	case s.Status/100 < 6:
+		return classNone
+	case s.Status/100 < classFailed:
 		return s.Status / 100
 	}
 	return -1

@@ -4,7 +4,8 @@ import (
 	"net"
 	"os"
 	"syscall"
-	"unsafe"
+
+	"github.com/hoptrace/hoptrace/internal/rawsock"
 )
 
 // peeker looks at a socket with MSG_PEEK: it learns about the connection
@@ -14,7 +15,6 @@ type peeker struct {
 	rc           syscall.RawConn // nil: not a socket
 	mem          *memConn        // a local hand-off's connection: waited on in memory
 	await, probe func(fd uintptr) bool
-	b            [1]byte
 	errno        error // what the last peek returned
 	woken        bool  // wait's first look found nothing, and readiness came since
 
@@ -68,8 +68,7 @@ func newPeeker(c net.Conn) *peeker {
 }
 
 func (p *peeker) peek(fd uintptr) error {
-	// Raw, as the reads of package rawsock are: MSG_DONTWAIT never blocks.
-	_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.b[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	_, e := rawsock.Peek(fd)
 	p.errno = nil
 	if e != 0 {
 		p.errno = e
