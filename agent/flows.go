@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hoptrace/hoptrace/proxy"
 )
 
 // Flow is one connection as the CLI shows it: proxied (redirected) or bypassed.
@@ -32,25 +34,56 @@ type Flow struct {
 // flowTable keeps the most recent finished flows and feeds live watchers.
 type flowTable struct {
 	mu     sync.Mutex
-	ring   []Flow
+	ring   []flowEntry
 	next   int
 	full   bool
 	subs   map[chan Flow]struct{}
 	missed atomic.Uint64 // flows a slow watcher did not get
 }
 
-func newFlowTable(size int) *flowTable {
-	return &flowTable{ring: make([]Flow, size), subs: map[chan Flow]struct{}{}}
+// flowEntry is a finished flow as recorded: a proxied one keeps the proxy's
+// numbers and is formatted (addresses, legs, trace id) only when someone reads
+// it. Every connection the agent proxies ends here, and formatting each one
+// as it closed was a measurable part of the agent's work per connection at
+// thousands of new connections a second; the table is read rarely.
+type flowEntry struct {
+	pod    string // namespace/name, of a proxied flow
+	stats  proxy.FlowStats
+	bypass *Flow // a bypassed connection's flow, already formatted
 }
 
-func (t *flowTable) add(f Flow) {
+func (e *flowEntry) flow() Flow {
+	if e.bypass != nil {
+		return *e.bypass
+	}
+	return flowFromStats(e.pod, e.stats)
+}
+
+func newFlowTable(size int) *flowTable {
+	return &flowTable{ring: make([]flowEntry, size), subs: map[chan Flow]struct{}{}}
+}
+
+// add records a flow that is formatted already (a bypass event's).
+func (t *flowTable) add(f Flow) { t.put(flowEntry{bypass: &f}) }
+
+// addStats records a proxied flow of pod (namespace/name) as the proxy
+// reported it.
+func (t *flowTable) addStats(pod string, s proxy.FlowStats) {
+	t.put(flowEntry{pod: pod, stats: s})
+}
+
+func (t *flowTable) put(e flowEntry) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.ring[t.next] = f
+	t.ring[t.next] = e
 	t.next = (t.next + 1) % len(t.ring)
 	if t.next == 0 {
 		t.full = true
 	}
+	if len(t.subs) == 0 {
+		return
+	}
+	f := e.flow()
 	for ch := range t.subs {
 		select {
 		case ch <- f:
@@ -67,9 +100,14 @@ func (t *flowTable) recent() []Flow {
 	defer t.mu.Unlock()
 	var out []Flow
 	if t.full {
-		out = append(out, t.ring[t.next:]...)
+		for i := t.next; i < len(t.ring); i++ {
+			out = append(out, t.ring[i].flow())
+		}
 	}
-	return append(out, t.ring[:t.next]...)
+	for i := range t.ring[:t.next] {
+		out = append(out, t.ring[i].flow())
+	}
+	return out
 }
 
 func (t *flowTable) subscribe() (<-chan Flow, func()) {

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"net/netip"
+	"reflect"
 	"testing"
 	"time"
 
@@ -91,5 +93,52 @@ func TestRequestCountersByLabelSet(t *testing.T) {
 		if got := testutil.ToFloat64(m.requests.WithLabelValues("ns", "p", tt.st.Direction.String(), tt.st.Protocol.String(), tt.class)); got != 2 {
 			t.Errorf("%s %s %s = %v, want 2", tt.st.Direction, tt.st.Protocol, tt.class, got)
 		}
+	}
+}
+
+func TestFlowCountersByLabelSet(t *testing.T) {
+	m := newMetrics()
+	o := newPodObserver(m, newFlowTable(4), "ns", "p")
+	for _, s := range []proxy.FlowStats{
+		{Direction: proxy.Outbound, Protocol: proxy.ProtocolHTTP1},
+		{Direction: proxy.Inbound, Protocol: proxy.ProtocolHTTP1},
+		{Direction: proxy.Inbound, Protocol: proxy.ProtocolGRPC},
+		{Direction: proxy.Inbound, Protocol: proxy.ProtocolOpaque},
+		{Direction: proxy.Inbound, Protocol: proxy.Protocol(200)}, // no slot
+	} {
+		for range 2 { // the second time from the slot the first one filled
+			o.ObserveFlow(s)
+		}
+		if got := testutil.ToFloat64(m.flows.WithLabelValues("ns", "p", s.Direction.String(), s.Protocol.String())); got != 2 {
+			t.Errorf("%s %s = %v, want 2", s.Direction, s.Protocol, got)
+		}
+	}
+}
+
+// A proxied flow is kept as the proxy's numbers and formatted when read: the
+// table and its watchers see what flowFromStats makes of them.
+func TestFlowTableFormatsProxiedFlowsWhenRead(t *testing.T) {
+	ft := newFlowTable(4)
+	ch, cancel := ft.subscribe()
+	defer cancel()
+	start := time.Unix(1700000000, 0)
+	s := proxy.FlowStats{
+		Direction: proxy.Outbound, Protocol: proxy.ProtocolHTTP1,
+		Peer: netip.MustParseAddrPort("10.0.0.1:40000"), Dst: netip.MustParseAddrPort("10.0.0.2:8080"),
+		Start: start, End: start.Add(time.Second), Requests: 4, BytesIn: 10, BytesOut: 20,
+		ServerTime: 8 * time.Millisecond, ClientTime: 4 * time.Millisecond,
+	}
+	ft.addStats("demo/hello", s)
+	ft.add(Flow{Pod: "demo/hello", Reason: "excluded-port"})
+	want := flowFromStats("demo/hello", s)
+	got := ft.recent()
+	if len(got) != 2 || !reflect.DeepEqual(got[0], want) || got[1].Reason != "excluded-port" {
+		t.Fatalf("recent = %+v, want %+v then the bypass", got, want)
+	}
+	if got[0].Client != "10.0.0.1:40000" || got[0].Dst != "10.0.0.2:8080" || got[0].LegsMs["outbound-server"] != 2 {
+		t.Errorf("formatted %+v", got[0])
+	}
+	if w := <-ch; !reflect.DeepEqual(w, want) {
+		t.Errorf("watcher got %+v, want %+v", w, want)
 	}
 }

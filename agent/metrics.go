@@ -238,6 +238,7 @@ type podObserver struct {
 	flows     *flowTable
 	legs      [4]func() prometheus.Observer            // by spans.Leg
 	counters  [requestSlots]atomic.Pointer[counterRef] // by requestSlot
+	flowCount [flowSlots]atomic.Pointer[counterRef]    // by flowSlot
 	others    sync.Map                                 // requestKey → prometheus.Counter, for what has no slot
 	refused   func() prometheus.Counter                // forced traces refused
 	untrusted func() prometheus.Counter                // untrusted sampling headers ignored
@@ -363,15 +364,36 @@ func statusClass(s proxy.RequestStats) string {
 	return strconv.Itoa(s.Status/100) + "xx"
 }
 
+// flowSlots: the flow counters of a pod's usual label sets, two directions by
+// the protocols, found by index as the request counters are (requestSlot).
+const flowSlots = 2 * requestProtocols
+
+// flowCounter resolves a flow's counter child once per label set: one is
+// counted for every connection, and at thousands of new connections a second
+// hashing four label values each time showed in the agent's profile.
+func (o *podObserver) flowCounter(s proxy.FlowStats) prometheus.Counter {
+	dir := int(s.Direction) - 1
+	if dir < 0 || dir > 1 || int(s.Protocol) >= requestProtocols {
+		return o.m.flows.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String())
+	}
+	slot := dir*requestProtocols + int(s.Protocol)
+	if c := o.flowCount[slot].Load(); c != nil {
+		return c.Counter
+	}
+	c := &counterRef{o.m.flows.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String())}
+	o.flowCount[slot].Store(c)
+	return c.Counter
+}
+
 func (o *podObserver) ObserveFlow(s proxy.FlowStats) {
-	o.m.flows.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String()).Inc()
+	o.flowCounter(s).Inc()
 	if s.ProtocolErrors > 0 {
 		o.m.breaches.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String()).Add(float64(s.ProtocolErrors))
 	}
 	if s.IdleClosed {
 		o.m.silent.WithLabelValues(o.namespace, o.name, s.Direction.String()).Inc()
 	}
-	o.flows.add(flowFromStats(o.pod, s))
+	o.flows.addStats(o.pod, s)
 }
 
 // forget removes a detached pod's series so /metrics does not grow with churn.

@@ -149,6 +149,22 @@ struct {
 	__type(value, struct orig_dst);
 } orig_by_port SEC(".maps");
 
+/* What sockops hands the proxy for each redirected connection: its key and
+ * original destination, in a ring the agent reads from shared memory (no
+ * wake-up is sent: the agent looks when it accepts). A look-up in orig_by_port
+ * is a bpf() system call per connection, the largest part of the capture's
+ * cost per connection; reading the ring is none. When the ring is full (an
+ * agent that stopped accepting) the record goes to orig_by_port instead. */
+struct orig_rec {
+	struct port_key key;
+	struct orig_dst dst;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 << 10);
+} orig_ring SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -458,9 +474,11 @@ int hoptrace_connect6(struct bpf_sock_addr *ctx)
 	return connect_common(ctx, &dst, AF_INET6, 1);
 }
 
-/* sockops copies a redirected connection's original destination from the socket
- * (where connect left it) to the key (netns cookie, local port), which is what the
- * proxy can see after accept. The socket keeps its own copy for getpeername. */
+/* sockops hands a redirected connection's original destination from the socket
+ * (where connect left it) to the proxy under the key (netns cookie, local port),
+ * which is what the proxy can see after accept: through orig_ring, or
+ * orig_by_port when the ring is full. The socket keeps its own copy for
+ * getpeername. */
 SEC("sockops")
 int hoptrace_sockops(struct bpf_sock_ops *skops)
 {
@@ -479,7 +497,9 @@ int hoptrace_sockops(struct bpf_sock_ops *skops)
 						      skops->remote_ip6[2] == bpf_htonl(0x0000ffff))
 			   ? AF_INET6
 			   : AF_INET;
-	bpf_map_update_elem(&orig_by_port, &k, &rd->dst, BPF_ANY);
+	struct orig_rec rec = {.key = k, .dst = rd->dst};
+	if (bpf_ringbuf_output(&orig_ring, &rec, sizeof(rec), BPF_RB_NO_WAKEUP) != 0)
+		bpf_map_update_elem(&orig_by_port, &k, &rd->dst, BPF_ANY);
 	return 1;
 }
 
@@ -654,6 +674,7 @@ struct {
 } pod_index SEC(".maps");
 
 /* Keep these types in BTF so bpf2go can generate their Go twins. */
+const struct orig_rec *unused_orig_rec __attribute__((unused));
 const struct event *unused_event __attribute__((unused));
 const struct cidr_key *unused_cidr_key __attribute__((unused));
 const struct pod_port *unused_pod_port __attribute__((unused));

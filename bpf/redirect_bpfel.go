@@ -67,6 +67,12 @@ type RedirectOrigDst struct {
 	NetnsCookie uint64
 }
 
+type RedirectOrigRec struct {
+	_   structs.HostLayout
+	Key RedirectPortKey
+	Dst RedirectOrigDst
+}
+
 type RedirectPodId struct {
 	_  structs.HostLayout
 	Id [128]int8
@@ -166,6 +172,7 @@ const (
 	RedirectMapEvents                = "events"
 	RedirectMapInboundListeners      = "inbound_listeners"
 	RedirectMapOrigByPort            = "orig_by_port"
+	RedirectMapOrigRing              = "orig_ring"
 	RedirectMapPodIndex              = "pod_index"
 	RedirectMapPodPorts              = "pod_ports"
 	RedirectMapPodsIn                = "pods_in"
@@ -186,6 +193,7 @@ const (
 	RedirectVarUnusedCounter         = "unused_counter"
 	RedirectVarUnusedDirection       = "unused_direction"
 	RedirectVarUnusedEvent           = "unused_event"
+	RedirectVarUnusedOrigRec         = "unused_orig_rec"
 	RedirectVarUnusedPodInFlag       = "unused_pod_in_flag"
 	RedirectVarUnusedPodLocal        = "unused_pod_local"
 	RedirectVarUnusedPodPort         = "unused_pod_port"
@@ -254,6 +262,7 @@ type RedirectMapSpecs struct {
 	Events           *ebpf.MapSpec `ebpf:"events"`
 	InboundListeners *ebpf.MapSpec `ebpf:"inbound_listeners"`
 	OrigByPort       *ebpf.MapSpec `ebpf:"orig_by_port"`
+	OrigRing         *ebpf.MapSpec `ebpf:"orig_ring"`
 	PodIndex         *ebpf.MapSpec `ebpf:"pod_index"`
 	PodPorts         *ebpf.MapSpec `ebpf:"pod_ports"`
 	PodsIn           *ebpf.MapSpec `ebpf:"pods_in"`
@@ -272,6 +281,7 @@ type RedirectVariableSpecs struct {
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedDirection  *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedOrigRec    *ebpf.VariableSpec `ebpf:"unused_orig_rec"`
 	UnusedPodInFlag  *ebpf.VariableSpec `ebpf:"unused_pod_in_flag"`
 	UnusedPodLocal   *ebpf.VariableSpec `ebpf:"unused_pod_local"`
 	UnusedPodPort    *ebpf.VariableSpec `ebpf:"unused_pod_port"`
@@ -304,6 +314,7 @@ type RedirectMaps struct {
 	Events           *ebpf.Map `ebpf:"events"`
 	InboundListeners *ebpf.Map `ebpf:"inbound_listeners"`
 	OrigByPort       *ebpf.Map `ebpf:"orig_by_port"`
+	OrigRing         *ebpf.Map `ebpf:"orig_ring"`
 	PodIndex         *ebpf.Map `ebpf:"pod_index"`
 	PodPorts         *ebpf.Map `ebpf:"pod_ports"`
 	PodsIn           *ebpf.Map `ebpf:"pods_in"`
@@ -320,6 +331,7 @@ func (m *RedirectMaps) Close() error {
 		m.Events,
 		m.InboundListeners,
 		m.OrigByPort,
+		m.OrigRing,
 		m.PodIndex,
 		m.PodPorts,
 		m.PodsIn,
@@ -339,6 +351,7 @@ type RedirectVariables struct {
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedDirection  *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedOrigRec    *ebpf.Variable `ebpf:"unused_orig_rec"`
 	UnusedPodInFlag  *ebpf.Variable `ebpf:"unused_pod_in_flag"`
 	UnusedPodLocal   *ebpf.Variable `ebpf:"unused_pod_local"`
 	UnusedPodPort    *ebpf.Variable `ebpf:"unused_pod_port"`

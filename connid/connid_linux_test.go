@@ -135,6 +135,34 @@ func TestIdentify(t *testing.T) {
 		}
 	})
 
+	// Inside one pod, over loopback (the app's connection to the agent's
+	// listener, the inbound proxy's to the app): never a hop, not recorded.
+	t.Run("loopback", func(t *testing.T) {
+		for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+			lo, err := client.Listen("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lo.Close()
+			c, err := client.Dial(ctx, "tcp", lo.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			a, err := lo.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			if _, _, ok := tbl.Identify(c); ok {
+				t.Errorf("%s: the dialer's end was identified", lo.Addr())
+			}
+			if _, _, ok := tbl.Identify(a); ok {
+				t.Errorf("%s: the acceptor's end was identified", lo.Addr())
+			}
+		}
+	})
+
 	// A client in another cgroup (the pod's, as an app's connection is).
 	t.Run("foreign client", func(t *testing.T) {
 		cmd := exec.Command("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/8080; sleep 5", server.IPv4))
@@ -167,7 +195,7 @@ func BenchmarkIdentify(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ln, err := pod.Listen("tcp", "127.0.0.1:0")
+	ln, err := pod.Listen("tcp", netip.AddrPortFrom(pod.IPv4, 0).String()) // loopback is not recorded
 	if err != nil {
 		b.Fatal(err)
 	}

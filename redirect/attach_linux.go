@@ -540,6 +540,7 @@ func (r *Redirector) detachLocked(a *Attachment, unpin bool) error {
 	_ = r.maps.PodIndex.Delete(&k)
 	delete(r.byCookie, a.NetnsCookie)
 	errs = append(errs, a.closeLocal())
+	r.orig.forget(a.NetnsCookie) // its listener is closed: nothing left will be accepted
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("detach %s: %w", a.Pod.ID, err)
 	}

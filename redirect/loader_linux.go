@@ -24,8 +24,9 @@ type Redirector struct {
 	// transparent: the kernel has the getpeername/getsockname hooks, so redirected
 	// sockets report their original destination to the app.
 	transparent bool
-	fast        *fastPath // nil: the fast path is off
-	fastErr     error     // why it is off although asked for
+	orig        *origTable // original destinations for the outbound resolvers
+	fast        *fastPath  // nil: the fast path is off
+	fastErr     error      // why it is off although asked for
 
 	mu       sync.Mutex
 	pods     map[string]*Attachment
@@ -132,6 +133,11 @@ func Open(cfg Config) (*Redirector, error) {
 		return nil, err
 	}
 	r.progs, r.maps = objs.programs, objs.RedirectMaps
+	if r.orig, err = newOrigTable(r.maps.OrigRing, r.maps.OrigByPort); err != nil {
+		objs.programs.Close()
+		objs.RedirectMaps.Close()
+		return nil, fmt.Errorf("original destinations: %w", err)
+	}
 	// Adopted maps keep what the last agent set: set it again.
 	var all uint32
 	if cfg.AllEvents {
@@ -140,6 +146,7 @@ func Open(cfg Config) (*Redirector, error) {
 	if err := r.maps.Settings.Put(uint32(bpf.RedirectSettingSETTING_ALL_EVENTS), all); err != nil {
 		objs.programs.Close()
 		objs.RedirectMaps.Close()
+		r.orig.close()
 		return nil, fmt.Errorf("configure BPF programs: %w", err)
 	}
 	r.removeRetiredMaps()
@@ -191,6 +198,9 @@ func (r *Redirector) load() (*objects, error) {
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinByName
 	}
+	if r.cfg.origRingSize != 0 {
+		spec.Maps[bpf.RedirectMapOrigRing].MaxEntries = r.cfg.origRingSize
+	}
 	var objs objects
 	err = loadObjects(spec, &objs, r.transparent, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: r.mapsDir}})
 	if err != nil {
@@ -226,7 +236,7 @@ func (r *Redirector) Close() error {
 	for _, id := range ids {
 		errs = append(errs, r.removePinnedLocked(id))
 	}
-	errs = append(errs, r.maps.Close(), r.progs.Close())
+	errs = append(errs, r.orig.close(), r.maps.Close(), r.progs.Close())
 	if r.fast != nil {
 		errs = append(errs, r.fast.close())
 	}
@@ -253,7 +263,7 @@ func (r *Redirector) Release() error {
 		errs = append(errs, a.closeLocal())
 		delete(r.pods, id)
 	}
-	errs = append(errs, r.maps.Close(), r.progs.Close())
+	errs = append(errs, r.orig.close(), r.maps.Close(), r.progs.Close())
 	if r.fast != nil {
 		errs = append(errs, r.fast.close())
 	}

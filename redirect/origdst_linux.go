@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/hoptrace/hoptrace/bpf"
 	"github.com/hoptrace/hoptrace/netns"
 )
@@ -21,7 +19,7 @@ const (
 // OutboundResolver returns the resolver for connections accepted on a.Outbound:
 // it reads (and removes) the original destination the BPF programs recorded.
 func (a *Attachment) OutboundResolver() Resolver {
-	return outboundResolver{m: a.r.maps.OrigByPort, cookie: a.NetnsCookie}
+	return outboundResolver{t: a.r.orig, cookie: a.NetnsCookie}
 }
 
 // InboundResolver returns the resolver for connections accepted on a.Inbound. An
@@ -29,7 +27,7 @@ func (a *Attachment) OutboundResolver() Resolver {
 func (a *Attachment) InboundResolver() Resolver { return inboundResolver{} }
 
 type outboundResolver struct {
-	m      *ebpf.Map
+	t      *origTable
 	cookie uint64
 }
 
@@ -42,15 +40,14 @@ func (o outboundResolver) OriginalDst(c net.Conn) (netip.AddrPort, error) {
 	if ra.IP.To4() != nil {
 		key.Family = afInet
 	}
-	var od bpf.RedirectOrigDst
-	// Lookup-and-delete keeps the map small: each record is read exactly once.
-	if err := o.m.LookupAndDelete(&key, &od); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return netip.AddrPort{}, fmt.Errorf("connection from %s: %w", ra, ErrNoOriginalDst)
-		}
+	dst, err := o.t.take(key)
+	if errors.Is(err, ErrNoOriginalDst) {
+		return netip.AddrPort{}, fmt.Errorf("connection from %s: %w", ra, err)
+	}
+	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("look up original destination of %s: %w", ra, err)
 	}
-	return netip.AddrPortFrom(fromBPFAddr(od.Ip), od.Port), nil
+	return dst, nil
 }
 
 type inboundResolver struct{}

@@ -79,6 +79,10 @@ type Config struct {
 	// breakFastPath makes the fast path's programs fail to load, as a kernel
 	// that refuses them would; for tests of that fallback.
 	breakFastPath bool
+	// origRingSize, when set, sizes orig_ring (bytes, a power of two of at
+	// least a page) instead of the program's 256 KiB: a small one fills, for
+	// tests of orig_by_port taking over.
+	origRingSize uint32
 }
 
 // Counters are the BPF programs' running totals, summed over CPUs.

@@ -20,6 +20,7 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/hoptrace/hoptrace/bpf"
 	"github.com/hoptrace/hoptrace/cgroup2"
 	"github.com/hoptrace/hoptrace/internal/testenv"
 	"github.com/hoptrace/hoptrace/nodebox"
@@ -552,8 +553,10 @@ type addrConn struct {
 
 func (c addrConn) RemoteAddr() net.Addr { return c.remote }
 
-// BenchmarkOriginalDst measures the proxy's per-connection look-up: one map
-// update (standing in for the kernel's sockops write) plus the lookup-and-delete.
+// BenchmarkOriginalDst measures the proxy's per-connection look-up when the
+// record is in orig_by_port (the ring was full): one map update (standing in
+// for the kernel's sockops write) plus a look at the empty ring and the
+// lookup-and-delete. From the ring there is no system call at all.
 func BenchmarkOriginalDst(b *testing.B) {
 	_, att := benchPods(b)
 	res := att.OutboundResolver().(outboundResolver)
@@ -562,7 +565,7 @@ func BenchmarkOriginalDst(b *testing.B) {
 	val := bpfOrigDst(netip.MustParseAddrPort("10.1.2.3:8080"))
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := res.m.Put(&key, &val); err != nil {
+		if err := res.t.fallback.Put(&key, &val); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := res.OriginalDst(conn); err != nil {
@@ -773,5 +776,96 @@ func TestLocalDestinationsNotCaptured(t *testing.T) {
 		if !strings.HasPrefix(got[target], "app-a ") {
 			t.Errorf("connect %s: %q, want the pod's own app", target, got[target])
 		}
+	}
+}
+
+// The original destinations reach the proxy through orig_ring; when the ring
+// is full (an agent that stopped accepting) sockops puts them in orig_by_port
+// instead and the proxy finds them there: every connection still goes where
+// its app sent it. The second round wraps around the ring's end.
+func TestOriginalDstWhenTheRingIsFull(t *testing.T) {
+	page := uint32(os.Getpagesize())
+	g := newRig(t, func(c *Config) { c.origRingSize = page })
+	p := g.pod(t, "a")
+	att := g.attach(t, p, nil)
+	res := att.OutboundResolver()
+	// More connections than the ring has records for (56 bytes each).
+	n := int(page)/56 + 30
+	for round := range 2 {
+		// Accept them all before looking any up: the ring fills meanwhile.
+		accepted := make(chan []net.Conn, 1)
+		go func() {
+			var cs []net.Conn
+			for len(cs) < n {
+				c, err := att.Outbound.Accept()
+				if err != nil {
+					break
+				}
+				cs = append(cs, c)
+			}
+			accepted <- cs
+			for _, c := range cs {
+				dst, err := res.OriginalDst(c)
+				fmt.Fprintf(c, "%s %v\n", dst, err)
+				c.Close()
+			}
+		}()
+		var targets []string
+		for i := range n {
+			targets = append(targets, fmt.Sprintf("10.250.%d.%d:%d", round, i%250+1, 10000+i))
+		}
+		got := connectFrom(t, p, targets...)
+		if cs := <-accepted; len(cs) != n {
+			t.Fatalf("round %d: accepted %d of %d", round, len(cs), n)
+		}
+		for _, target := range targets {
+			if want := target + " <nil>"; got[target] != want {
+				t.Errorf("round %d: %s answered %q, want %q", round, target, got[target], want)
+			}
+		}
+	}
+	fromMap := g.r.orig.fromMap.Load()
+	if fromMap == 0 || fromMap >= uint64(2*n) {
+		t.Errorf("%d of %d destinations from orig_by_port: want some, the rest from the ring", fromMap, 2*n)
+	}
+}
+
+// Records whose connection is never accepted do not pile up: a detached pod's
+// are dropped at once, anyone's after pendingTTL.
+func TestUnclaimedOriginalDstsAreDropped(t *testing.T) {
+	g := newRig(t)
+	p := g.pod(t, "a")
+	att := g.attach(t, p, nil)
+	go serveOrigDst(att.Outbound, att.OutboundResolver(), "agent")
+	o := g.r.orig
+	old := time.Now().Add(-2 * pendingTTL)
+	o.mu.Lock()
+	for i := range pendingSweepAbove + 10 {
+		o.pending[bpf.RedirectPortKey{NetnsCookie: 1, Port: uint16(i), Family: afInet}] = pendingDst{seen: old}
+	}
+	o.pending[bpf.RedirectPortKey{NetnsCookie: att.NetnsCookie, Port: 1, Family: afInet}] = pendingDst{seen: time.Now()}
+	o.mu.Unlock()
+	// A connection's record makes the next look-up sweep.
+	target := "10.250.0.1:8080"
+	if got := connectFrom(t, p, target)[target]; got != "agent "+target {
+		t.Fatalf("answered %q", got)
+	}
+	o.mu.Lock()
+	left := len(o.pending)
+	o.mu.Unlock()
+	if left != 1 {
+		t.Errorf("%d records left after the sweep, want the pod's fresh one", left)
+	}
+	if err := g.r.Detach(att.Pod.ID); err != nil {
+		t.Fatal(err)
+	}
+	o.mu.Lock()
+	left = len(o.pending)
+	o.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d records left after the pod's detach", left)
+	}
+	if got := o.stale.Load(); got != pendingSweepAbove+11 {
+		t.Errorf("%d counted stale, want %d", got, pendingSweepAbove+11)
 	}
 }
