@@ -6,7 +6,12 @@
 //
 //	perf script -i perf.data | perfshare -runs r.runs.json
 //
-// scripts/tracecost.sh runs the whole measurement.
+// With -cpus, the profile is of every CPU (perf record -a): the share is of the
+// machine's time, and the microseconds are the machine's per request, whatever
+// process spent them. That is how capture is attributed, the kernel's work
+// included (-preset capture-bpf, capture-netfilter).
+//
+// scripts/tracecost.sh and scripts/capturecost.sh run the whole measurements.
 package main
 
 import (
@@ -21,25 +26,60 @@ import (
 	"github.com/hoptrace/hoptrace/bench"
 )
 
-// Tracing, as the agent does it: the spans built when a request ends
-// (proxy legs.finish, which also calls the request observer, untraced work
-// left out), the export queue, and the exporter's worker (encoding, sending).
-// The x/net/http2 client's goroutines are the exporter's transport in builds
-// before h2Caller (2026-12-05), so that those can be compared; the proxy uses
-// that client too, but only towards HTTP/2 upstreams, which http-max has none
-// of.
-const (
-	defaultInclude = "proxy.(*legs).finish,exporter.(*queue).push,exporter.(*Exporter).run," +
-		"golang.org/x/net/http2.(*ClientConn),golang.org/x/net/http2.(*clientStream),golang.org/x/net/http2.(*clientConnReadLoop)"
-	defaultExclude = "ObserveRequest"
-)
+// A preset is what one measurement counts: a sample counts when a frame of
+// its stack contains one of include and none contains one of exclude.
+type preset struct{ include, exclude string }
+
+var presets = map[string]preset{
+	// Tracing, as the agent does it: the spans built when a request ends
+	// (proxy legs.finish, which also calls the request observer, untraced
+	// work left out), the export queue, and the exporter's worker (encoding,
+	// sending). The x/net/http2 client's goroutines are the exporter's
+	// transport in builds before h2Caller (2026-12-05), so that those can be
+	// compared; the proxy uses that client too, but only towards HTTP/2
+	// upstreams, which http-max has none of.
+	"tracing": {
+		include: "proxy.(*legs).finish,exporter.(*queue).push,exporter.(*Exporter).run," +
+			"golang.org/x/net/http2.(*ClientConn),golang.org/x/net/http2.(*clientStream),golang.org/x/net/http2.(*clientConnReadLoop)",
+		exclude: "ObserveRequest",
+	},
+	// eBPF capture, wherever it runs: hoptrace's programs (the cgroup hooks'
+	// runners: connect, sockops, getpeername/getsockname; sk_lookup's own
+	// frames), socket-local storage made and freed with the sockets, the
+	// agent's bpf() calls, and its original-destination look-up.
+	"capture-bpf": {
+		include: "_hoptrace_,__cgroup_bpf_run_filter,__sys_bpf,bpf_local_storage,bpf_sk_storage,redirect.outboundResolver.OriginalDst",
+	},
+	// iptables capture: every netfilter hook (conntrack, NAT, the rules),
+	// SO_ORIGINAL_DST, and conntrack entries freed.
+	"capture-netfilter": {
+		include: "nf_hook_slow,nf_getsockopt,getorigdst,nf_ct_,nf_conntrack,destroy_conntrack",
+	},
+}
+
+// everything, as an include, counts every sample: with -comm, a process's
+// whole share.
+const everything = "*"
 
 func main() {
-	include := flag.String("include", defaultInclude, "comma-separated: a sample counts when a frame contains one of these")
-	exclude := flag.String("exclude", defaultExclude, "comma-separated: ... and no frame contains one of these")
+	name := flag.String("preset", "tracing", "what to count: tracing, capture-bpf or capture-netfilter; -include and -exclude override it")
+	include := flag.String("include", "", "comma-separated: a sample counts when a frame contains one of these (* for every sample)")
+	exclude := flag.String("exclude", "", "comma-separated: ... and no frame contains one of these")
+	comm := flag.String("comm", "", "count only samples of this command (perf's comm, the header's first field)")
+	cpus := flag.Int("cpus", 0, "the profile was of every CPU (perf record -a) of this many: report the machine's µs per request")
 	runs := flag.String("runs", "", "benchrun runs file of the profiled run: report µs of CPU per request too")
 	flag.Parse()
-	total, matched, err := count(os.Stdin, split(*include), split(*exclude))
+	p, ok := presets[*name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "perfshare: no preset %q (tracing, capture-bpf, capture-netfilter)\n", *name)
+		os.Exit(2)
+	}
+	if *include != "" {
+		p = preset{include: *include, exclude: *exclude}
+	} else if *exclude != "" {
+		p.exclude = *exclude
+	}
+	total, matched, err := count(os.Stdin, filter{include: split(p.include), exclude: split(p.exclude), comm: *comm})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "perfshare:", err)
 		os.Exit(1)
@@ -56,10 +96,21 @@ func main() {
 			fmt.Fprintln(os.Stderr, "\nperfshare:", err)
 			os.Exit(1)
 		}
-		perReq := r.CPUSeconds / float64(r.Requests) * 1e6
-		fmt.Printf(" of %.1f µs/req (%s %s, %.0f req/s): %.2f µs/req", perReq, r.Setup, r.Scenario, r.RPS, share*perReq)
+		fmt.Print(perRequest(share, *cpus, r))
 	}
 	fmt.Println()
+}
+
+// perRequest turns a share of the samples into microseconds per request: of
+// the profiled process's CPU (its CPU seconds in the run), or with cpus of the
+// machine's (every CPU's time: share × cpus seconds per second, over the
+// requests per second).
+func perRequest(share float64, cpus int, r bench.Result) string {
+	if cpus > 0 {
+		return fmt.Sprintf(" of %d CPUs (%s %s, %.0f req/s): %.2f µs/req", cpus, r.Setup, r.Scenario, r.RPS, share*float64(cpus)/r.RPS*1e6)
+	}
+	perReq := r.CPUSeconds / float64(r.Requests) * 1e6
+	return fmt.Sprintf(" of %.1f µs/req (%s %s, %.0f req/s): %.2f µs/req", perReq, r.Setup, r.Scenario, r.RPS, share*perReq)
 }
 
 func split(s string) []string {
@@ -72,20 +123,28 @@ func split(s string) []string {
 	return out
 }
 
-// count reads perf script's samples: a header line, then one indented line
-// per frame ("addr symbol+offset (dso)"), a blank line between samples.
-func count(r io.Reader, include, exclude []string) (total, matched int, err error) {
+// filter is what count counts.
+type filter struct {
+	include, exclude []string
+	comm             string // "": every command's samples
+}
+
+// count reads perf script's samples: a header line (the command first), then
+// one indented line per frame ("addr symbol+offset (dso)"), a blank line
+// between samples.
+func count(r io.Reader, f filter) (total, matched int, err error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	in, inc, exc := false, false, false
+	all := len(f.include) == 1 && f.include[0] == everything
+	in, inc, exc, ours := false, false, false, false
 	end := func() {
 		if in {
 			total++
-			if inc && !exc {
+			if ours && (all || inc) && !exc {
 				matched++
 			}
 		}
-		in, inc, exc = false, false, false
+		in, inc, exc, ours = false, false, false, false
 	}
 	for sc.Scan() {
 		line := sc.Text()
@@ -95,14 +154,15 @@ func count(r io.Reader, include, exclude []string) (total, matched int, err erro
 		case line[0] != ' ' && line[0] != '\t':
 			end()
 			in = true
+			ours = f.comm == "" || strings.Fields(line)[0] == f.comm
 		default:
-			f := strings.Fields(line)
-			if len(f) < 2 {
+			fs := strings.Fields(line)
+			if len(fs) < 2 {
 				continue
 			}
-			sym := f[1]
-			inc = inc || containsAny(sym, include)
-			exc = exc || containsAny(sym, exclude)
+			sym := fs[1]
+			inc = inc || containsAny(sym, f.include)
+			exc = exc || containsAny(sym, f.exclude)
 		}
 	}
 	end()

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# capturecost.sh: what capture costs per new connection, eBPF against
+# iptables, attributed with perf over the whole machine (the kernel's work
+# runs in the apps' and the proxies' contexts alike) rather than taken from
+# two noisy throughputs. Runs benchrun's hoptrace-0 and iptables at
+# http-close-max (one connection per request) K times each (default 3),
+# alternating, records every CPU with perf during each measured run, and
+# reports the new connections per second and, per connection, the proxy
+# process's CPU (its kernel work included) and the
+# capture's (bench/cmd/perfshare -preset capture-bpf or capture-netfilter:
+# hoptrace's BPF programs, socket storage and original-destination look-up;
+# netfilter's hooks, conntrack and SO_ORIGINAL_DST). Given several
+# directories of binaries (hoptrace, benchrun, otlpsink, iptproxy), it
+# alternates them: an A/B.
+#
+#   sudo scripts/capturecost.sh                 # the tree, 3 runs of each
+#   sudo K=5 scripts/capturecost.sh /tmp/a /tmp/b
+#
+# Needs root, perf (apt-get install linux-perf) and the bench tools
+# (make bench-tools). About 15 s per run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin:/usr/sbin:/sbin
+K=${K:-3}
+TOOLS=${HOPTRACE_CACHE:-$HOME/.cache/hoptrace}/bin
+log() { echo "capturecost.sh: $*" >&2; }
+
+if [[ $(id -u) -ne 0 ]]; then
+	log "benchrun creates namespaces and loads BPF: run as root"
+	exit 1
+fi
+if ! command -v perf >/dev/null; then
+	log "installing perf"
+	apt-get install -y -qq linux-perf >/dev/null
+fi
+if [[ ! -x $TOOLS/fortio ]] || ! command -v nginx >/dev/null; then
+	BENCH_TOOLS_ONLY=1 scripts/bench.sh
+fi
+work=$(mktemp -d /tmp/hoptrace-capturecost.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+go build -o "$work/perfshare" ./bench/cmd/perfshare
+dirs=("$@")
+if [[ ${#dirs[@]} -eq 0 ]]; then
+	log "building the tree into $work/tree"
+	mkdir -p "$work/tree"
+	CGO_ENABLED=0 go build -trimpath -o "$work/tree/hoptrace" ./cmd/hoptrace
+	go build -o "$work/tree/" ./bench/cmd/benchrun ./bench/cmd/otlpsink ./bench/cmd/iptproxy
+	dirs=("$work/tree")
+fi
+cpus=$(nproc)
+
+for k in $(seq 1 "$K"); do
+	for d in "${dirs[@]}"; do
+		for setup in hoptrace-0 iptables; do
+			out=$work/run-$k-$(basename "$d")-$setup
+			"$d/benchrun" -bin-dir "$d" -fortio "$TOOLS/fortio" -nginx "$(command -v nginx)" -rounds 1 \
+				-setups "$setup" -scenarios http-close-max -out "$out.json" >"$out.log" 2>&1 &
+			bench=$!
+			proc=hoptrace preset=capture-bpf
+			if [[ $setup == iptables ]]; then
+				proc=iptproxy preset=capture-netfilter
+			fi
+			for _ in $(seq 1 300); do
+				pgrep -f "^$d/$proc" >/dev/null && break
+				sleep 0.1
+			done
+			sleep 4.4 # benchrun's warm-up (4.1 s), then into the measured run
+			perf record -a -g -F 1999 -o "$out.perf" -- sleep 2.8 >/dev/null 2>&1
+			if ! wait "$bench"; then
+				log "benchrun failed: see $out.log"
+				cat "$out.log" >&2
+				exit 1
+			fi
+			perf script -i "$out.perf" -F comm,ip,sym 2>/dev/null >"$out.script"
+			rm -f "$out.perf"
+			share() { "$work/perfshare" -cpus "$cpus" -runs "$out.runs.json" "$@" <"$out.script"; }
+			line=$(share -include '*' -comm "$proc")
+			rate=$(sed -E 's/.*, ([0-9]+) req\/s.*/\1/' <<<"$line")
+			printf '%s run %d %-10s %5s conn/s; per connection: %s %s, capture %s\n' "$d" "$k" "$setup" "$rate" \
+				"$proc" "${line##*: }" "$(share -preset "$preset" | sed 's/.*: //')"
+			rm -f "$out.script"
+		done
+	done
+done
