@@ -68,14 +68,19 @@ func (t *origTable) take(key bpf.RedirectPortKey) (netip.AddrPort, error) {
 	t.mu.Lock()
 	// Read everything the ring holds first: a newer record under the same key
 	// (the port used again) is the one wanted, and it replaces an older one.
-	t.drainLocked()
-	p, ok := t.pending[key]
-	if ok {
+	// The wanted one is usually the ring's last: it skips pending.
+	dst, ok := t.drainLocked(key)
+	if p, waited := t.pending[key]; waited {
 		delete(t.pending, key)
+		if ok {
+			t.stale.Add(1) // an older record under the same key
+		} else {
+			dst, ok = p.dst, true
+		}
 	}
 	t.mu.Unlock()
 	if ok {
-		return p.dst, nil
+		return dst, nil
 	}
 	var od bpf.RedirectOrigDst
 	// Lookup-and-delete keeps the map small: each record is read exactly once.
@@ -94,7 +99,7 @@ func (t *origTable) take(key bpf.RedirectPortKey) (netip.AddrPort, error) {
 func (t *origTable) forget(cookie uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.drainLocked()
+	t.drainLocked(bpf.RedirectPortKey{})
 	for k := range t.pending {
 		if k.NetnsCookie == cookie {
 			delete(t.pending, k)
@@ -103,19 +108,29 @@ func (t *origTable) forget(cookie uint64) {
 	}
 }
 
-func (t *origTable) drainLocked() {
+// drainLocked moves the ring's records to pending, but for the newest one
+// under want, which it returns.
+func (t *origTable) drainLocked(want bpf.RedirectPortKey) (dst netip.AddrPort, found bool) {
 	if t.ring == nil {
-		return
+		return netip.AddrPort{}, false
 	}
 	var now time.Time
 	t.ring.drain(func(rec *bpf.RedirectOrigRec) {
 		if now.IsZero() {
 			now = time.Now()
 		}
+		d := netip.AddrPortFrom(fromBPFAddr(rec.Dst.Ip), rec.Dst.Port)
+		if rec.Key == want {
+			if found {
+				t.stale.Add(1)
+			}
+			dst, found = d, true
+			return
+		}
 		if _, ok := t.pending[rec.Key]; ok {
 			t.stale.Add(1) // an unclaimed record under the same key, replaced
 		}
-		t.pending[rec.Key] = pendingDst{netip.AddrPortFrom(fromBPFAddr(rec.Dst.Ip), rec.Dst.Port), now}
+		t.pending[rec.Key] = pendingDst{d, now}
 	})
 	if len(t.pending) > pendingSweepAbove && !now.IsZero() && now.Sub(t.lastSweep) > pendingSweepEvery {
 		t.lastSweep = now
@@ -126,6 +141,7 @@ func (t *origTable) drainLocked() {
 			}
 		}
 	}
+	return dst, found
 }
 
 // close unmaps the ring; a resolver still running afterwards finds

@@ -869,3 +869,35 @@ func TestUnclaimedOriginalDstsAreDropped(t *testing.T) {
 		t.Errorf("%d counted stale, want %d", got, pendingSweepAbove+11)
 	}
 }
+
+// A port used again: an unclaimed record of an earlier connection under the
+// same key waits in pending, and the connection's own, newer record wins.
+func TestOriginalDstNewestRecordWins(t *testing.T) {
+	g := newRig(t)
+	p := g.pod(t, "a")
+	att := g.attach(t, p, nil)
+	o := g.r.orig
+	go func() {
+		for {
+			c, err := att.Outbound.Accept()
+			if err != nil {
+				return
+			}
+			ra := c.RemoteAddr().(*net.TCPAddr)
+			key := bpf.RedirectPortKey{NetnsCookie: att.NetnsCookie, Port: uint16(ra.Port), Family: afInet}
+			o.mu.Lock()
+			o.pending[key] = pendingDst{dst: netip.MustParseAddrPort("10.9.9.9:9"), seen: time.Now()}
+			o.mu.Unlock()
+			dst, err := att.OutboundResolver().OriginalDst(c)
+			fmt.Fprintf(c, "%s %v\n", dst, err)
+			c.Close()
+		}
+	}()
+	target := "10.250.0.1:8080"
+	if got := connectFrom(t, p, target)[target]; got != target+" <nil>" {
+		t.Errorf("answered %q, want %q", got, target+" <nil>")
+	}
+	if got := o.stale.Load(); got != 1 {
+		t.Errorf("%d counted stale, want the older record", got)
+	}
+}
