@@ -487,17 +487,21 @@ func (a *Agent) startPod(rd *redirect.Redirector, p pods.Pod) (*podRun, error) {
 		rd.Detach(p.ID())
 		return nil, fmt.Errorf("start proxies: %w", err)
 	}
+	// Each listener (IPv4, IPv6) served on its own: through the merged one
+	// every new connection would pass from its accept loop to Serve's.
 	for _, s := range []struct {
-		p  *proxy.Proxy
-		ln net.Listener
-	}{{run.out, att.Outbound}, {run.in, att.Inbound}} {
-		run.done.Add(1)
-		go func() {
-			defer run.done.Done()
-			if err := s.p.Serve(s.ln); err != nil && !errors.Is(err, proxy.ErrClosed) && !errors.Is(err, net.ErrClosed) {
-				logger.Warn("proxy stopped", "err", err)
-			}
-		}()
+		p   *proxy.Proxy
+		lns []net.Listener
+	}{{run.out, att.OutboundListeners()}, {run.in, att.InboundListeners()}} {
+		for _, ln := range s.lns {
+			run.done.Add(1)
+			go func() {
+				defer run.done.Done()
+				if err := s.p.Serve(ln); err != nil && !errors.Is(err, proxy.ErrClosed) && !errors.Is(err, net.ErrClosed) {
+					logger.Warn("proxy stopped", "err", err)
+				}
+			}()
+		}
 	}
 	return run, nil
 }

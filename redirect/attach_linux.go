@@ -29,9 +29,11 @@ type Attachment struct {
 	// capture applies to connections towards them.
 	Addrs []netip.Addr
 	// Outbound receives the pod's redirected outbound connections (127.0.0.1 and,
-	// when the pod has IPv6 loopback, [::1] on the outbound port).
+	// when the pod has IPv6 loopback, [::1] on the outbound port), merged from
+	// OutboundListeners.
 	Outbound net.Listener
-	// Inbound receives connections to the pod's captured ports.
+	// Inbound receives connections to the pod's captured ports, merged from
+	// InboundListeners.
 	Inbound net.Listener
 
 	r      *Redirector
@@ -528,6 +530,15 @@ func (r *Redirector) Detach(id string) error {
 	}
 	return fmt.Errorf("detach %s: %w", id, ErrNotAttached)
 }
+
+// OutboundListeners are Outbound's listeners, IPv4 and (when the pod has it)
+// IPv6, to be served each on its own: accepting through the merged Outbound
+// hands every connection from one goroutine to another. Serve these or accept
+// on Outbound, not both.
+func (a *Attachment) OutboundListeners() []net.Listener { return a.outLn.listeners() }
+
+// InboundListeners are Inbound's listeners, as OutboundListeners are Outbound's.
+func (a *Attachment) InboundListeners() []net.Listener { return a.inLn.listeners() }
 
 func (r *Redirector) detachLocked(a *Attachment, unpin bool) error {
 	var errs []error

@@ -320,7 +320,17 @@ func testFastPathOutboundLeg(t *testing.T, v6 bool) {
 	app := startFastApp(t, a, fmt.Sprintf("client|%s|%s|halfclose", hostPort(dst, 80), joinSizes(sizes)))
 	// Snapshot before the greeting or echo that lets the app send the next round.
 	prev := fastCounters(t, g.r)
-	c := acceptOne(t, att.Outbound)
+	// Each family's listener served on its own, as the agent does: it adds
+	// the accepted socket to the fast path as the merged one does.
+	lns := att.OutboundListeners()
+	if len(lns) != 2 {
+		t.Fatalf("%d outbound listeners, want IPv4 and IPv6", len(lns))
+	}
+	ln := lns[0]
+	if v6 {
+		ln = lns[1]
+	}
+	c := acceptOne(t, ln)
 	for r, n := range sizes {
 		readExact(t, c, pattern(r, n), fmt.Sprintf("round %d (%d bytes)", r, n))
 		now := fastCounters(t, g.r)

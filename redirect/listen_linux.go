@@ -43,28 +43,52 @@ func socketFD(sc syscall.Conn, fn func(fd int) error) error {
 }
 
 // dualListener merges a pod's IPv4 and (when the pod has IPv6 loopback) IPv6
-// listener into one net.Listener for the proxy.
+// listeners into one net.Listener. Its accept loops start with the first
+// Accept: a caller that serves each listener itself (listeners) pays no
+// hand-over between goroutines per connection.
 type dualListener struct {
-	v4, v6 *net.TCPListener
-	conns  chan net.Conn
-	errs   chan error
-	done   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
+	v4, v6  *net.TCPListener
+	conns   chan net.Conn
+	errs    chan error
+	done    chan struct{}
+	mu      sync.Mutex // started, closed: loops start only before Close
+	started bool
+	closed  bool
+	once    sync.Once
+	wg      sync.WaitGroup
 	// onAccept, when set, sees each accepted connection before the proxy does.
 	onAccept func(net.Conn)
 }
 
 func newDualListener(v4, v6 *net.TCPListener, onAccept func(net.Conn)) *dualListener {
-	d := &dualListener{v4: v4, v6: v6, conns: make(chan net.Conn), errs: make(chan error, 2), done: make(chan struct{}), onAccept: onAccept}
-	for _, ln := range []*net.TCPListener{v4, v6} {
-		if ln == nil {
-			continue
+	return &dualListener{v4: v4, v6: v6, conns: make(chan net.Conn), errs: make(chan error, 2), done: make(chan struct{}), onAccept: onAccept}
+}
+
+// listeners returns the listeners one by one, each calling onAccept.
+func (d *dualListener) listeners() []net.Listener {
+	var out []net.Listener
+	for _, ln := range []*net.TCPListener{d.v4, d.v6} {
+		if ln != nil {
+			out = append(out, &hookListener{ln, d.onAccept})
 		}
-		d.wg.Add(1)
-		go d.acceptLoop(ln)
 	}
-	return d
+	return out
+}
+
+// hookListener calls onAccept (if set) with each connection it accepts. A
+// pointer: listeners are map keys (the proxy tracks them), and a func is not
+// comparable.
+type hookListener struct {
+	*net.TCPListener
+	onAccept func(net.Conn)
+}
+
+func (l *hookListener) Accept() (net.Conn, error) {
+	c, err := l.TCPListener.Accept()
+	if err == nil && l.onAccept != nil {
+		l.onAccept(c)
+	}
+	return c, err
 }
 
 func (d *dualListener) acceptLoop(ln *net.TCPListener) {
@@ -95,6 +119,17 @@ func (d *dualListener) acceptLoop(ln *net.TCPListener) {
 }
 
 func (d *dualListener) Accept() (net.Conn, error) {
+	d.mu.Lock()
+	if !d.started && !d.closed {
+		d.started = true
+		for _, ln := range []*net.TCPListener{d.v4, d.v6} {
+			if ln != nil {
+				d.wg.Add(1)
+				go d.acceptLoop(ln)
+			}
+		}
+	}
+	d.mu.Unlock()
 	select {
 	case c := <-d.conns:
 		return c, nil
@@ -108,6 +143,9 @@ func (d *dualListener) Accept() (net.Conn, error) {
 func (d *dualListener) Close() error {
 	var err error
 	d.once.Do(func() {
+		d.mu.Lock()
+		d.closed = true
+		d.mu.Unlock()
 		close(d.done)
 		err = errors.Join(closeIf(d.v4), closeIf(d.v6))
 		d.wg.Wait()

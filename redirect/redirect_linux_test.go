@@ -45,7 +45,8 @@ func TestOutboundCaptureRecoversOriginalDestination(t *testing.T) {
 	}
 }
 
-// Shown: 200 concurrent connections from several pods all resolve correctly.
+// Shown: 200 concurrent connections from several pods all resolve correctly,
+// each family's listener served on its own.
 func TestConcurrentCaptureAcrossPods(t *testing.T) {
 	g := newRig(t)
 	dst := g.pod(t, "dst")
@@ -53,7 +54,9 @@ func TestConcurrentCaptureAcrossPods(t *testing.T) {
 	for _, name := range []string{"c1", "c2", "c3", "c4"} {
 		p := g.pod(t, name)
 		att := g.attach(t, p, nil)
-		go serveOrigDst(att.Outbound, att.OutboundResolver(), name)
+		for _, ln := range att.OutboundListeners() { // IPv4 and IPv6, as the agent serves them
+			go serveOrigDst(ln, att.OutboundResolver(), name)
+		}
 		clients = append(clients, p)
 	}
 	errs := make(chan error, len(clients))
