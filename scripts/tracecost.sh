@@ -12,35 +12,9 @@
 #
 # Needs root, perf (apt-get install linux-perf) and the bench tools
 # (make bench-tools). About 15 s per run.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH=$PATH:/usr/local/go/bin:/usr/sbin:/sbin
-K=${K:-3}
-TOOLS=${HOPTRACE_CACHE:-$HOME/.cache/hoptrace}/bin
-log() { echo "tracecost.sh: $*" >&2; }
-
-if [[ $(id -u) -ne 0 ]]; then
-	log "benchrun creates namespaces and loads BPF: run as root"
-	exit 1
-fi
-if ! command -v perf >/dev/null; then
-	log "installing perf"
-	apt-get install -y -qq linux-perf >/dev/null
-fi
-if [[ ! -x $TOOLS/fortio ]] || ! command -v nginx >/dev/null; then
-	BENCH_TOOLS_ONLY=1 scripts/bench.sh
-fi
-work=$(mktemp -d /tmp/hoptrace-tracecost.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-go build -o "$work/perfshare" ./bench/cmd/perfshare
-dirs=("$@")
-if [[ ${#dirs[@]} -eq 0 ]]; then
-	log "building the tree into $work/tree"
-	mkdir -p "$work/tree"
-	CGO_ENABLED=0 go build -trimpath -o "$work/tree/hoptrace" ./cmd/hoptrace
-	go build -o "$work/tree/" ./bench/cmd/benchrun ./bench/cmd/otlpsink ./bench/cmd/iptproxy
-	dirs=("$work/tree")
-fi
+me=tracecost.sh
+# shellcheck source=scripts/perf-lib.sh
+. "$(dirname "$0")/perf-lib.sh"
 
 for k in $(seq 1 "$K"); do
 	for d in "${dirs[@]}"; do
