@@ -853,24 +853,24 @@ func TestUnclaimedOriginalDstsAreDropped(t *testing.T) {
 	if got := connectFrom(t, p, target)[target]; got != "agent "+target {
 		t.Fatalf("answered %q", got)
 	}
-	o.mu.Lock()
-	left := len(o.pending)
-	o.mu.Unlock()
-	if left != 1 {
+	if left := pendingCount(o); left != 1 {
 		t.Errorf("%d records left after the sweep, want the pod's fresh one", left)
 	}
 	if err := g.r.Detach(att.Pod.ID); err != nil {
 		t.Fatal(err)
 	}
-	o.mu.Lock()
-	left = len(o.pending)
-	o.mu.Unlock()
-	if left != 0 {
+	if left := pendingCount(o); left != 0 {
 		t.Errorf("%d records left after the pod's detach", left)
 	}
 	if got := o.stale.Load(); got != pendingSweepAbove+11 {
 		t.Errorf("%d counted stale, want %d", got, pendingSweepAbove+11)
 	}
+}
+
+func pendingCount(o *origTable) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.pending)
 }
 
 // A port used again: an unclaimed record of an earlier connection under the
