@@ -94,18 +94,19 @@ func (t *flowTable) put(e flowEntry) {
 	}
 }
 
-// recent returns finished flows, oldest first.
+// recent returns finished flows, oldest first. They are formatted after the
+// lock is let go: connections closing meanwhile do not wait for it.
 func (t *flowTable) recent() []Flow {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	var out []Flow
+	var entries []flowEntry
 	if t.full {
-		for i := t.next; i < len(t.ring); i++ {
-			out = append(out, t.ring[i].flow())
-		}
+		entries = append(entries, t.ring[t.next:]...)
 	}
-	for i := range t.ring[:t.next] {
-		out = append(out, t.ring[i].flow())
+	entries = append(entries, t.ring[:t.next]...)
+	t.mu.Unlock()
+	out := make([]Flow, len(entries))
+	for i := range entries {
+		out[i] = entries[i].flow()
 	}
 	return out
 }
