@@ -142,3 +142,22 @@ func TestFlowTableFormatsProxiedFlowsWhenRead(t *testing.T) {
 		t.Errorf("watcher got %+v, want %+v", w, want)
 	}
 }
+
+func TestRefusedConnectionsCounted(t *testing.T) {
+	m := newMetrics()
+	o := newPodObserver(m, newFlowTable(4), "ns", "p")
+	var _ proxy.RefusalObserver = o // the proxy finds it by this interface
+	o.ObserveRefused(proxy.Outbound, proxy.RefusedNoOriginalDst)
+	o.ObserveRefused(proxy.Outbound, proxy.RefusedNoOriginalDst)
+	o.ObserveRefused(proxy.Inbound, proxy.RefusedSelf)
+	if got := testutil.ToFloat64(m.unserved.WithLabelValues("ns", "p", "outbound", "no-original-dst")); got != 2 {
+		t.Errorf("outbound no-original-dst = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.unserved.WithLabelValues("ns", "p", "inbound", "self")); got != 1 {
+		t.Errorf("inbound self = %v, want 1", got)
+	}
+	o.forget()
+	if n := testutil.CollectAndCount(m.unserved); n != 0 {
+		t.Errorf("%d series left after the pod was forgotten", n)
+	}
+}

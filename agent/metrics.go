@@ -23,6 +23,7 @@ type metrics struct {
 	requests     *prometheus.CounterVec
 	legSeconds   *prometheus.HistogramVec
 	flows        *prometheus.CounterVec
+	unserved     *prometheus.CounterVec // connections closed unserved (proxy.Refusal)
 	refused      *prometheus.CounterVec // forced traces refused
 	untrusted    *prometheus.CounterVec // untrusted sampling headers ignored
 	discarded    *prometheus.CounterVec // upstreams closed for bytes beyond a response
@@ -50,6 +51,10 @@ func newMetrics() *metrics {
 			Name: "hoptrace_connections_total",
 			Help: "Proxied connections that closed, by pod, direction and detected protocol.",
 		}, []string{"namespace", "pod", "direction", "protocol"}),
+		unserved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hoptrace_connections_refused_total",
+			Help: "Connections the proxy closed without serving them (the app saw a reset), by pod, direction and reason: no-original-dst (capture's record of the destination was not found) or self (addressed to the proxy's own listener).",
+		}, []string{"namespace", "pod", "direction", "reason"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hoptrace_forced_traces_refused_total",
 			Help: "Requests whose forced trace (hoptrace-sample, B3 debug) the pod's --forced-trace-rate refused; they got the normal sampling decision.",
@@ -84,7 +89,7 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		redirect: newRedirectCollector(),
 	}
-	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.refused, m.untrusted, m.discarded, m.silent, m.breaches, m.attached, m.attachErrors, m.detached, m.redirect,
+	m.reg.MustRegister(m.requests, m.legSeconds, m.flows, m.unserved, m.refused, m.untrusted, m.discarded, m.silent, m.breaches, m.attached, m.attachErrors, m.detached, m.redirect,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -396,6 +401,12 @@ func (o *podObserver) ObserveFlow(s proxy.FlowStats) {
 	o.flows.addStats(o.pod, s)
 }
 
+// ObserveRefused counts a connection the proxy closed unserved. Rare: the
+// label set is found by prometheus each time.
+func (o *podObserver) ObserveRefused(dir proxy.Direction, why proxy.Refusal) {
+	o.m.unserved.WithLabelValues(o.namespace, o.name, dir.String(), why.String()).Inc()
+}
+
 // forget removes a detached pod's series so /metrics does not grow with churn.
 func (o *podObserver) forget() {
 	labels := prometheus.Labels{"namespace": o.namespace, "pod": o.name}
@@ -403,6 +414,7 @@ func (o *podObserver) forget() {
 	o.m.legSeconds.DeletePartialMatch(labels)
 	o.m.flows.DeletePartialMatch(labels)
 	o.m.refused.DeletePartialMatch(labels)
+	o.m.unserved.DeletePartialMatch(labels)
 	o.m.untrusted.DeletePartialMatch(labels)
 	o.m.discarded.DeletePartialMatch(labels)
 	o.m.silent.DeletePartialMatch(labels)

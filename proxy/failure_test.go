@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -212,5 +216,61 @@ func TestConnectTunnel(t *testing.T) {
 	io.WriteString(conn, "hello\n")
 	if line, err := br.ReadString('\n'); err != nil || line != "tunnelled: hello\n" {
 		t.Fatalf("%q %v", line, err)
+	}
+}
+
+// A connection the proxy cannot serve (no original destination; addressed to
+// the proxy's own listener) is closed, and the observer hears of it: the app
+// sees a reset, and that must not go uncounted.
+func TestRefusedConnectionsAreObserved(t *testing.T) {
+	var self netip.AddrPort
+	resolve := ResolverFunc(func(c net.Conn) (netip.AddrPort, error) {
+		if mustAddrPort(t, c.RemoteAddr()).Port()%2 == 0 {
+			return self, nil
+		}
+		return netip.AddrPort{}, errors.New("no record")
+	})
+	obs := &observer{}
+	p, err := New(Config{Direction: Outbound, Resolver: resolve, Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := start(t, p)
+	self = mustAddrPort(t, ln.Addr())
+	want := map[Refusal]int{}
+	for range 6 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		why := RefusedNoOriginalDst
+		if mustAddrPort(t, c.LocalAddr()).Port()%2 == 0 {
+			why = RefusedSelf
+		}
+		want[why]++
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("read from a refused connection: %d bytes, %v; want it closed", n, err)
+		}
+		c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		obs.mu.Lock()
+		got := map[Refusal]int{}
+		for _, r := range obs.refused {
+			got[r]++
+		}
+		obs.mu.Unlock()
+		if maps.Equal(got, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("refusals observed %v, want %v", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if RefusedNoOriginalDst.String() != "no-original-dst" || RefusedSelf.String() != "self" {
+		t.Errorf("refusal names %q, %q", RefusedNoOriginalDst, RefusedSelf)
 	}
 }

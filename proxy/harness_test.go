@@ -268,6 +268,13 @@ type observer struct {
 	mu       sync.Mutex
 	requests []RequestStats
 	flows    []FlowStats
+	refused  []Refusal
+}
+
+func (o *observer) ObserveRefused(_ Direction, why Refusal) {
+	o.mu.Lock()
+	o.refused = append(o.refused, why)
+	o.mu.Unlock()
 }
 
 func (o *observer) ObserveRequest(s RequestStats) {

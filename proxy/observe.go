@@ -44,6 +44,35 @@ type Observer interface {
 	ObserveFlow(FlowStats)
 }
 
+// RefusalObserver, when the Config's Observer is one too, hears of each
+// connection the proxy closed without serving it: an app sees a reset there,
+// and the proxy's only other trace of it is a debug log.
+type RefusalObserver interface {
+	ObserveRefused(Direction, Refusal)
+}
+
+// Refusal is why a connection was closed unserved.
+type Refusal uint8
+
+const (
+	// RefusedNoOriginalDst: the resolver found no original destination (the
+	// capture's record of it was lost, or the connection was not redirected).
+	RefusedNoOriginalDst Refusal = iota + 1
+	// RefusedSelf: the connection was addressed to the proxy's listener
+	// itself, so dialing its destination would come straight back.
+	RefusedSelf
+)
+
+func (r Refusal) String() string {
+	switch r {
+	case RefusedNoOriginalDst:
+		return "no-original-dst"
+	case RefusedSelf:
+		return "self"
+	}
+	return "unknown"
+}
+
 // RequestStats describes one proxied request and its two legs.
 type RequestStats struct {
 	Direction  Direction

@@ -289,6 +289,14 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	}
 }
 
+// refused tells the observer, if it listens for them, of a connection closed
+// unserved.
+func (p *Proxy) refused(why Refusal) {
+	if o, ok := p.cfg.Observer.(RefusalObserver); ok {
+		o.ObserveRefused(p.cfg.Direction, why)
+	}
+}
+
 func isTemporary(err error) bool {
 	var ne interface{ Temporary() bool }
 	return errors.As(err, &ne) && ne.Temporary()
@@ -329,12 +337,14 @@ func (p *Proxy) serveConn(c net.Conn, self net.Addr) {
 	dst, err := p.cfg.Resolver.OriginalDst(c)
 	if err != nil {
 		p.log.Debug("no original destination", "peer", c.RemoteAddr(), "err", err)
+		p.refused(RefusedNoOriginalDst)
 		return
 	}
 	if loopsBack(dst, self) {
 		// Connected to the listener itself, not redirected: dialing dst would
 		// come straight back here.
 		p.log.Debug("refusing connection addressed to the proxy itself", "peer", c.RemoteAddr(), "dst", dst)
+		p.refused(RefusedSelf)
 		return
 	}
 	// After the resolver, which gets the connection as the listener made it
