@@ -235,8 +235,9 @@ func TestRefusedConnectionsAreObserved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := start(t, p)
-	self = mustAddrPort(t, ln.Addr())
+	ln := listen(t)
+	self = mustAddrPort(t, ln.Addr()) // before Serve: the resolver reads it
+	serveOn(t, p, ln)
 	want := map[Refusal]int{}
 	for range 6 {
 		c, err := net.Dial("tcp", ln.Addr().String())
