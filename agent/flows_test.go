@@ -3,12 +3,15 @@ package agent
 import (
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/hoptrace/hoptrace/proxy"
+	"github.com/hoptrace/hoptrace/redirect"
 )
 
 func TestFlowTableKeepsTheNewest(t *testing.T) {
@@ -159,5 +162,26 @@ func TestRefusedConnectionsCounted(t *testing.T) {
 	o.forget()
 	if n := testutil.CollectAndCount(m.unserved); n != 0 {
 		t.Errorf("%d series left after the pod was forgotten", n)
+	}
+}
+
+func TestRedirectCollectorOriginalDstCounts(t *testing.T) {
+	c := newRedirectCollector()
+	c.readCounters(func() (redirect.Counters, bool) {
+		return redirect.Counters{Redirected: 10, OrigFromMap: 3, OrigUnclaimed: 2}, true
+	})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	want := `
+# HELP hoptrace_redirect_original_dst_from_map_total Original destinations of outbound connections read from the BPF map instead of the ring, because the ring was full (the agent fell behind accepting); each costs a system call.
+# TYPE hoptrace_redirect_original_dst_from_map_total counter
+hoptrace_redirect_original_dst_from_map_total 3
+# HELP hoptrace_redirect_original_dst_unclaimed_total Original-destination records dropped because the agent never accepted their connection (the pod's listener closed first).
+# TYPE hoptrace_redirect_original_dst_unclaimed_total counter
+hoptrace_redirect_original_dst_unclaimed_total 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"hoptrace_redirect_original_dst_from_map_total", "hoptrace_redirect_original_dst_unclaimed_total"); err != nil {
+		t.Error(err)
 	}
 }

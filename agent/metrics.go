@@ -99,6 +99,8 @@ func newMetrics() *metrics {
 // arrive as events and are counted here.
 type redirectCollector struct {
 	decisions, lost *prometheus.Desc
+	origFromMap     *prometheus.Desc
+	origUnclaimed   *prometheus.Desc
 	fastSends       *prometheus.Desc
 	fastBytes       *prometheus.Desc
 
@@ -116,6 +118,10 @@ func newRedirectCollector() *redirectCollector {
 			[]string{"direction", "reason"}, nil),
 		lost: prometheus.NewDesc("hoptrace_redirect_events_lost_total",
 			"Bypass events the kernel dropped because the agent fell behind reading them.", nil, nil),
+		origFromMap: prometheus.NewDesc("hoptrace_redirect_original_dst_from_map_total",
+			"Original destinations of outbound connections read from the BPF map instead of the ring, because the ring was full (the agent fell behind accepting); each costs a system call.", nil, nil),
+		origUnclaimed: prometheus.NewDesc("hoptrace_redirect_original_dst_unclaimed_total",
+			"Original-destination records dropped because the agent never accepted their connection (the pod's listener closed first).", nil, nil),
 		fastSends: prometheus.NewDesc("hoptrace_fastpath_sends_total",
 			"App sends on in-pod legs seen by the sk_msg fast path, by path: redirected (straight to the agent's socket), or tcp and why (no-peer, sent-over-tcp-before).",
 			[]string{"path"}, nil),
@@ -149,6 +155,8 @@ func (c *redirectCollector) event(direction, reason string) {
 func (c *redirectCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.decisions
 	ch <- c.lost
+	ch <- c.origFromMap
+	ch <- c.origUnclaimed
 	ch <- c.fastSends
 	ch <- c.fastBytes
 }
@@ -163,6 +171,8 @@ func (c *redirectCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.decisions, prometheus.CounterValue, float64(n.Captured),
 				redirect.Inbound.String(), redirect.ReasonInboundCaptured.String())
 			ch <- prometheus.MustNewConstMetric(c.lost, prometheus.CounterValue, float64(n.EventsLost))
+			ch <- prometheus.MustNewConstMetric(c.origFromMap, prometheus.CounterValue, float64(n.OrigFromMap))
+			ch <- prometheus.MustNewConstMetric(c.origUnclaimed, prometheus.CounterValue, float64(n.OrigUnclaimed))
 		}
 	}
 	for k, n := range c.events {

@@ -98,5 +98,6 @@ func (r *Redirector) Counters() (Counters, error) {
 			*dst += v
 		}
 	}
+	c.OrigFromMap, c.OrigUnclaimed = r.orig.fromMap.Load(), r.orig.stale.Load()
 	return c, nil
 }

@@ -90,6 +90,13 @@ type Counters struct {
 	Redirected uint64 // outbound connections sent to the proxy
 	Captured   uint64 // inbound connections assigned to the proxy
 	EventsLost uint64 // events dropped because the ring buffer was full
+	// OrigFromMap counts original destinations the proxies found in
+	// orig_by_port because orig_ring was full (the agent fell behind
+	// accepting); OrigUnclaimed records of connections the agent never
+	// accepted (the pod's listener closed first), dropped. Both are the
+	// agent's own counts, not the kernel's.
+	OrigFromMap   uint64
+	OrigUnclaimed uint64
 }
 
 func (c Config) withDefaults() Config {

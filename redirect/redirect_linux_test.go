@@ -827,7 +827,11 @@ func TestOriginalDstWhenTheRingIsFull(t *testing.T) {
 			}
 		}
 	}
-	fromMap := g.r.orig.fromMap.Load()
+	c, err := g.r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromMap := c.OrigFromMap
 	if fromMap == 0 || fromMap >= uint64(2*n) {
 		t.Errorf("%d of %d destinations from orig_by_port: want some, the rest from the ring", fromMap, 2*n)
 	}
@@ -862,8 +866,8 @@ func TestUnclaimedOriginalDstsAreDropped(t *testing.T) {
 	if left := pendingCount(o); left != 0 {
 		t.Errorf("%d records left after the pod's detach", left)
 	}
-	if got := o.stale.Load(); got != pendingSweepAbove+11 {
-		t.Errorf("%d counted stale, want %d", got, pendingSweepAbove+11)
+	if c, err := g.r.Counters(); err != nil || c.OrigUnclaimed != pendingSweepAbove+11 {
+		t.Errorf("%d counted unclaimed (%v), want %d", c.OrigUnclaimed, err, pendingSweepAbove+11)
 	}
 }
 
