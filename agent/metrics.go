@@ -310,31 +310,49 @@ const (
 	requestSlots     = 2 * requestProtocols * len(statusClasses)
 )
 
+// protocolSlot returns the index of a direction and protocol among the
+// 2 × requestProtocols usual ones, or false for one without a slot (a
+// protocol the proxy adds later).
+func protocolSlot(dir proxy.Direction, proto proxy.Protocol) (int, bool) {
+	d := int(dir) - 1
+	if d < 0 || d > 1 || int(proto) >= requestProtocols {
+		return 0, false
+	}
+	return d*requestProtocols + int(proto), true
+}
+
 // requestSlot returns the index of the request's counter in
 // podObserver.counters and its status class (statusClassIndex), or false for a
 // label set without a slot: a status of 600 or more (HTTP/1 lets a server send
 // one) or a protocol the proxy adds later.
 func requestSlot(s proxy.RequestStats) (int, int, bool) {
 	class := statusClassIndex(s)
-	dir := int(s.Direction) - 1
-	if class < 0 || dir < 0 || dir > 1 || int(s.Protocol) >= requestProtocols {
+	p, ok := protocolSlot(s.Direction, s.Protocol)
+	if class < 0 || !ok {
 		return 0, 0, false
 	}
-	return (dir*requestProtocols+int(s.Protocol))*len(statusClasses) + class, class, true
+	return p*len(statusClasses) + class, class, true
+}
+
+// slotCounter returns the counter child held at slot, resolving it with
+// child the first time.
+func slotCounter(slot *atomic.Pointer[counterRef], child func() prometheus.Counter) prometheus.Counter {
+	if c := slot.Load(); c != nil {
+		return c.Counter
+	}
+	c := &counterRef{child()}
+	slot.Store(c)
+	return c.Counter
 }
 
 // requestCounter resolves a request's counter child once per label set, not on
 // every request: hashing five label values is the most expensive part of
 // counting, and this runs for every request of the pod.
 func (o *podObserver) requestCounter(s proxy.RequestStats) prometheus.Counter {
-	slot, class, ok := requestSlot(s)
-	if ok {
-		if c := o.counters[slot].Load(); c != nil {
-			return c.Counter
-		}
-		c := &counterRef{o.m.requests.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String(), statusClasses[class])}
-		o.counters[slot].Store(c)
-		return c.Counter
+	if slot, class, ok := requestSlot(s); ok {
+		return slotCounter(&o.counters[slot], func() prometheus.Counter {
+			return o.m.requests.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String(), statusClasses[class])
+		})
 	}
 	k := requestKey{s.Direction, s.Protocol, statusClass(s)}
 	if c, ok := o.others.Load(k); ok {
@@ -380,24 +398,20 @@ func statusClass(s proxy.RequestStats) string {
 }
 
 // flowSlots: the flow counters of a pod's usual label sets, two directions by
-// the protocols, found by index as the request counters are (requestSlot).
+// the protocols (protocolSlot), found by index as the request counters are.
 const flowSlots = 2 * requestProtocols
 
 // flowCounter resolves a flow's counter child once per label set: one is
 // counted for every connection, and at thousands of new connections a second
 // hashing four label values each time showed in the agent's profile.
 func (o *podObserver) flowCounter(s proxy.FlowStats) prometheus.Counter {
-	dir := int(s.Direction) - 1
-	if dir < 0 || dir > 1 || int(s.Protocol) >= requestProtocols {
+	child := func() prometheus.Counter {
 		return o.m.flows.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String())
 	}
-	slot := dir*requestProtocols + int(s.Protocol)
-	if c := o.flowCount[slot].Load(); c != nil {
-		return c.Counter
+	if slot, ok := protocolSlot(s.Direction, s.Protocol); ok {
+		return slotCounter(&o.flowCount[slot], child)
 	}
-	c := &counterRef{o.m.flows.WithLabelValues(o.namespace, o.name, s.Direction.String(), s.Protocol.String())}
-	o.flowCount[slot].Store(c)
-	return c.Counter
+	return child()
 }
 
 func (o *podObserver) ObserveFlow(s proxy.FlowStats) {

@@ -67,9 +67,18 @@ func newDualListener(v4, v6 *net.TCPListener, onAccept func(net.Conn)) *dualList
 // listeners returns the listeners one by one, each calling onAccept.
 func (d *dualListener) listeners() []net.Listener {
 	var out []net.Listener
+	for _, ln := range d.each() {
+		out = append(out, &hookListener{ln, d.onAccept})
+	}
+	return out
+}
+
+// each returns the listeners there are: IPv4, and IPv6 when the pod has it.
+func (d *dualListener) each() []*net.TCPListener {
+	var out []*net.TCPListener
 	for _, ln := range []*net.TCPListener{d.v4, d.v6} {
 		if ln != nil {
-			out = append(out, &hookListener{ln, d.onAccept})
+			out = append(out, ln)
 		}
 	}
 	return out
@@ -122,11 +131,9 @@ func (d *dualListener) Accept() (net.Conn, error) {
 	d.mu.Lock()
 	if !d.started && !d.closed {
 		d.started = true
-		for _, ln := range []*net.TCPListener{d.v4, d.v6} {
-			if ln != nil {
-				d.wg.Add(1)
-				go d.acceptLoop(ln)
-			}
+		for _, ln := range d.each() {
+			d.wg.Add(1)
+			go d.acceptLoop(ln)
 		}
 	}
 	d.mu.Unlock()

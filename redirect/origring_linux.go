@@ -91,7 +91,11 @@ func (t *origTable) take(key bpf.RedirectPortKey) (netip.AddrPort, error) {
 		return netip.AddrPort{}, err
 	}
 	t.fromMap.Add(1)
-	return netip.AddrPortFrom(fromBPFAddr(od.Ip), od.Port), nil
+	return origAddr(&od), nil
+}
+
+func origAddr(d *bpf.RedirectOrigDst) netip.AddrPort {
+	return netip.AddrPortFrom(fromBPFAddr(d.Ip), d.Port)
 }
 
 // forget drops the records of a pod's connections (by its netns cookie) that
@@ -99,7 +103,7 @@ func (t *origTable) take(key bpf.RedirectPortKey) (netip.AddrPort, error) {
 func (t *origTable) forget(cookie uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.drainLocked(bpf.RedirectPortKey{})
+	t.drainLocked(bpf.RedirectPortKey{}) // no record has a zero key: all go to pending
 	for k := range t.pending {
 		if k.NetnsCookie == cookie {
 			delete(t.pending, k)
@@ -119,7 +123,7 @@ func (t *origTable) drainLocked(want bpf.RedirectPortKey) (dst netip.AddrPort, f
 		if now.IsZero() {
 			now = time.Now()
 		}
-		d := netip.AddrPortFrom(fromBPFAddr(rec.Dst.Ip), rec.Dst.Port)
+		d := origAddr(&rec.Dst)
 		if rec.Key == want {
 			if found {
 				t.stale.Add(1)
