@@ -86,18 +86,30 @@ type FileSource struct {
 	// the content hash works on every filesystem, including bind mounts and
 	// editors that replace files.
 	Poll time.Duration
+	// Settle is how long changed content must stay the same before it counts
+	// (default 50ms): a writer that truncates and then writes (os.WriteFile,
+	// shell redirection, most editors) leaves the file empty or half-written in
+	// between, and taken at face value that detaches pods it never meant to.
+	Settle time.Duration
 	// Resync re-sends an unchanged snapshot this often (default 30s), so the agent
 	// re-reconciles (e.g. re-attaches a pod whose attach failed).
 	Resync time.Duration
 }
 
+// settleTries bounds how often a changing file is re-read within one poll; a
+// file still changing after that is looked at again on the next poll.
+const settleTries = 10
+
 // Run implements Source. A file that cannot be read or parsed is reported as a
-// problem and keeps the last good pods, so a half-written file never detaches
-// everything.
+// problem and keeps the last good pods, and a change counts only once the file
+// has stopped changing, so a half-written file never detaches everything.
 func (s *FileSource) Run(ctx context.Context, out chan<- Snapshot) error {
-	poll, resync := s.Poll, s.Resync
+	poll, settle, resync := s.Poll, s.Settle, s.Resync
 	if poll <= 0 {
 		poll = 500 * time.Millisecond
+	}
+	if settle <= 0 {
+		settle = 50 * time.Millisecond
 	}
 	if resync <= 0 {
 		resync = 30 * time.Second
@@ -108,20 +120,19 @@ func (s *FileSource) Run(ctx context.Context, out chan<- Snapshot) error {
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
-		data, err := os.ReadFile(s.Path)
-		snap := last
-		if err != nil {
-			snap.Problems = []error{fmt.Errorf("read pods file: %w", err)}
-			data = []byte(err.Error()) // a new error is a change too
-		} else if parsed, perr := ParseFile(data); perr != nil {
-			snap.Problems = []error{fmt.Errorf("%s: %w", s.Path, perr)}
-		} else {
-			snap, last = parsed, parsed
-		}
-		if sum := sha256.Sum256(data); lastSent.IsZero() || sum != lastSum || time.Since(lastSent) >= resync {
+		r, stable := s.read(ctx, settle, lastSum, lastSent.IsZero())
+		if stable && (lastSent.IsZero() || r.sum != lastSum || time.Since(lastSent) >= resync) {
+			snap := last
+			if r.err != nil {
+				snap.Problems = []error{r.err}
+			} else if parsed, err := ParseFile(r.data); err != nil {
+				snap.Problems = []error{fmt.Errorf("%s: %w", s.Path, err)}
+			} else {
+				snap, last = parsed, parsed
+			}
 			select {
 			case out <- snap:
-				lastSum, lastSent = sum, time.Now()
+				lastSum, lastSent = r.sum, time.Now()
 			case <-ctx.Done():
 				return nil
 			}
@@ -132,4 +143,46 @@ func (s *FileSource) Run(ctx context.Context, out chan<- Snapshot) error {
 			return nil
 		}
 	}
+}
+
+// read returns the file's content, or the error reading it, and a hash of
+// either (so that a new error is a change too). Content that differs from what
+// was last sent is read again settle later, until two reads agree; stable is
+// false when they never did within settleTries, or ctx ended. The first read of
+// all is taken as it is: there is nothing yet to keep.
+func (s *FileSource) read(ctx context.Context, settle time.Duration, lastSum [32]byte, first bool) (r fileRead, stable bool) {
+	r = s.load()
+	if first || r.sum == lastSum {
+		return r, true
+	}
+	for range settleTries {
+		select {
+		case <-time.After(settle):
+		case <-ctx.Done():
+			return r, false
+		}
+		again := s.load()
+		if again.sum == r.sum {
+			return r, true
+		}
+		r = again
+	}
+	return r, false
+}
+
+type fileRead struct {
+	data []byte
+	err  error
+	sum  [32]byte
+}
+
+func (s *FileSource) load() fileRead {
+	data, err := os.ReadFile(s.Path)
+	if err != nil {
+		err = fmt.Errorf("read pods file: %w", err)
+		// The trailing NUL keeps a file whose content is the error's text from
+		// hashing the same as the error.
+		return fileRead{err: err, sum: sha256.Sum256(append([]byte(err.Error()), 0))}
+	}
+	return fileRead{data: data, sum: sha256.Sum256(data)}
 }

@@ -112,3 +112,71 @@ func TestFileSourceFollowsChanges(t *testing.T) {
 		t.Fatalf("after removing a: %+v", s)
 	}
 }
+
+// TestFileSourceWaitsForWritesToSettle: a writer that truncates the file and
+// writes it a moment later must not make the agent see an empty (or partial)
+// pods file in between — that would detach every pod for a poll. A file that
+// stays empty is taken: that is how every pod is removed.
+func TestFileSourceWaitsForWritesToSettle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pods.yaml")
+	two := "- {name: a, netns: /n/a, cgroup: /c/a}\n- {name: b, netns: /n/b, cgroup: /c/b}\n"
+	if err := os.WriteFile(path, []byte(two), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := make(chan Snapshot, 64)
+	src := &FileSource{Path: path, Poll: time.Millisecond, Settle: 30 * time.Millisecond}
+	go src.Run(ctx, out)
+	if s := <-out; len(s.Pods) != 2 {
+		t.Fatalf("first snapshot %+v", s)
+	}
+	// Each rewrite leaves the file empty, then half-written, for 5 ms each:
+	// with a 1-ms poll the source reads both states in every round.
+	for i := range 10 {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		f.WriteString(two[:len(two)-20])
+		time.Sleep(5 * time.Millisecond)
+		f.WriteString(two[len(two)-20:])
+		f.Close()
+		if i%2 == 0 {
+			time.Sleep(40 * time.Millisecond)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	for len(out) > 0 {
+		if s := <-out; len(s.Pods) != 2 || len(s.Problems) != 0 {
+			t.Fatalf("a rewrite in progress was taken: %+v", s)
+		}
+	}
+
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-out:
+		if len(s.Pods) != 0 || len(s.Problems) != 0 {
+			t.Fatalf("emptied file: %+v, want no pods and no problems", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("an emptied file was never taken")
+	}
+
+	// A file that cannot be read keeps the last good pods and says why.
+	if err := os.WriteFile(path, []byte(two), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-out; len(s.Pods) != 2 {
+		t.Fatalf("rewritten file: %+v", s)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-out; len(s.Pods) != 2 || len(s.Problems) != 1 || !errors.Is(s.Problems[0], os.ErrNotExist) {
+		t.Fatalf("removed file: %+v, want the last pods and a not-exist problem", s)
+	}
+}
