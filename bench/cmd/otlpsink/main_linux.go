@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 
@@ -141,7 +142,17 @@ func main() {
 		return nil
 	})
 	podAddr := flag.String("pod-addr", "127.0.0.1:4317", "OTLP address inside each -netns")
+	procs := flag.Int("procs", 1, "Go Ps (GOMAXPROCS) to run on; 0 leaves the runtime's choice")
 	flag.Parse()
+	// The receiver stands for a collector that would run elsewhere, but here
+	// it shares the two cores with what it measures, so it should take as
+	// little of them as it can. On one P grpc-go's hand-offs between its
+	// reader, writer and handler goroutines stop waking a second thread each:
+	// at http-max 7.3–8.7 µs of CPU per traced request on two Ps, 4.4–6.0 on
+	// one (docs/benchmarks.md, "The receiver on one P").
+	if *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
+	}
 	log.SetPrefix("otlpsink: ")
 	log.SetFlags(0)
 	if err := run(namespaces, *podAddr); err != nil {
