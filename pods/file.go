@@ -120,7 +120,7 @@ func (s *FileSource) Run(ctx context.Context, out chan<- Snapshot) error {
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
-		r, stable := s.read(ctx, settle, lastSum, lastSent.IsZero())
+		r, stable := s.read(ctx, settle, lastSum)
 		if stable && (lastSent.IsZero() || r.sum != lastSum || time.Since(lastSent) >= resync) {
 			snap := last
 			if r.err != nil {
@@ -148,11 +148,12 @@ func (s *FileSource) Run(ctx context.Context, out chan<- Snapshot) error {
 // read returns the file's content, or the error reading it, and a hash of
 // either (so that a new error is a change too). Content that differs from what
 // was last sent is read again settle later, until two reads agree; stable is
-// false when they never did within settleTries, or ctx ended. The first read of
-// all is taken as it is: there is nothing yet to keep.
-func (s *FileSource) read(ctx context.Context, settle time.Duration, lastSum [32]byte, first bool) (r fileRead, stable bool) {
+// false when they never did within settleTries, or ctx ended. The first read
+// settles too: an agent starting while the file is written should not attach
+// half of its pods.
+func (s *FileSource) read(ctx context.Context, settle time.Duration, lastSum [32]byte) (r fileRead, stable bool) {
 	r = s.load()
-	if first || r.sum == lastSum {
+	if r.sum == lastSum {
 		return r, true
 	}
 	for range settleTries {
