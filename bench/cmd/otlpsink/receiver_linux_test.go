@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hoptrace/hoptrace/bench"
 	"github.com/hoptrace/hoptrace/exporter"
 	"github.com/hoptrace/hoptrace/spans"
 )
@@ -92,18 +93,13 @@ func BenchmarkReceiver(b *testing.B) {
 	}
 }
 
-// childCPU is a process's utime+stime, from /proc (clock ticks of 10 ms).
+// childCPU is a process's utime+stime.
 func childCPU(tb testing.TB, pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	secs, err := bench.CPUSeconds(pid)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	// Fields after the command's closing parenthesis; utime and stime are
-	// the stat file's 14th and 15th.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return time.Duration(secs * float64(time.Second))
 }
 
 // benchSpans returns n requests' worth of spans shaped like a traced hop's
