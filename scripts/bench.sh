@@ -4,7 +4,8 @@
 # box, the whole matrix repeated in rounds (benchrun -rounds), each round on
 # fresh pods. Writes bench/results.json (medians over the rounds),
 # results.runs.json (every run), results.meta.json and the "Load benchmarks
-# (make bench)" section of docs/benchmarks.md. About 15 minutes.
+# (make bench)" section of docs/benchmarks.md. About 30 minutes: 20 for the
+# matrix, 10 for the paired phase.
 #
 # Needs root: it creates network namespaces, veths and cgroups, loads BPF and
 # installs iptables rules inside the benchmark pods' own namespaces. Everything
@@ -148,18 +149,24 @@ rm -f "${RESULTS%.json}".paired-*.json
 	-fortio "$TOOLS/fortio" -caddy "$TOOLS/caddy" -nginx "$(command -v nginx)" \
 	-out bench/results.json -command "make bench${BENCH_ARGS:+ BENCH_ARGS='$BENCH_ARGS'}" ${BENCH_ARGS:-}
 
-# The paired phase: each ratio target's setups alone, back to back in every
-# round. In the matrix they run minutes apart, and the machine's load (others'
-# work on the same cores) can fall on one and not the other. Only after the
-# whole matrix (no BENCH_ARGS); BENCH_PAIRED_ROUNDS=0 skips it.
-if [[ -z ${BENCH_ARGS:-} && ${BENCH_PAIRED_ROUNDS:-6} -gt 0 ]]; then
-	for pair in "hoptrace-100,hoptrace-0,nginx http-max" "hoptrace-0,iptables http-close-max"; do
-		read -r setups scenario <<<"$pair"
-		log "paired: $setups at $scenario, ${BENCH_PAIRED_ROUNDS:-6} rounds"
-		"$WORK/bin/benchrun" -bin-dir "$WORK/bin" -work-dir "$WORK/run-paired-$scenario" \
+# The paired phase: each target's setups alone, back to back in every round.
+# In the matrix they run minutes apart, and the machine's load (others' work on
+# the same cores) can fall on one and not the other; its three rounds are too
+# few for a sign test, which these rounds decide by (benchreport). Latency at
+# 1,000 req/s gets 5-s runs: a 3-s run's p99 is its 30th-slowest request.
+# Only after the whole matrix (no BENCH_ARGS); BENCH_PAIRED_ROUNDS sets every
+# phase's rounds (default 12 for the ratios, 8 for latency), 0 skips them.
+if [[ -z ${BENCH_ARGS:-} && ${BENCH_PAIRED_ROUNDS:-12} -gt 0 ]]; then
+	for phase in "http-max hoptrace-100,hoptrace-0,nginx http-max 12 3s" \
+		"http-close-max hoptrace-0,iptables http-close-max 12 3s" \
+		"latency direct,hoptrace-100,nginx http-1k,grpc-1k 8 5s"; do
+		read -r name setups scenarios rounds duration <<<"$phase"
+		rounds=${BENCH_PAIRED_ROUNDS:-$rounds}
+		log "paired: $setups at $scenarios, $rounds rounds of ${duration} runs"
+		"$WORK/bin/benchrun" -bin-dir "$WORK/bin" -work-dir "$WORK/run-paired-$name" \
 			-fortio "$TOOLS/fortio" -nginx "$(command -v nginx)" \
-			-rounds "${BENCH_PAIRED_ROUNDS:-6}" -setups "$setups" -scenarios "$scenario" \
-			-out "${RESULTS%.json}.paired-$scenario.json" -command "make bench (paired phase)"
+			-rounds "$rounds" -duration "$duration" -setups "$setups" -scenarios "$scenarios" \
+			-out "${RESULTS%.json}.paired-$name.json" -command "make bench (paired phase)"
 	done
 fi
 report

@@ -79,11 +79,9 @@ func render(x results, meta bench.Meta, paired []results) string {
 	}
 	b.WriteString(targetsTable(x))
 	if t := pairedTable(paired); t != "" {
-		rounds := 0
-		for _, p := range paired {
-			rounds = max(rounds, p.rounds)
-		}
-		fmt.Fprintf(&b, "\n#### Paired readings\n\nIn the matrix the two setups a ratio target compares run minutes apart in a round, each through every scenario, and the machine's load (others' work on the two cores) can fall on one and not the other. So `make bench` then runs each ratio target's setups alone, back to back in each of %d rounds on fresh pods (`benchrun -setups <the compared setups> -scenarios <its scenario>`), and decides them again the same way:\n\n", rounds)
+		b.WriteString("\n#### Paired readings\n\n" +
+			"In the matrix the setups a target compares run minutes apart in a round, each through every scenario, and the machine's load (others' work on the two cores) can fall on one and not the other; the matrix's few rounds cannot tell a small margin from that noise. So `make bench` then runs each target's setups alone, back to back in every round on fresh pods (`benchrun -setups <the compared setups> -scenarios <its scenarios>`), in more rounds (the count is in each row). " +
+			"These verdicts are taken by a one-sided sign test over the rounds: were the setups exactly at the target's threshold, each round would fall on either side of it with even odds, so a target is *met* when so many rounds meet it (and the median does) that even odds would give as many at most 5 % of the time (p ≤ 0.05: 10 rounds of 12, 7 of 8), *not met* when as many miss it, and otherwise *not decided*:\n\n")
 		b.WriteString(t)
 	}
 

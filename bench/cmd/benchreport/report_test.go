@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -347,47 +348,80 @@ func TestTracingTargets(t *testing.T) {
 	}
 }
 
-// The paired phase's results are decided like the matrix's, each target from
+// The paired phase's results are decided by the sign test, each target from
 // the invocation that measured it; what an invocation did not measure is not
 // listed. They render as a table of their own after the matrix's targets.
 func TestPairedReadings(t *testing.T) {
-	var http, conn []bench.Result
-	for round, rps := range []float64{9500, 10200, 9700, 9900, 10100, 9600} { // against nginx's 10,000
+	var http, conn, lat []bench.Result
+	// Against nginx's 10,000 req/s: two rounds of twelve at or above it.
+	for round, rps := range []float64{9500, 10200, 9700, 9900, 10100, 9600, 9400, 9800, 9900, 9700, 9600, 9800} {
 		http = append(http,
 			bench.Result{Round: round + 1, Setup: "hoptrace-100", Scenario: "http-max", RPS: rps, Requests: 30000, CPUSeconds: 1.8},
 			bench.Result{Round: round + 1, Setup: "hoptrace-0", Scenario: "http-max", RPS: 10500, Requests: 30000, CPUSeconds: 1.6},
 			bench.Result{Round: round + 1, Setup: "nginx", Scenario: "http-max", RPS: 10000, Requests: 30000, CPUSeconds: 1.9},
 		)
+	}
+	// Against iptables' 5,000 conn/s: nine rounds of twelve at or above 1.2×.
+	for round, rps := range []float64{6500, 6500, 5500, 6500, 6500, 5500, 6500, 6500, 5500, 6500, 6500, 6500} {
 		conn = append(conn,
-			bench.Result{Round: round + 1, Setup: "hoptrace-0", Scenario: "http-close-max", RPS: 6500},
+			bench.Result{Round: round + 1, Setup: "hoptrace-0", Scenario: "http-close-max", RPS: rps},
 			bench.Result{Round: round + 1, Setup: "iptables", Scenario: "http-close-max", RPS: 5000},
 		)
 	}
-	paired := []results{index(bench.Summarize(http), http), index(bench.Summarize(conn), conn)}
+	// +120 µs p50 over direct, nginx +200, in seven rounds of eight; +300 once.
+	for round := range 8 {
+		p50 := 220.0
+		if round == 3 {
+			p50 = 400
+		}
+		lat = append(lat,
+			bench.Result{Round: round + 1, Setup: "direct", Scenario: "http-1k", RPS: 1000, P50us: 100, P99us: 500},
+			bench.Result{Round: round + 1, Setup: "hoptrace-100", Scenario: "http-1k", RPS: 1000, P50us: p50, P99us: 900},
+			bench.Result{Round: round + 1, Setup: "nginx", Scenario: "http-1k", RPS: 1000, P50us: 300, P99us: 900},
+		)
+	}
+	paired := []results{index(bench.Summarize(http), http), index(bench.Summarize(conn), conn), index(bench.Summarize(lat), lat)}
 	table := pairedTable(paired)
 	for _, want := range []string{
-		// 0.95–1.02×, two rounds of six at or above 1×.
-		"| http-max: hoptrace-100 ≥ 1× nginx, CPU/req ≤ nginx's | 9800 vs 10000 req/s: 0.98× (0.95–1.02 over 6 rounds); CPU/req 0.95× nginx's (0.95–0.95) | not decided (median not met; met in 2 of 6 rounds) |",
+		// Ten rounds of twelve below: even odds give that 1.9 % of the time.
+		"| http-max: hoptrace-100 ≥ 1× nginx, CPU/req ≤ nginx's | 9750 vs 10000 req/s: 0.97× (0.94–1.02 over 12 rounds); CPU/req 0.95× nginx's (0.95–0.95) | **not met** (met in 2 of 12 rounds; sign test p = 0.019) |",
 		// 1.8 − 1.6 s over 30,000 requests: +6.7 µs in every round.
-		"| http-max: tracing (hoptrace-100 minus hoptrace-0) ≤ 8 µs of agent CPU per request for 4 spans | +6.7 µs",
-		"| met |\n",
-		"| http-close-max: eBPF capture (hoptrace-0) ≥ 1.2× iptables capture in new connections/s | 6500 vs 5000 conn/s: 1.30×",
+		"| http-max: tracing (hoptrace-100 minus hoptrace-0) ≤ 8 µs of agent CPU per request for 4 spans | +6.7 µs (+6.7 to +6.7) over 12 rounds (60.0 vs 53.3 µs/req) | met (in 12 of 12 rounds; sign test p < 0.001) |",
+		// Nine of twelve: 7.3 %, not rare enough.
+		"| http-close-max: eBPF capture (hoptrace-0) ≥ 1.2× iptables capture in new connections/s | 6500 vs 5000 conn/s: 1.30× (1.10–1.30 over 12 rounds) | not decided (median met; met in 9 of 12 rounds; sign test p = 0.073) |",
+		// Seven of eight: 3.5 %.
+		"| hoptrace-100, http-1k: added p50 < 150 µs and ≤ nginx's, p99 < 1 ms per hop | +120 µs p50 (+120 to +300), +400 µs p99 (+400 to +400) over 8 rounds (220/900 vs direct 100/500); nginx +200 µs p50 | met (in 7 of 8 rounds; sign test p = 0.035) |",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("paired table lacks %q:\n%s", want, table)
 		}
 	}
-	for _, absent := range []string{"caddy", "grpc-max", "http-5k", "not measured"} {
+	for _, absent := range []string{"caddy", "grpc-max", "http-5k", "grpc-1k", "hoptrace-0, http-1k", "not measured"} {
 		if strings.Contains(table, absent) {
 			t.Errorf("paired table lists %q, which no paired run measured:\n%s", absent, table)
 		}
 	}
 	meta := bench.Meta{Date: "2026-12-05T18:00:00Z", Cores: 2}
 	out := render(index(bench.Summarize(http), http), meta, paired)
-	if !strings.Contains(out, "#### Paired readings") || !strings.Contains(out, "each of 6 rounds") || !strings.Contains(out, table) {
+	if !strings.Contains(out, "#### Paired readings") || !strings.Contains(out, "sign test") || !strings.Contains(out, table) {
 		t.Errorf("render has no paired readings:\n%s", out)
 	}
 	if strings.Contains(render(index(bench.Summarize(http), http), meta, nil), "Paired readings") {
 		t.Error("paired readings rendered without a paired phase")
+	}
+}
+
+// The sign test's tail: the chance of at least k heads in n fair tosses.
+func TestSignTail(t *testing.T) {
+	for _, tt := range []struct {
+		k, n int
+		want float64
+	}{
+		{0, 12, 1}, {12, 12, 1.0 / 4096}, {10, 12, 79.0 / 4096}, {9, 12, 299.0 / 4096},
+		{7, 8, 9.0 / 256}, {6, 6, 1.0 / 64}, {4, 4, 1.0 / 16}, {1, 1, 0.5}, {3, 2, 0},
+	} {
+		if got := signTail(tt.k, tt.n); math.Abs(got-tt.want) > 1e-12 {
+			t.Errorf("signTail(%d, %d) = %g, want %g", tt.k, tt.n, got, tt.want)
+		}
 	}
 }
