@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"time"
@@ -29,6 +30,21 @@ type FileEntry struct {
 
 // ErrBadEntry marks a pods-file entry that cannot be used; the error names it.
 var ErrBadEntry = errors.New("bad pods file entry")
+
+// ErrFileTooLarge is a pods file over MaxFileBytes, and ErrNotRegular a path
+// that is no file at all (a directory, a device, a pipe). Either keeps the
+// pods of the last good read, as any read error does.
+var (
+	ErrFileTooLarge = errors.New("pods file too large")
+	ErrNotRegular   = errors.New("pods file is not a regular file")
+)
+
+// MaxFileBytes bounds what the agent reads of a pods file. A node's pods take
+// a few hundred bytes each and a node runs at most a few hundred, so this is
+// far above any real file; what it stops is a mistaken path (/dev/zero, a
+// log that keeps growing) from growing the agent's heap without end, or
+// hanging it on a pipe no one writes.
+const MaxFileBytes = 16 << 20
 
 // ParseFile parses a pods file: a YAML list of entries. A file that is not such a
 // list is an error; a bad entry is a Problem naming it, and the others still count.
@@ -171,6 +187,31 @@ func (s *FileSource) read(ctx context.Context, settle time.Duration, lastSum [32
 	return r, false
 }
 
+// readBounded reads the regular file at path, of at most max bytes.
+func readBounded(path string, max int64) ([]byte, error) {
+	// Stat first: opening a named pipe for reading waits for a writer.
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s (%s): %w", path, fi.Mode().Type(), ErrNotRegular)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%s: more than %d bytes: %w", path, max, ErrFileTooLarge)
+	}
+	return data, nil
+}
+
 type fileRead struct {
 	data []byte
 	err  error
@@ -178,7 +219,7 @@ type fileRead struct {
 }
 
 func (s *FileSource) load() fileRead {
-	data, err := os.ReadFile(s.Path)
+	data, err := readBounded(s.Path, MaxFileBytes)
 	if err != nil {
 		err = fmt.Errorf("read pods file: %w", err)
 		// The trailing NUL keeps a file whose content is the error's text from

@@ -180,3 +180,19 @@ func TestFileSourceWaitsForWritesToSettle(t *testing.T) {
 		t.Fatalf("removed file: %+v, want the last pods and a not-exist problem", s)
 	}
 }
+
+func TestReadBounded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pods.yaml")
+	if err := os.WriteFile(path, []byte(strings.Repeat("#", 100)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := readBounded(path, 100); err != nil || len(data) != 100 {
+		t.Errorf("at the bound: %d bytes, %v", len(data), err)
+	}
+	if _, err := readBounded(path, 99); !errors.Is(err, ErrFileTooLarge) {
+		t.Errorf("over the bound: %v, want ErrFileTooLarge", err)
+	}
+	if _, err := readBounded(filepath.Dir(path), 100); !errors.Is(err, ErrNotRegular) {
+		t.Errorf("a directory: %v, want ErrNotRegular", err)
+	}
+}

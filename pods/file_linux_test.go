@@ -1,0 +1,59 @@
+package pods
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A path that is no regular file, or a file far larger than any node's pods,
+// is a read error: the source keeps the last good pods and says why, and
+// neither hangs on a pipe nor reads without end.
+func TestFileSourceRefusesOddFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "pods.yaml")
+	one := "- {name: a, netns: /n/a, cgroup: /c/a}\n"
+	if err := os.WriteFile(path, []byte(one), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := make(chan Snapshot, 8)
+	src := &FileSource{Path: path, Poll: time.Millisecond, Settle: time.Millisecond}
+	go src.Run(ctx, out)
+	next := func() Snapshot {
+		t.Helper()
+		select {
+		case s := <-out:
+			return s
+		case <-time.After(5 * time.Second):
+			t.Fatal("no snapshot")
+		}
+		return Snapshot{}
+	}
+	if s := next(); len(s.Pods) != 1 {
+		t.Fatalf("first snapshot %+v", s)
+	}
+	// A named pipe no one writes: opening it for reading would wait forever.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var s Snapshot
+	for s = next(); len(s.Problems) == 1 && errors.Is(s.Problems[0], os.ErrNotExist); s = next() {
+		// The poll between Remove and Mkfifo saw no file: fine, wait for the pipe.
+	}
+	if len(s.Pods) != 1 || len(s.Problems) != 1 || !errors.Is(s.Problems[0], ErrNotRegular) {
+		t.Fatalf("pipe: %+v, want the last pods and ErrNotRegular", s)
+	}
+	// A device that never ends.
+	if _, err := readBounded("/dev/zero", MaxFileBytes); !errors.Is(err, ErrNotRegular) {
+		t.Errorf("/dev/zero: %v, want ErrNotRegular", err)
+	}
+}
