@@ -157,7 +157,7 @@ rm -f "${RESULTS%.json}".paired-*.json
 # Only after the whole matrix (no BENCH_ARGS); BENCH_PAIRED_ROUNDS sets every
 # phase's rounds (default 12 for the ratios, 8 for latency), 0 skips them.
 if [[ -z ${BENCH_ARGS:-} && ${BENCH_PAIRED_ROUNDS:-12} -gt 0 ]]; then
-	for phase in "http-max hoptrace-100,hoptrace-0,nginx http-max 12 3s" \
+	for phase in "max hoptrace-100,hoptrace-0,nginx http-max,grpc-max 12 3s" \
 		"http-close-max hoptrace-0,iptables http-close-max 12 3s" \
 		"latency direct,hoptrace-100,nginx http-1k,grpc-1k 8 5s"; do
 		read -r name setups scenarios rounds duration <<<"$phase"
