@@ -187,8 +187,8 @@ func (s *FileSource) read(ctx context.Context, settle time.Duration, lastSum [32
 	return r, false
 }
 
-// readBounded reads the regular file at path, of at most max bytes.
-func readBounded(path string, max int64) ([]byte, error) {
+// readBounded reads the regular file at path, of at most limit bytes.
+func readBounded(path string, limit int64) ([]byte, error) {
 	// Stat first: opening a named pipe for reading waits for a writer.
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -202,12 +202,12 @@ func readBounded(path string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s: more than %d bytes: %w", path, max, ErrFileTooLarge)
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: more than %d bytes: %w", path, limit, ErrFileTooLarge)
 	}
 	return data, nil
 }

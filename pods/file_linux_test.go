@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// A path that is no regular file, or a file far larger than any node's pods,
-// is a read error: the source keeps the last good pods and says why, and
-// neither hangs on a pipe nor reads without end.
+// A path that is no regular file is a read error: the source keeps the last
+// good pods and says why, and neither hangs on a pipe nor reads a device
+// without end. (A file over the size bound: TestReadBounded.)
 func TestFileSourceRefusesOddFiles(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "pods.yaml")
