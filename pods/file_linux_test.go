@@ -25,16 +25,7 @@ func TestFileSourceRefusesOddFiles(t *testing.T) {
 	out := make(chan Snapshot, 8)
 	src := &FileSource{Path: path, Poll: time.Millisecond, Settle: time.Millisecond}
 	go src.Run(ctx, out)
-	next := func() Snapshot {
-		t.Helper()
-		select {
-		case s := <-out:
-			return s
-		case <-time.After(5 * time.Second):
-			t.Fatal("no snapshot")
-		}
-		return Snapshot{}
-	}
+	next := func() Snapshot { t.Helper(); return nextSnapshot(t, out) }
 	if s := next(); len(s.Pods) != 1 {
 		t.Fatalf("first snapshot %+v", s)
 	}

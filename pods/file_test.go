@@ -84,16 +84,7 @@ func TestFileSourceFollowsChanges(t *testing.T) {
 	src := &FileSource{Path: path, Poll: 10 * time.Millisecond}
 	go src.Run(ctx, out)
 
-	next := func() Snapshot {
-		t.Helper()
-		select {
-		case s := <-out:
-			return s
-		case <-time.After(5 * time.Second):
-			t.Fatal("no snapshot")
-		}
-		return Snapshot{}
-	}
+	next := func() Snapshot { t.Helper(); return nextSnapshot(t, out) }
 	if s := next(); len(s.Pods) != 1 {
 		t.Fatalf("first snapshot %+v", s)
 	}
@@ -195,4 +186,17 @@ func TestReadBounded(t *testing.T) {
 	if _, err := readBounded(filepath.Dir(path), 100); !errors.Is(err, ErrNotRegular) {
 		t.Errorf("a directory: %v, want ErrNotRegular", err)
 	}
+}
+
+// nextSnapshot is the next snapshot a source sends on out; the test fails
+// when none comes within 5 s.
+func nextSnapshot(t *testing.T, out <-chan Snapshot) Snapshot {
+	t.Helper()
+	select {
+	case s := <-out:
+		return s
+	case <-time.After(5 * time.Second):
+		t.Fatal("no snapshot")
+	}
+	return Snapshot{}
 }
