@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -189,19 +190,21 @@ func (s *FileSource) read(ctx context.Context, settle time.Duration, lastSum [32
 
 // readBounded reads the regular file at path, of at most limit bytes.
 func readBounded(path string, limit int64) ([]byte, error) {
-	// Stat first: opening a named pipe for reading waits for a writer.
-	fi, err := os.Stat(path)
+	// Non-blocking, and the type checked on what was opened: opening a named
+	// pipe for reading would otherwise wait for a writer, and a path checked
+	// before it is opened can be swapped for a pipe in between.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s (%s): %w", path, fi.Mode().Type(), ErrNotRegular)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err

@@ -48,3 +48,43 @@ func TestFileSourceRefusesOddFiles(t *testing.T) {
 		t.Errorf("/dev/zero: %v, want ErrNotRegular", err)
 	}
 }
+
+// readBounded never waits on a pipe, even one swapped in for the file while it
+// reads: the type is checked on what was opened, not on the path before.
+func TestReadBoundedNeverWaitsOnASwappedPipe(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pods.yaml")
+	stop := make(chan struct{})
+	swapped := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { swapped <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			os.Remove(path)
+			syscall.Mkfifo(path, 0o600)
+			os.Remove(path)
+			os.WriteFile(path, []byte("- {name: a, netns: /n/a, cgroup: /c/a}\n"), 0o644)
+			n++
+		}
+	}()
+	reads := 0
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); reads++ {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			readBounded(path, MaxFileBytes)
+		}()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			close(stop)
+			t.Fatalf("read %d waited on the pipe", reads)
+		}
+	}
+	close(stop)
+	t.Logf("%d reads while the path was swapped %d times", reads, <-swapped)
+}
