@@ -4,8 +4,8 @@
 # box, the whole matrix repeated in rounds (benchrun -rounds), each round on
 # fresh pods. Writes bench/results.json (medians over the rounds),
 # results.runs.json (every run), results.meta.json and the "Load benchmarks
-# (make bench)" section of docs/benchmarks.md. About 35 minutes: 17 for the
-# matrix, 18 for the paired phase.
+# (make bench)" section of docs/benchmarks.md. About 41 minutes: 17 for the
+# matrix, 24 for the paired phase.
 #
 # Needs root: it creates network namespaces, veths and cgroups, loads BPF and
 # installs iptables rules inside the benchmark pods' own namespaces. Everything
@@ -154,16 +154,28 @@ rm -f "${RESULTS%.json}".paired-*.json
 # the same cores) can fall on one and not the other; its three rounds are too
 # few for a sign test, which these rounds decide by (benchreport). Latency at
 # 1,000 req/s gets 5-s runs: a 3-s run's p99 is its 30th-slowest request.
+# latency-onecpu runs the latency phase again with every process on CPU 0
+# (taskset; benchrun records the one CPU, and the report labels those rows):
+# a wake-up from one CPU to the other is most of a hop's added latency on a
+# VM (docs/benchmarks.md), and this reading shows what is left without it.
 # Only after the whole matrix (no BENCH_ARGS); BENCH_PAIRED_ROUNDS sets every
 # phase's rounds (default 12 for the ratios, 8 for latency), 0 skips them.
 if [[ -z ${BENCH_ARGS:-} && ${BENCH_PAIRED_ROUNDS:-12} -gt 0 ]]; then
-	for phase in "max hoptrace-100,hoptrace-0,nginx http-max,grpc-max 12 3s" \
-		"http-close-max hoptrace-0,iptables http-close-max 12 3s" \
-		"latency direct,hoptrace-100,nginx http-1k,grpc-1k 8 5s"; do
-		read -r name setups scenarios rounds duration <<<"$phase"
+	for phase in "max hoptrace-100,hoptrace-0,nginx http-max,grpc-max 12 3s all" \
+		"http-close-max hoptrace-0,iptables http-close-max 12 3s all" \
+		"latency direct,hoptrace-100,nginx http-1k,grpc-1k 8 5s all" \
+		"latency-onecpu direct,hoptrace-100,nginx http-1k,grpc-1k 8 5s 0"; do
+		read -r name setups scenarios rounds duration cpus <<<"$phase"
 		rounds=${BENCH_PAIRED_ROUNDS:-$rounds}
-		log "paired: $setups at $scenarios, $rounds rounds of ${duration} runs"
-		"$WORK/bin/benchrun" -bin-dir "$WORK/bin" -work-dir "$WORK/run-paired-$name" \
+		pin=()
+		if [[ $cpus != all ]]; then
+			if (($(nproc) < 2)); then
+				continue # one CPU already: the latency phase is this reading
+			fi
+			pin=(taskset -c "$cpus")
+		fi
+		log "paired: $setups at $scenarios, $rounds rounds of ${duration} runs${pin[*]:+ on CPU $cpus}"
+		"${pin[@]}" "$WORK/bin/benchrun" -bin-dir "$WORK/bin" -work-dir "$WORK/run-paired-$name" \
 			-fortio "$TOOLS/fortio" -nginx "$(command -v nginx)" \
 			-rounds "$rounds" -duration "$duration" -setups "$setups" -scenarios "$scenarios" \
 			-out "${RESULTS%.json}.paired-$name.json" -command "make bench (paired phase)"

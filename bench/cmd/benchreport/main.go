@@ -55,6 +55,11 @@ func run(resultsPath, docPath string, pairedPaths []string) error {
 		if err != nil {
 			return fmt.Errorf("paired results: %w", err)
 		}
+		var pm bench.Meta
+		if err := bench.ReadJSON(strings.TrimSuffix(p, ".json")+".meta.json", &pm); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("paired results: %w", err)
+		}
+		px.cpus = pm.Cores
 		paired = append(paired, px)
 	}
 	block := beginMarker + "\n" + render(x, meta, paired) + endMarker

@@ -78,10 +78,14 @@ func render(x results, meta bench.Meta, paired []results) string {
 		b.WriteString("Each verdict is taken on the median over the rounds of the numbers it compares; when some rounds meet the target and others do not, it says *not decided*.\n\n")
 	}
 	b.WriteString(targetsTable(x))
-	if t := pairedTable(paired); t != "" {
+	if t := pairedTable(paired, meta.Cores); t != "" {
 		b.WriteString("\n#### Paired readings\n\n" +
 			"In the matrix the setups a target compares run minutes apart in a round, each through every scenario, and the machine's load (others' work on the two cores) can fall on one and not the other; the matrix's few rounds cannot tell a small margin from that noise. So `make bench` then runs each target's setups alone, back to back in every round on fresh pods (`benchrun -setups <the compared setups> -scenarios <its scenarios>`), in more rounds (the count is in each row). " +
-			"These verdicts are taken by a one-sided sign test over the rounds: were the setups exactly at the target's threshold, each round would fall on either side of it with even odds, so a target is *met* when so many rounds meet it (and the median does) that even odds would give as many at most 5 % of the time (p ≤ 0.05: 10 rounds of 12, 7 of 8), *not met* when as many miss it, and otherwise *not decided*:\n\n")
+			"These verdicts are taken by a one-sided sign test over the rounds: were the setups exactly at the target's threshold, each round would fall on either side of it with even odds, so a target is *met* when so many rounds meet it (and the median does) that even odds would give as many at most 5 % of the time (p ≤ 0.05: 10 rounds of 12, 7 of 8), *not met* when as many miss it, and otherwise *not decided*.")
+		if slices.ContainsFunc(paired, func(x results) bool { return x.cpus > 0 && x.cpus < meta.Cores }) {
+			b.WriteString(" Rows that end *every process on N of the M CPUs* come from a phase run under `taskset` (client, apps, proxies and receiver all on those CPUs): no wake-up crosses from one CPU to another there, so they show what the proxies add without that cost. They are a reading beside the machine's, not instead of it.")
+		}
+		b.WriteString("\n\n")
 		b.WriteString(t)
 	}
 

@@ -385,7 +385,7 @@ func TestPairedReadings(t *testing.T) {
 		)
 	}
 	paired := []results{index(bench.Summarize(http), http), index(bench.Summarize(conn), conn), index(bench.Summarize(lat), lat)}
-	table := pairedTable(paired)
+	table := pairedTable(paired, 2)
 	for _, want := range []string{
 		// Ten rounds of twelve below: even odds give that 1.9 % of the time.
 		"| http-max: hoptrace-100 ≥ 1× nginx, CPU/req ≤ nginx's | 9750 vs 10000 req/s: 0.97× (0.94–1.02 over 12 rounds); CPU/req 0.95× nginx's (0.95–0.95) | **not met** (met in 2 of 12 rounds; sign test p = 0.019) |",
@@ -413,6 +413,38 @@ func TestPairedReadings(t *testing.T) {
 	}
 	if strings.Contains(render(index(bench.Summarize(http), http), meta, nil), "Paired readings") {
 		t.Error("paired readings rendered without a paired phase")
+	}
+}
+
+// A paired phase run on fewer CPUs than the machine has (under taskset) is
+// labelled as such in every row and explained above the table; one on all of
+// them is not.
+func TestPairedReadingsOnFewerCPUs(t *testing.T) {
+	var lat []bench.Result
+	for round := range 8 {
+		lat = append(lat,
+			bench.Result{Round: round + 1, Setup: "direct", Scenario: "http-1k", RPS: 1000, P50us: 80, P99us: 300},
+			bench.Result{Round: round + 1, Setup: "hoptrace-100", Scenario: "http-1k", RPS: 1000, P50us: 140, P99us: 800},
+			bench.Result{Round: round + 1, Setup: "nginx", Scenario: "http-1k", RPS: 1000, P50us: 250, P99us: 900},
+		)
+	}
+	all, one := index(bench.Summarize(lat), lat), index(bench.Summarize(lat), lat)
+	all.cpus, one.cpus = 2, 1
+	table := pairedTable([]results{all, one}, 2)
+	const row = "| hoptrace-100, http-1k: added p50 < 150 µs and ≤ nginx's, p99 < 1 ms per hop"
+	if n := strings.Count(table, row+" |"); n != 1 {
+		t.Errorf("want the machine's row once, unlabelled; found %d:\n%s", n, table)
+	}
+	if n := strings.Count(table, row+" — every process on 1 of the 2 CPUs |"); n != 1 {
+		t.Errorf("want the pinned phase's row once, labelled; found %d:\n%s", n, table)
+	}
+	meta := bench.Meta{Date: "2026-12-06T06:00:00Z", Cores: 2}
+	const why = "come from a phase run under `taskset`"
+	if out := render(all, meta, []results{all, one}); !strings.Contains(out, why) {
+		t.Errorf("render does not say what the pinned rows are:\n%s", out)
+	}
+	if out := render(all, meta, []results{all}); strings.Contains(out, why) {
+		t.Errorf("render explains pinned rows no phase produced:\n%s", out)
 	}
 }
 

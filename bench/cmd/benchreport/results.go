@@ -14,6 +14,9 @@ type results struct {
 	rounds int // most rounds any cell has
 	by     map[[2]string]bench.Summary
 	byRun  map[[2]string]map[int]bench.Result // round → run
+	// cpus is how many CPUs the runs had (the meta's cores: benchrun counts
+	// those it may run on, so a run under taskset says so), 0 when unknown.
+	cpus int
 }
 
 // index builds the index. Without runs (results.json from before rounds, one

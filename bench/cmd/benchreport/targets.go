@@ -142,13 +142,18 @@ func targetsTable(x results) string {
 // phase of make bench: runs of only the setups a target compares, back to
 // back in every round (xs holds one results per invocation), decided by the
 // sign test. Targets a phase did not measure are left out rather than shown
-// as missing.
-func pairedTable(xs []results) string {
+// as missing. A phase that ran on fewer than the machine's cpus (every
+// process pinned with taskset) says so in its rows: its readings are not the
+// machine's, they are what is left without wake-ups across CPUs.
+func pairedTable(xs []results, cpus int) string {
 	var vs []verdict
 	for _, x := range xs {
 		for _, v := range slices.Concat(latencyTargets(x), throughputTargets(x), tracingTargets(x), []verdict{captureTarget(x)}) {
 			if !v.missing {
 				v.bySign = true
+				if x.cpus > 0 && x.cpus < cpus {
+					v.target += fmt.Sprintf(" — every process on %d of the %d CPUs", x.cpus, cpus)
+				}
 				vs = append(vs, v)
 			}
 		}
