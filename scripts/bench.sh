@@ -4,8 +4,8 @@
 # box, the whole matrix repeated in rounds (benchrun -rounds), each round on
 # fresh pods. Writes bench/results.json (medians over the rounds),
 # results.runs.json (every run), results.meta.json and the "Load benchmarks
-# (make bench)" section of docs/benchmarks.md. About 41 minutes: 17 for the
-# matrix, 24 for the paired phase.
+# (make bench)" section of docs/benchmarks.md. About 40 minutes: 17 for the
+# matrix, 22 for the paired phase.
 #
 # Needs root: it creates network namespaces, veths and cgroups, loads BPF and
 # installs iptables rules inside the benchmark pods' own namespaces. Everything
